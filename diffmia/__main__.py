@@ -1,0 +1,3 @@
+from diffmia.cli import main
+
+main()

@@ -1,0 +1,200 @@
+"""Typed, validated configuration: YAML files in configs/ plus `--set dotted.key=value` overrides.
+
+Every recipe is a `TargetConfig`. Loading refuses unknown keys, wrong types and out-of-range values with a one-line
+error that names the file and the field (and suggests the closest known key for a typo).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from diffmia.registry import did_you_mean
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is ready to show to the user."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(StrictModel):
+    dataset: Literal["digits", "cifar10", "imagefolder"] = "digits"
+    path: Optional[str] = Field(None, description="folder for cifar10 / imagefolder")
+    resolution: Optional[int] = Field(None, ge=4, le=1024, description="resize to this size (None: native)")
+    caption_column: str = Field("text", description="imagefolder: caption key in metadata.jsonl")
+    members: int = Field(256, ge=2, description="training images (the members)")
+    nonmembers: int = Field(256, ge=2, description="held-out images the attacks must tell apart")
+    calibration_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of each side used to fit thresholds")
+    max_images: Optional[int] = Field(None, ge=4, description="use only the first N images of the dataset")
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "DataConfig":
+        if self.dataset in ("cifar10", "imagefolder") and not self.path:
+            raise ValueError(f"dataset '{self.dataset}' needs data.path")
+        if self.dataset == "imagefolder" and self.resolution is None:
+            raise ValueError("dataset 'imagefolder' needs data.resolution (images are cropped and resized to it)")
+        return self
+
+
+class ModelConfig(StrictModel):
+    block_out_channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1, max_length=6)
+    attention: list[bool] = Field(default_factory=lambda: [False, True], description="attention per level")
+    layers_per_block: int = Field(1, ge=1, le=4)
+    norm_num_groups: int = Field(8, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelConfig":
+        if len(self.attention) != len(self.block_out_channels):
+            raise ValueError(
+                f"attention has {len(self.attention)} entries but block_out_channels has {len(self.block_out_channels)}"
+            )
+        for ch in self.block_out_channels:
+            if ch % self.norm_num_groups:
+                raise ValueError(f"norm_num_groups={self.norm_num_groups} does not divide channel count {ch}")
+        return self
+
+
+class SchedulerConfig(StrictModel):
+    num_train_timesteps: int = Field(1000, ge=10, le=10000)
+    beta_start: float = Field(1e-4, gt=0.0, lt=1.0)
+    beta_end: float = Field(0.02, gt=0.0, lt=1.0)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+
+
+class TrainConfig(StrictModel):
+    steps: int = Field(3000, ge=1, description="optimizer steps")
+    batch_size: int = Field(64, ge=1, description="per-process batch size")
+    learning_rate: float = Field(2e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = Field(100, ge=0)
+    grad_clip: Optional[float] = Field(1.0, gt=0.0, description="max gradient norm (None: off)")
+    use_ema: bool = True
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    checkpoints_kept: int = Field(2, ge=1)
+    log_every: int = Field(50, ge=1)
+    gap_timesteps: list[int] = Field(default_factory=lambda: [10, 50, 100, 200, 500])
+
+
+class TargetConfig(StrictModel):
+    """One training recipe: data and split, model, noise schedule, training."""
+
+    name: str = "target"
+    seed: int = Field(0, ge=0)
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _timesteps_in_range(self) -> "TargetConfig":
+        bad = [t for t in self.train.gap_timesteps if not 0 <= t < self.scheduler.num_train_timesteps]
+        if bad:
+            raise ValueError(f"train.gap_timesteps {bad} outside [0, {self.scheduler.num_train_timesteps})")
+        return self
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.steps=20' -> (['train', 'steps'], 20); the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set '{text}': expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set '{text}': value is not valid YAML ({exc.__class__.__name__})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set '{text}': '{'.'.join(keys[: depth + 1])}' is not a section")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str]:
+    """Names of the fields of the sub-model found by walking `loc` from `model_cls`."""
+    cls: Any = model_cls
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        cls = field.annotation
+        for arg in getattr(cls, "__args__", ()) or ():  # Optional[Model], list[Model]
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                cls = arg
+    return list(getattr(cls, "model_fields", {}))
+
+
+def format_validation_error(source: str, exc: ValidationError, model_cls: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            hint = did_you_mean(str(loc[-1]), _fields_at(model_cls, loc[:-1]))
+            lines.append(f"{source}: {field}: unknown key{hint}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            got = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(
+                err.get("input"), dict
+            ) else ""
+            lines.append(f"{source}: {field}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def validate(data: dict[str, Any], model_cls: type[M], source: str = "<config>") -> M:
+    try:
+        return model_cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc, model_cls)) from None
+
+
+def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of keys to values")
+    return data
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None, model_cls: type[M] = TargetConfig) -> M:
+    data = apply_overrides(read_yaml_mapping(path), list(overrides or []))
+    return validate(data, model_cls, source=str(path))
+
+
+def dump_config(cfg: BaseModel) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,204 @@
+"""Image datasets: the embedded digits set and loaders for users' data (CIFAR-10 pickles, captioned image folders).
+
+Every loader returns an `ImageSet`: raw uint8 pixels (N, H, W, C), a source string per image (index or file), and a
+caption per image. Pixels are scaled to [-1, 1] (and optionally resized) only when a tensor is asked for, and the
+sha256 recorded in split manifests is taken over the raw pixels, so any change to the data is caught.
+Loaders validate at the door: a missing folder, an unreadable file or a bad caption line is an error naming it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from diffmia.config import DataConfig
+from diffmia.registry import Registry
+
+from .captions import digit_captions
+
+
+class DataError(ValueError):
+    """Data that cannot be used; the message names the file or field at fault."""
+
+
+@dataclass
+class ImageSet:
+    name: str
+    pixels: np.ndarray  # uint8, (N, H, W, C)
+    sources: list[str]
+    captions: list[str]
+    max_value: int = 255  # raw value that maps to +1
+    _hashes: list[str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.pixels.dtype != np.uint8 or self.pixels.ndim != 4:
+            raise DataError(f"{self.name}: pixels must be uint8 (N, H, W, C), got {self.pixels.dtype} {self.pixels.shape}")
+        if not (len(self.pixels) == len(self.sources) == len(self.captions)):
+            raise DataError(f"{self.name}: {len(self.pixels)} images but {len(self.sources)} sources, {len(self.captions)} captions")
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    @property
+    def channels(self) -> int:
+        return self.pixels.shape[-1]
+
+    @property
+    def native_resolution(self) -> int:
+        return self.pixels.shape[1]
+
+    def hashes(self) -> list[str]:
+        if self._hashes is None:
+            self._hashes = [pixel_hash(p) for p in self.pixels]
+        return self._hashes
+
+    def tensor(self, indices, resolution: int | None = None) -> torch.Tensor:
+        """Images `indices` as float32 (N, C, H, W) in [-1, 1], resized to `resolution` if given."""
+        x = torch.from_numpy(self.pixels[np.asarray(indices, dtype=np.int64)]).permute(0, 3, 1, 2).float()
+        x = x / self.max_value * 2.0 - 1.0
+        if resolution is not None and resolution != x.shape[-1]:
+            x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+        return x.contiguous()
+
+    def subset(self, count: int) -> "ImageSet":
+        return ImageSet(self.name, self.pixels[:count], self.sources[:count], self.captions[:count], self.max_value)
+
+
+def pixel_hash(pixels: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(str(pixels.shape).encode())
+    h.update(np.ascontiguousarray(pixels).tobytes())
+    return h.hexdigest()
+
+
+DATASETS: Registry[Callable[[DataConfig], ImageSet]] = Registry("dataset")
+
+
+@DATASETS.register("digits")
+def load_digits(cfg: DataConfig) -> ImageSet:
+    """scikit-learn's 1797 handwritten digit scans (8x8, values 0..16), shipped with the package."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    images = bunch.images.astype(np.uint8)
+    captions = digit_captions(images, bunch.target)
+    return ImageSet("digits", images[..., None], [str(i) for i in range(len(images))], captions, max_value=16)
+
+
+CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+@DATASETS.register("cifar10")
+def load_cifar10(cfg: DataConfig) -> ImageSet:
+    """The CIFAR-10 'python version' folder (data_batch_1..5, test_batch, batches.meta)."""
+    root = Path(cfg.path or "")
+    if not root.is_dir():
+        raise DataError(f"data.path: CIFAR-10 folder not found: {root}")
+    meta = root / "batches.meta"
+    names = [f"class {i}" for i in range(10)]
+    if meta.is_file():
+        names = [n.decode() if isinstance(n, bytes) else n for n in _unpickle(meta)[b"label_names"]]
+    present = [f for f in CIFAR10_FILES if (root / f).is_file()]
+    if not present:
+        raise DataError(f"{root}: no CIFAR-10 batch files (expected {', '.join(CIFAR10_FILES)})")
+    pixels, sources, captions = [], [], []
+    for fname in present:
+        batch = _unpickle(root / fname)
+        try:
+            data = np.asarray(batch[b"data"], dtype=np.uint8)
+            labels = list(batch[b"labels"])
+        except KeyError as exc:
+            raise DataError(f"{root / fname}: missing key {exc.args[0]!r}") from None
+        if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+            raise DataError(f"{root / fname}: expected data of shape (N, 3072) and N labels, got {data.shape}")
+        pixels.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        sources += [f"{fname}:{row}" for row in range(len(data))]
+        captions += [f"a photo of a {names[label]}" for label in labels]
+        if cfg.max_images and len(sources) >= cfg.max_images:
+            break
+    return ImageSet("cifar10", np.concatenate(pixels), sources, captions)
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as exc:  # noqa: BLE001 - any unreadable pickle is the same user error
+        raise DataError(f"{path}: not a readable CIFAR-10 pickle ({exc.__class__.__name__})") from None
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+@DATASETS.register("imagefolder")
+def load_imagefolder(cfg: DataConfig) -> ImageSet:
+    """A folder of images with captions in metadata.jsonl (Hugging Face imagefolder: {"file_name", "text"})."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(cfg.path or "")
+    if not root.is_dir():
+        raise DataError(f"data.path: image folder not found: {root}")
+    meta = root / "metadata.jsonl"
+    if not meta.is_file():
+        raise DataError(f"{root}: metadata.jsonl not found (one JSON object per line with file_name and {cfg.caption_column})")
+    size = int(cfg.resolution or 0)
+    pixels, sources, captions = [], [], []
+    seen: set[str] = set()
+    for lineno, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{meta}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(f"{where}: not valid JSON") from None
+        if not isinstance(record, dict) or "file_name" not in record:
+            raise DataError(f"{where}: needs a 'file_name' field")
+        caption = record.get(cfg.caption_column)
+        if not isinstance(caption, str) or not caption.strip():
+            raise DataError(f"{where}: '{cfg.caption_column}' must be a non-empty string")
+        name = str(record["file_name"])
+        if name in seen:
+            raise DataError(f"{where}: '{name}' is listed twice")
+        seen.add(name)
+        file = (root / name).resolve()
+        if root.resolve() not in file.parents:
+            raise DataError(f"{where}: '{name}' points outside the folder")
+        if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataError(f"{where}: image file not found or not an image: {name}")
+        try:
+            with Image.open(file) as img:
+                pixels.append(_square_resize(img.convert("RGB"), size))
+        except (UnidentifiedImageError, OSError):
+            raise DataError(f"{file}: cannot be decoded as an image") from None
+        sources.append(name)
+        captions.append(caption.strip())
+        if cfg.max_images and len(sources) >= cfg.max_images:
+            break
+    if not pixels:
+        raise DataError(f"{meta}: lists no images")
+    return ImageSet(root.name, np.stack(pixels), sources, captions)
+
+
+def _square_resize(img, size: int) -> np.ndarray:
+    from PIL import Image
+
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def load_dataset(cfg: DataConfig) -> ImageSet:
+    images = DATASETS.get(cfg.dataset)(cfg)
+    if cfg.max_images and len(images) > cfg.max_images:
+        images = images.subset(cfg.max_images)
+    return images

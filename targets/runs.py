@@ -1,0 +1,46 @@
+"""Open a trained run directory: its config, split manifest (checked against the data) and Target."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from diffmia.config import TargetConfig, load_config
+from diffmia.rundir import RunDir
+
+from .data import ImageSet, load_dataset
+from .manifest import SplitManifest
+from .target import PixelDDPMTarget, Target
+
+
+class RunError(FileNotFoundError):
+    pass
+
+
+@dataclass
+class LoadedRun:
+    run: RunDir
+    config: TargetConfig
+    manifest: SplitManifest
+    images: ImageSet
+    target: Target
+
+    @property
+    def resolution(self) -> int:
+        return self.config.data.resolution or self.images.native_resolution
+
+
+def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
+    run = RunDir(path)
+    if not run.root.is_dir():
+        raise RunError(f"{run.root}: run directory not found")
+    if not run.is_trained():
+        raise RunError(f"{run.root}: no finished target here (train it with `diffmia train`, or --resume it)")
+    cfg = load_config(run.config)
+    manifest = SplitManifest.load(run.manifest)
+    images = load_dataset(cfg.data)
+    manifest.verify(images, source=str(run.manifest))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    target = PixelDDPMTarget.from_folder(run.target, device)
+    return LoadedRun(run, cfg, manifest, images, target)
