@@ -109,6 +109,49 @@ def data(
     typer.echo(f"{images.name}: {len(images)} images -> {counts}; wrote {out / 'manifest.json'}, members.png, nonmembers.png")
 
 
+@app.command()
+@user_errors
+def attack(
+    run: Path = typer.Argument(..., help="A trained run directory."),
+    attack_name: str = typer.Option("all", "--attack", "-a", help="Attack name, or 'all' for every gray-box attack."),
+    set_: Optional[List[str]] = SetOption,
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the attack's noise draws."),
+    batch_size: int = typer.Option(128, "--batch-size", min=1, max=65536, help="Images per batch of model calls."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the scores (default: RUN/scores)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Score the run's members and non-members with an attack; write scores/NAME.csv and print test-half metrics.
+
+    --set takes the attack's parameters, e.g. --set k=5 --set aggregation=centroid."""
+    from diffmia.attacks import ATTACKS, build_attack
+    from diffmia.attacks.runner import run_attack
+    from diffmia.config import ConfigError, parse_override
+    from diffmia.evaluate.metrics import auc, tpr_at_fpr
+    from diffmia.targets.runs import load_run
+
+    params = {}
+    for text in set_ or []:
+        keys, value = parse_override(text)
+        params[".".join(keys)] = value
+    if attack_name == "all":
+        names = [n for n in ATTACKS.names() if ATTACKS.get(n).access == "gray-box"]
+        if params:
+            raise ConfigError("--set applies to one attack; name it with --attack")
+    else:
+        names = [attack_name]
+    attacks = [build_attack(name, params, seed=seed) for name in names]  # validate all before any work
+    loaded = load_run(run)
+    typer.echo(f"{'attack':<20} {'AUC':>6} {'TPR@1%FPR':>10} {'queries':>8} {'seconds':>8}   (test halves)")
+    for atk in attacks:
+        result = run_attack(loaded, atk, out, batch_size=batch_size, progress=progress)
+        test = result.scores[result.scores.split == "test"]
+        typer.echo(
+            f"{atk.name:<20} {auc(test.is_member, test.score):6.3f} {tpr_at_fpr(test.is_member, test.score, 0.01):10.3f}"
+            f" {result.info['queries_per_sample']:8d} {result.info['seconds']:8.1f}"
+        )
+    typer.echo(f"scores in {Path(out) if out else loaded.run.scores}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(prog_name="diffmia")
 

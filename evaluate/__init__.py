@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Evaluation: metrics from stored per-sample scores."""

@@ -1,0 +1,90 @@
+"""The attack contract: parameters as a validated model, `score(target, batch) -> Tensor[B]`, queries per sample.
+
+Scores are "higher = more likely member". Every random draw an attack makes comes from `per_sample_noise`, seeded by
+(attack seed, sample id, draw), so the same seed gives the same scores whatever the batch size or order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from diffmia.config import validate
+from diffmia.registry import Registry
+from diffmia.targets.target import Target
+
+
+class AttackParams(BaseModel):
+    """Base for each attack's parameters: unknown names and out-of-range values are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class AttackBatch:
+    images: torch.Tensor  # (B, C, H, W) in [-1, 1]
+    ids: Sequence[int]  # dataset indices: seed the per-sample noise
+    captions: Sequence[str] | None = None
+
+
+class Attack:
+    name: ClassVar[str]
+    access: ClassVar[str]  # "gray-box" (needs eps_theta) or "black-box" (generations only)
+    paper: ClassVar[str]
+    Params: ClassVar[type[AttackParams]]
+
+    def __init__(self, params: AttackParams | dict[str, Any] | None = None, seed: int = 0):
+        if not isinstance(params, AttackParams):
+            params = validate(dict(params or {}), self.Params, source=f"attack {self.name}")
+        self.params = params
+        self.seed = seed
+        self.check(params)
+
+    def check(self, params: AttackParams) -> None:
+        """Cross-field checks that need the parameters together (raise ConfigError)."""
+
+    def queries_per_sample(self, target: Target) -> int:
+        raise NotImplementedError
+
+    def score(self, target: Target, batch: AttackBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- helpers shared by attacks -----------------------------------------------------------------------------
+    def noise(self, batch: AttackBatch, shape: Sequence[int], draw: int = 0) -> torch.Tensor:
+        return per_sample_noise(batch.ids, shape, self.seed, draw)
+
+
+def per_sample_noise(ids: Sequence[int], shape: Sequence[int], seed: int, draw: int = 0) -> torch.Tensor:
+    """Standard normal noise (len(ids), *shape), each row seeded by (seed, id, draw) alone."""
+    rows = []
+    for i in ids:
+        state = np.random.SeedSequence([int(seed), int(i), int(draw)]).generate_state(1, dtype=np.uint64)[0]
+        rows.append(torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(state >> 1))))
+    return torch.stack(rows)
+
+
+def ddim_move(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_from: float, alpha_bar_to: float) -> torch.Tensor:
+    """Deterministic DDIM (eta=0) between any two noise levels, in either direction, given eps at the start:
+    x0_hat = (x_t - sqrt(1 - abar_from) eps) / sqrt(abar_from);  x_to = sqrt(abar_to) x0_hat + sqrt(1 - abar_to) eps."""
+    x0_hat = (x_t - (1.0 - alpha_bar_from) ** 0.5 * eps) / alpha_bar_from**0.5
+    return alpha_bar_to**0.5 * x0_hat + (1.0 - alpha_bar_to) ** 0.5 * eps
+
+
+def add_noise(target: Target, x0: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps."""
+    abar = target.alpha_bar(t)
+    return abar**0.5 * x0 + (1.0 - abar) ** 0.5 * eps
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    return ATTACKS.register(cls.name)(cls)
+
+
+def build_attack(name: str, params: dict[str, Any] | None = None, seed: int = 0) -> Attack:
+    return ATTACKS.get(name)(params, seed=seed)

@@ -1,0 +1,89 @@
+"""Score a trained run's members and non-members with one attack, streaming scores to scores/NAME.csv.
+
+The CSV has one row per audited image (sample_id, source, split, is_member, score) and is written batch by batch to a
+temporary file that is renamed into place only when complete. A sidecar scores/NAME.json records the attack's
+parameters, seed, declared and counted queries per sample, and seconds.
+"""
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from diffmia.io import atomic_path, write_json
+from diffmia.targets.runs import LoadedRun
+
+from .base import Attack, AttackBatch
+
+COLUMNS = ["sample_id", "source", "split", "is_member", "score"]
+
+
+class QueryCountMismatch(AssertionError):
+    """An attack made a different number of model calls than it declares: a bug in the attack."""
+
+
+@dataclass
+class AttackResult:
+    scores: pd.DataFrame
+    info: dict
+    csv_path: Path
+
+
+def run_attack(
+    loaded: LoadedRun,
+    attack: Attack,
+    out_dir: str | Path | None = None,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> AttackResult:
+    out_dir = Path(out_dir) if out_dir is not None else loaded.run.scores
+    csv_path = out_dir / f"{attack.name}.csv"
+    entries = loaded.manifest.audit_entries()
+    target = loaded.target
+    declared = attack.queries_per_sample(target)
+    captions = loaded.images.captions
+    target.queries.reset()
+    t0 = time.time()
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        bar = tqdm(total=len(entries), desc=attack.name, unit="img", disable=not progress)
+        for start in range(0, len(entries), batch_size):
+            chunk = entries[start : start + batch_size]
+            ids = [e.index for e, _ in chunk]
+            batch = AttackBatch(
+                images=loaded.images.tensor(ids, loaded.resolution),
+                ids=ids,
+                captions=[captions[i] for i in ids] if target.conditional else None,
+            )
+            before = target.queries.sample_queries
+            scores = attack.score(target, batch)
+            used = target.queries.sample_queries - before
+            if used != declared * len(ids):
+                raise QueryCountMismatch(f"{attack.name}: declared {declared} queries per image, made {used / len(ids):g}")
+            for (entry, is_member), s in zip(chunk, scores.tolist()):
+                writer.writerow([entry.index, entry.source, entry.half, int(is_member), repr(float(s))])
+            f.flush()
+            bar.update(len(ids))
+        bar.close()
+        f.close()
+    seconds = time.time() - t0
+    info = {
+        "attack": attack.name,
+        "access": attack.access,
+        "paper": attack.paper,
+        "params": attack.params.model_dump(mode="json"),
+        "seed": attack.seed,
+        "queries_per_sample": declared,
+        "forward_passes": target.queries.forward_passes,
+        "samples": len(entries),
+        "seconds": round(seconds, 3),
+        "seconds_per_sample": round(seconds / max(len(entries), 1), 6),
+        "run": str(loaded.run.root),
+    }
+    write_json(out_dir / f"{attack.name}.json", info)
+    return AttackResult(pd.read_csv(csv_path), info, csv_path)

@@ -1,0 +1,44 @@
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from diffmia.attacks import build_attack
+from diffmia.attacks.naive_loss import NaiveLoss
+from diffmia.attacks.runner import QueryCountMismatch, run_attack
+from diffmia.cli import app
+from diffmia.targets.runs import load_run
+
+
+def test_scores_csv_and_sidecar(tiny_run, tmp_path):
+    loaded = load_run(tiny_run)
+    result = run_attack(loaded, build_attack("pia"), tmp_path, batch_size=50, progress=False)
+    df = pd.read_csv(tmp_path / "pia.csv")
+    assert list(df.columns) == ["sample_id", "source", "split", "is_member", "score"]
+    assert len(df) == 128 and df.is_member.sum() == 64
+    assert set(df.split) == {"calibration", "test"}
+    assert result.info["queries_per_sample"] == 2 and result.info["samples"] == 128
+    assert (tmp_path / "pia.json").is_file() and not list(tmp_path.glob("*.tmp"))
+    # batch size does not change scores
+    other = run_attack(loaded, build_attack("pia"), tmp_path / "b", batch_size=7, progress=False)
+    assert (other.scores.score - df.score).abs().max() < 1e-5
+
+
+class Lying(NaiveLoss):
+    def queries_per_sample(self, target):
+        return 2  # makes 1
+
+
+def test_query_count_mismatch_is_caught(tiny_run, tmp_path):
+    with pytest.raises(QueryCountMismatch, match="declared 2"):
+        run_attack(load_run(tiny_run), Lying(), tmp_path, progress=False)
+    assert not (tmp_path / "naive_loss.csv").exists()  # nothing half-written
+
+
+def test_cli_attack(tiny_run, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["attack", str(tiny_run), "--attack", "noise_aggregation", "--set", "k=3", "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "noise_aggregation" in result.output and (tmp_path / "noise_aggregation.csv").is_file()
+    bad = runner.invoke(app, ["attack", str(tiny_run), "--attack", "noise_aggregation", "--set", "kk=3"])
+    assert bad.exit_code == 2 and "did you mean 'k'" in bad.output
