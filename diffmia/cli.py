@@ -152,6 +152,79 @@ def attack(
     typer.echo(f"scores in {Path(out) if out else loaded.run.scores}")
 
 
+@app.command()
+@user_errors
+def evaluate(
+    run: Path = typer.Argument(..., help="A run directory with scores/ from `diffmia attack`."),
+    delta: float = typer.Option(1e-5, "--delta", min=0.0, max=1.0, help="delta of the empirical epsilon bound."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, max=100000, help="Bootstrap resamples for intervals."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON file to write (default: RUN/metrics.json)."),
+) -> None:
+    """Metrics for every score file of a run: calibrated AUC, TPR at 1% / 0.1% FPR, ASR, intervals, epsilon bound."""
+    import pandas as pd
+
+    from diffmia.evaluate.metrics import evaluate_scores
+    from diffmia.io import write_json
+    from diffmia.rundir import RunDir
+    from diffmia.targets.runs import RunError
+
+    scores = sorted(RunDir(run).scores.glob("*.csv"))
+    if not scores:
+        raise RunError(f"{RunDir(run).scores}: no score files; run `diffmia attack {run}` first")
+    results = {}
+    typer.echo(f"{'attack':<20} {'AUC [95% CI]':>22} {'TPR@1%FPR cal.':>15} {'ASR':>6} {'eps >=':>7}   (test halves)")
+    for path in scores:
+        df = pd.read_csv(path)
+        m = evaluate_scores(df.is_member, df.score, df.split, delta, (0.01, 0.001), bootstrap, seed)
+        results[path.stem] = m
+        lo, hi = m["auc_ci"]
+        typer.echo(f"{path.stem:<20} {m['auc']:.3f} [{lo:.3f}, {hi:.3f}] {m['tpr@1%fpr']:15.3f} {m['asr']:6.3f} "
+                   f"{m['epsilon_lower_bound']:7.2f}")
+    target = out or RunDir(run).root / "metrics.json"
+    write_json(target, results)
+    typer.echo(f"wrote {target}")
+
+
+@app.command()
+@user_errors
+def run(
+    config: Path = typer.Argument(..., help="Benchmark config (YAML): recipes x attacks, utility, evaluation."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default: runs/NAME)."),
+    set_: Optional[List[str]] = SetOption,
+    show_examples: bool = typer.Option(False, "--show-examples", help="Embed the most exposed member images in the report."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Train every recipe, run every attack, measure FID, and write results.csv/json, plots and report.html.
+
+    Finished cells are cached by a hash of their config: rerun the same command to resume after a kill."""
+    from diffmia.evaluate.report import write_report
+    from diffmia.matrix import load_benchmark, run_matrix
+
+    bench, recipes = load_benchmark(config, set_ or [])
+    out = out or Path("runs") / bench.name
+    results = run_matrix(bench, recipes, out, progress=progress, log=typer.echo)
+    report = write_report(out, results, show_examples=show_examples) if show_examples else results["report"]
+    typer.echo(f"results: {out / 'results.csv'}")
+    typer.echo(f"report: {report}")
+
+
+@app.command()
+@user_errors
+def report(
+    results_dir: Path = typer.Argument(..., help="A folder written by `diffmia run` (holds results.json)."),
+    show_examples: bool = typer.Option(False, "--show-examples", help="Embed the most exposed member images."),
+) -> None:
+    """Rebuild report.html and report.md (and the plots) from a results folder."""
+    from diffmia.evaluate.report import write_report
+    from diffmia.io import read_json
+    from diffmia.targets.runs import RunError
+
+    if not (results_dir / "results.json").is_file():
+        raise RunError(f"{results_dir}: no results.json here; run `diffmia run CONFIG --out {results_dir}` first")
+    typer.echo(f"report: {write_report(results_dir, read_json(results_dir / 'results.json'), show_examples)}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(prog_name="diffmia")
 

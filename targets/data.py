@@ -35,6 +35,7 @@ class ImageSet:
     sources: list[str]
     captions: list[str]
     max_value: int = 255  # raw value that maps to +1
+    labels: np.ndarray | None = None  # class labels where the data has them (digits, CIFAR-10)
     _hashes: list[str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -68,7 +69,8 @@ class ImageSet:
         return x.contiguous()
 
     def subset(self, count: int) -> "ImageSet":
-        return ImageSet(self.name, self.pixels[:count], self.sources[:count], self.captions[:count], self.max_value)
+        labels = None if self.labels is None else self.labels[:count]
+        return ImageSet(self.name, self.pixels[:count], self.sources[:count], self.captions[:count], self.max_value, labels)
 
 
 def pixel_hash(pixels: np.ndarray) -> str:
@@ -89,7 +91,9 @@ def load_digits(cfg: DataConfig) -> ImageSet:
     bunch = sk_load_digits()
     images = bunch.images.astype(np.uint8)
     captions = digit_captions(images, bunch.target)
-    return ImageSet("digits", images[..., None], [str(i) for i in range(len(images))], captions, max_value=16)
+    return ImageSet(
+        "digits", images[..., None], [str(i) for i in range(len(images))], captions, max_value=16, labels=bunch.target
+    )
 
 
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -108,7 +112,7 @@ def load_cifar10(cfg: DataConfig) -> ImageSet:
     present = [f for f in CIFAR10_FILES if (root / f).is_file()]
     if not present:
         raise DataError(f"{root}: no CIFAR-10 batch files (expected {', '.join(CIFAR10_FILES)})")
-    pixels, sources, captions = [], [], []
+    pixels, sources, captions, all_labels = [], [], [], []
     for fname in present:
         batch = _unpickle(root / fname)
         try:
@@ -121,9 +125,10 @@ def load_cifar10(cfg: DataConfig) -> ImageSet:
         pixels.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         sources += [f"{fname}:{row}" for row in range(len(data))]
         captions += [f"a photo of a {names[label]}" for label in labels]
+        all_labels += labels
         if cfg.max_images and len(sources) >= cfg.max_images:
             break
-    return ImageSet("cifar10", np.concatenate(pixels), sources, captions)
+    return ImageSet("cifar10", np.concatenate(pixels), sources, captions, labels=np.asarray(all_labels))
 
 
 def _unpickle(path: Path) -> dict:

@@ -1,0 +1,187 @@
+"""The matrix runner behind `diffmia run`: train every recipe, run every attack on it, measure utility, derive the
+metrics, write results.csv / results.json, the plots and the report.
+
+Every cell is cached by a hash of its resolved config: a recipe trains into recipes/NAME-HASH/ (resumed from its last
+checkpoint after a kill), an attack's scores are reused when their sidecar records the same hash, and utility is
+stored as utility-HASH.json. A rerun skips finished cells; every file is written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+from pydantic import Field, model_validator
+
+from diffmia.config import ConfigError, StrictModel, TargetConfig, apply_overrides, dump_config, load_config, read_yaml_mapping, validate
+from diffmia.evaluate.fid import UtilityConfig
+from diffmia.io import read_json, write_json, write_text
+
+
+class RecipeEntry(StrictModel):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.+-]+$", description="short name used in tables and folder names")
+    config: str = Field(..., description="target recipe YAML, relative to the benchmark file")
+    set: list[str] = Field(default_factory=list, description="overrides, e.g. ['train.steps=500']")
+
+
+class AttackEntry(StrictModel):
+    name: str
+    label: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.+=,()-]+$", description="name in tables (default: name)")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class EvaluationConfig(StrictModel):
+    delta: float = Field(1e-5, gt=0.0, lt=1.0, description="delta of the empirical epsilon bound")
+    alpha: float = Field(0.05, gt=0.0, lt=0.5, description="1 - confidence of the Clopper-Pearson bounds")
+    bootstrap: int = Field(1000, ge=0, le=100000)
+    fprs: list[float] = Field(default_factory=lambda: [0.01, 0.001])
+    seed: int = Field(0, ge=0)
+
+
+class BenchmarkConfig(StrictModel):
+    name: str = "benchmark"
+    recipes: list[RecipeEntry] = Field(..., min_length=1)
+    attacks: list[AttackEntry] = Field(..., min_length=1)
+    attack_seed: int = Field(0, ge=0)
+    attack_batch_size: int = Field(256, ge=1)
+    utility: UtilityConfig = UtilityConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @model_validator(mode="after")
+    def _unique(self) -> "BenchmarkConfig":
+        for kind, names in (("recipe", [r.name for r in self.recipes]), ("attack label", [a.display for a in self.attacks])):
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise ValueError(f"{kind} names must be unique; repeated: {sorted(dup)}")
+        return self
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> tuple[BenchmarkConfig, dict[str, TargetConfig]]:
+    """Validate the benchmark and every recipe and attack it names before any work starts."""
+    from diffmia.attacks import build_attack
+
+    path = Path(path)
+    data = apply_overrides(read_yaml_mapping(path), list(overrides or []))
+    bench = validate(data, BenchmarkConfig, source=str(path))
+    recipes = {}
+    for i, entry in enumerate(bench.recipes):
+        recipe_path = (path.parent / entry.config).resolve()
+        try:
+            recipes[entry.name] = load_config(recipe_path, entry.set)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: recipes.{i} ({entry.name}): {exc}") from None
+    for i, entry in enumerate(bench.attacks):
+        try:
+            build_attack(entry.name, entry.params, seed=bench.attack_seed)
+        except (ConfigError, KeyError) as exc:
+            raise ConfigError(f"{path}: attacks.{i}: {exc}") from None
+    return bench, recipes
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", text)
+
+
+def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: str | Path, progress: bool = True,
+               log=print) -> dict:
+    from diffmia.attacks import build_attack
+    from diffmia.attacks.runner import run_attack
+    from diffmia.evaluate.fid import compute_utility
+    from diffmia.evaluate.metrics import evaluate_scores
+    from diffmia.evaluate.report import write_report
+    from diffmia.targets.runs import load_run
+    from diffmia.targets.train import train_target
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "benchmark.json", bench.model_dump(mode="json"))
+    rows, recipe_info = [], {}
+    for entry in bench.recipes:
+        cfg = recipes[entry.name]
+        recipe_hash = config_hash(dump_config(cfg))
+        run_dir = out / "recipes" / f"{entry.name}-{recipe_hash}"
+        t0 = time.time()
+        if (run_dir / "summary.json").is_file():
+            log(f"[{entry.name}] trained target found, reusing {run_dir}")
+        else:
+            log(f"[{entry.name}] training ({cfg.train.steps} steps) -> {run_dir}")
+            train_target(cfg, run_dir, resume=True, progress=progress)
+        loaded = load_run(run_dir)
+        summary = read_json(run_dir / "summary.json")
+
+        utility = None
+        if bench.utility.enabled:
+            util_hash = config_hash({"recipe": recipe_hash, "utility": bench.utility.model_dump(mode="json")})
+            util_path = run_dir / f"utility-{util_hash}.json"
+            if util_path.is_file():
+                utility = read_json(util_path)
+            else:
+                log(f"[{entry.name}] utility: {bench.utility.samples} samples, {bench.utility.features} features")
+                utility = compute_utility(loaded, bench.utility, out / "cache", run_dir / "samples.png")
+                write_json(util_path, utility)
+        recipe_info[entry.name] = {
+            "run_dir": os.path.relpath(run_dir, out), "config_hash": recipe_hash, "config": dump_config(cfg),
+            "manifest_sha256": hashlib.sha256((run_dir / "manifest.json").read_bytes()).hexdigest(),
+            "counts": {r: len(getattr(loaded.manifest, r)) for r in ("members", "nonmembers", "public")},
+            "gap": summary.get("gap"), "train_seconds": summary.get("train_seconds_this_session"),
+            "parameters": summary.get("parameters"), "utility": utility, "manifest_extra": loaded.manifest.extra,
+        }
+
+        for attack_entry in bench.attacks:
+            attack = build_attack(attack_entry.name, attack_entry.params, seed=bench.attack_seed)
+            label = attack_entry.display
+            cell_hash = config_hash({"recipe": recipe_hash, "attack": attack.name,
+                                     "params": attack.params.model_dump(mode="json"), "seed": bench.attack_seed})
+            scores_dir = run_dir / "scores" / f"{_slug(label)}-{cell_hash}"
+            csv_path = scores_dir / f"{attack.name}.csv"
+            if csv_path.is_file() and (scores_dir / f"{attack.name}.json").is_file():
+                scores, info = pd.read_csv(csv_path), read_json(scores_dir / f"{attack.name}.json")
+            else:
+                log(f"[{entry.name}] attack {label}")
+                result = run_attack(loaded, attack, scores_dir, batch_size=bench.attack_batch_size, progress=progress)
+                scores, info = result.scores, result.info
+            ev = bench.evaluation
+            metrics = evaluate_scores(scores.is_member, scores.score, scores.split, ev.delta, tuple(ev.fprs),
+                                      ev.bootstrap, ev.seed, ev.alpha)
+            rows.append({
+                "recipe": entry.name, "attack": label, "attack_name": attack.name, "access": attack.access,
+                "queries_per_sample": info["queries_per_sample"], "attack_seconds": info["seconds"],
+                "scores": os.path.relpath(csv_path, out),
+                **_flatten(metrics),
+                "fid": utility["fid"] if utility else None, "fid_floor": utility["fid_floor"] if utility else None,
+                "kid": utility["kid"] if utility else None, "fid_label": utility["fid_label"] if utility else None,
+                "train_seconds": summary.get("train_seconds_this_session"),
+            })
+        log(f"[{entry.name}] done in {time.time() - t0:.0f}s")
+
+    results = {"benchmark": bench.name, "recipes": recipe_info, "rows": rows,
+               "evaluation": bench.evaluation.model_dump(mode="json")}
+    write_json(out / "results.json", results)
+    frame = pd.DataFrame(rows)
+    write_text(out / "results.csv", frame.to_csv(index=False))
+    report = write_report(out, results)
+    results["report"] = str(report)
+    return results
+
+
+def _flatten(metrics: dict) -> dict:
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, (tuple, list)) and len(value) == 2:
+            flat[f"{key}_lo"], flat[f"{key}_hi"] = value
+        else:
+            flat[key] = value
+    return flat

@@ -1,0 +1,110 @@
+"""Utility of a target: FID and KID of its samples against real held-out images (torchmetrics; no hand-written
+Frechet maths), and the floor a perfect model would reach: the same distance between two disjoint real sets.
+
+Reference = the non-members (never trained on, by the target or by the feature network). Floor = the members against
+that same reference: what a model that reproduced its training set would score at this sample size.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from pydantic import Field
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from diffmia.config import StrictModel
+from diffmia.targets.images import grid_png
+from diffmia.targets.runs import LoadedRun
+
+from .features import FeatureError, TransformersImageFeatures, inception_fid_metric, to_unit_interval, train_digits_classifier
+
+FEATURE_LABELS = {
+    "digits-classifier": "FID (digits-classifier features)",
+    "clip": "FID (CLIP image features)",
+    "dinov2": "FID (DINOv2 features)",
+    "inception": "FID (Inception-v3)",
+}
+
+
+class UtilityConfig(StrictModel):
+    enabled: bool = True
+    features: Literal["digits-classifier", "clip", "dinov2", "inception"] = "digits-classifier"
+    features_path: Optional[str] = Field(None, description="local folder (clip/dinov2) or weights file (inception)")
+    samples: int = Field(256, ge=16, le=100000, description="generated images")
+    sample_steps: int = Field(50, ge=1, le=1000)
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    batch_size: int = Field(256, ge=1)
+    seed: int = Field(0, ge=0)
+    classifier_epochs: int = Field(30, ge=1, le=500)
+
+
+def feature_network(loaded: LoadedRun, cfg: UtilityConfig, cache_dir: str | Path | None) -> tuple[torch.nn.Module, dict]:
+    if cfg.features == "digits-classifier":
+        return train_digits_classifier(
+            loaded.images, loaded.manifest.indices("public"), loaded.config.data.resolution, cfg.seed,
+            cfg.classifier_epochs, cache_dir,
+        )
+    if cfg.features in ("clip", "dinov2"):
+        if not cfg.features_path:
+            raise FeatureError(f"utility.features={cfg.features} needs utility.features_path (a local transformers folder)")
+        return TransformersImageFeatures(cfg.features_path, cfg.features), {"features": cfg.features, "path": cfg.features_path}
+    raise FeatureError(f"unknown features {cfg.features!r}")
+
+
+@torch.no_grad()
+def distances(net: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, batch: int = 256) -> dict[str, float]:
+    """FID and KID between two image sets in [-1, 1], features from `net`."""
+    fid = FrechetInceptionDistance(feature=net, normalize=False)
+    subset = min(len(real), len(fake), 1000)
+    with warnings.catch_warnings():  # "KID keeps all features in memory": intended at these sizes
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=net, subsets=50, subset_size=subset, normalize=False)
+    for images, is_real in ((real, True), (fake, False)):
+        for i in range(0, len(images), batch):
+            fid.update(images[i : i + batch], real=is_real)
+            kid.update(images[i : i + batch], real=is_real)
+    kid_mean, kid_std = kid.compute()
+    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+
+
+@torch.no_grad()
+def inception_distances(cfg: UtilityConfig, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    metric = inception_fid_metric(cfg.features_path)
+    for images, is_real in ((real, True), (fake, False)):
+        x = to_unit_interval(images)
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        for i in range(0, len(x), cfg.batch_size):
+            metric.update(x[i : i + cfg.batch_size], real=is_real)
+    return {"fid": float(metric.compute()), "kid": float("nan"), "kid_std": float("nan")}
+
+
+def compute_utility(loaded: LoadedRun, cfg: UtilityConfig, cache_dir: str | Path | None = None, samples_png: Path | None = None) -> dict:
+    t0 = time.time()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    fake = loaded.target.generate(cfg.samples, steps=cfg.sample_steps, sampler=cfg.sampler, generator=gen, batch_size=cfg.batch_size)
+    if samples_png is not None:
+        grid_png(fake[:64], samples_png)
+    reference = loaded.images.tensor(loaded.manifest.indices("nonmembers"), loaded.resolution)
+    members = loaded.images.tensor(loaded.manifest.indices("members"), loaded.resolution)
+    if cfg.features == "inception":
+        info = {"features": "inception"}
+        model_d = inception_distances(cfg, reference, fake)
+        floor_d = inception_distances(cfg, reference, members)
+    else:
+        net, info = feature_network(loaded, cfg, cache_dir)
+        model_d = distances(net, reference, fake, cfg.batch_size)
+        floor_d = distances(net, reference, members, cfg.batch_size)
+    return {
+        "fid": model_d["fid"], "kid": model_d["kid"], "kid_std": model_d["kid_std"],
+        "fid_floor": floor_d["fid"], "kid_floor": floor_d["kid"],
+        "fid_label": FEATURE_LABELS[cfg.features],
+        "feature_info": info,
+        "generated": cfg.samples, "reference": len(reference), "floor_set": len(members),
+        "sample_steps": cfg.sample_steps, "sampler": cfg.sampler,
+        "seconds": round(time.time() - t0, 2),
+    }

@@ -1,0 +1,218 @@
+"""The audit report: report.html (self-contained, plots embedded) and report.md, from results.json and the stored
+per-sample scores. Written for a GDPR/CCPA risk assessment: what was audited, the measured leakage per recipe in plain
+words, the full table, the plots, and what the numbers do not show. Member images are embedded only when asked."""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from diffmia import __version__
+from diffmia.io import write_text
+
+from .plots import histogram_plot, privacy_utility_plot, roc_plot
+
+ACCESS = {
+    "gray-box": "needs the model's noise predictions, i.e. the weights or an API that exposes them",
+    "black-box": "needs only images the model generates",
+}
+
+
+def strongest(rows: list[dict]) -> dict:
+    """The attack with the highest calibrated TPR at 1% FPR (AUC breaks ties)."""
+    return max(rows, key=lambda r: (r["tpr@1%fpr"], r["auc"]))
+
+
+def risk_level(row: dict) -> str:
+    if row["tpr@1%fpr_ci_lo"] >= 0.05 or row["auc_ci_lo"] >= 0.75:
+        return "HIGH"
+    if row["tpr@1%fpr_ci_lo"] > 0.01 or row["auc_ci_lo"] > 0.55:
+        return "MODERATE"
+    return "LOW / NOT DETECTED"
+
+
+def risk_summary(recipe: str, rows: list[dict], info: dict, delta: float) -> str:
+    top = strongest(rows)
+    level = risk_level(top)
+    u = info.get("utility")
+    utility = f" Utility: {u['fid_label']} {u['fid']:.2f} (real-vs-real floor {u['fid_floor']:.2f})." if u else ""
+    counts = info["counts"]
+    text = (
+        f"{recipe}: {level} measured leakage. The strongest attack, {top['attack']} ({top['access']}: "
+        f"{ACCESS.get(top['access'], top['access'])}; {top['queries_per_sample']} model queries per image), identified "
+        f"{top['tpr@1%fpr']:.1%} of training images (95% CI {top['tpr@1%fpr_ci_lo']:.1%}-{top['tpr@1%fpr_ci_hi']:.1%}) "
+        f"while wrongly flagging {top['fpr@1%fpr_achieved']:.1%} of held-out images, with a threshold fixed beforehand "
+        f"on separate calibration data. AUC {top['auc']:.3f} (95% CI {top['auc_ci_lo']:.3f}-{top['auc_ci_hi']:.3f}). "
+        f"Empirical privacy lower bound: epsilon >= {top['epsilon_lower_bound']:.2f} at delta={delta:g} (95% "
+        f"confidence): any differential-privacy guarantee claimed for this recipe must be at least this weak."
+        f"{utility} Audited on {counts['members']} members and {counts['nonmembers']} non-members."
+    )
+    if level.startswith("LOW"):
+        text += " No leakage was detected by these attacks at this sample size; that is not evidence of privacy."
+    return text
+
+
+CAVEATS = [
+    "These attacks give lower bounds on leakage: a stronger attack could find more. A low number is not a guarantee.",
+    "Rates at a fixed FPR are resolved only to 1/(number of test non-members): TPR at 0.1% FPR needs at least 1000 "
+    "test non-members to mean anything, and is shown with its interval for that reason.",
+    "Calibrated numbers use a threshold fitted on the calibration halves and applied to the disjoint test halves; "
+    "'oracle' numbers pick the best threshold on the test halves themselves, as many papers do, and overstate what an "
+    "attacker who must commit to a threshold achieves. Use the calibrated ones.",
+    "Averages hide individuals: duplicated or unusual training images can leak far more than the typical member.",
+    "The empirical epsilon is a statistical lower bound from one audit, not a DP guarantee; DP-trained recipes report "
+    "their accountant epsilon, an upper bound, separately.",
+    "FID here uses the feature network named in the table; it is comparable across recipes of this report, not with "
+    "published Inception FIDs.",
+]
+
+
+def _pct(v) -> str:
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.1%}"
+
+
+def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["recipe", "attack", "access", "queries", "AUC [95% CI]", "TPR@1%FPR calibrated [95% CI]",
+              "achieved FPR", "TPR@0.1%FPR calibrated", "ASR", "TPR@1%FPR oracle", "epsilon lower bound", "FID (floor)"]
+    body = []
+    for r in rows:
+        fid = "" if r.get("fid") is None else f"{r['fid']:.2f} ({r['fid_floor']:.2f})"
+        body.append([
+            r["recipe"], r["attack"], r["access"], str(r["queries_per_sample"]),
+            f"{r['auc']:.3f} [{r['auc_ci_lo']:.3f}, {r['auc_ci_hi']:.3f}]",
+            f"{_pct(r['tpr@1%fpr'])} [{_pct(r['tpr@1%fpr_ci_lo'])}, {_pct(r['tpr@1%fpr_ci_hi'])}]",
+            _pct(r["fpr@1%fpr_achieved"]),
+            f"{_pct(r.get('tpr@0.1%fpr'))} [{_pct(r.get('tpr@0.1%fpr_ci_lo'))}, {_pct(r.get('tpr@0.1%fpr_ci_hi'))}]",
+            f"{r['asr']:.3f}", _pct(r["tpr@1%fpr_oracle"]), f"{r['epsilon_lower_bound']:.2f}", fid,
+        ])
+    return header, body
+
+
+def make_plots(out: Path, results: dict) -> dict[str, list[Path]]:
+    plots: dict[str, list[Path]] = {"privacy_utility": [], "recipes": []}
+    rows = results["rows"]
+    by_recipe: dict[str, list[dict]] = {}
+    for r in rows:
+        by_recipe.setdefault(r["recipe"], []).append(r)
+    points = []
+    for recipe, recipe_rows in by_recipe.items():
+        curves = {}
+        for r in recipe_rows:
+            df = pd.read_csv(out / r["scores"])
+            test = df[df.split == "test"]
+            curves[r["attack"]] = (test.is_member.to_numpy(bool), test.score.to_numpy(float))
+        plots["recipes"].append(roc_plot(recipe, curves, out / "plots" / f"roc-{recipe}.png"))
+        plots["recipes"].append(histogram_plot(recipe, curves, out / "plots" / f"hist-{recipe}.png"))
+        top = strongest(recipe_rows)
+        if top.get("fid") is not None:
+            points.append({"recipe": recipe, "fid": top["fid"], "tpr": top["tpr@1%fpr"], "tpr_lo": top["tpr@1%fpr_ci_lo"],
+                           "tpr_hi": top["tpr@1%fpr_ci_hi"], "auc": top["auc"], "auc_lo": top["auc_ci_lo"],
+                           "auc_hi": top["auc_ci_hi"], "attack": top["attack"]})
+    if points:
+        label = next(r["fid_label"] for r in rows if r.get("fid_label"))
+        plots["privacy_utility"].append(privacy_utility_plot(points, label, out / "plots" / "privacy-utility.png"))
+    return plots
+
+
+def example_grid(out: Path, results: dict, recipe: str) -> Path | None:
+    """The 16 test members the strongest attack is surest about (only with --show-examples)."""
+    from diffmia.targets.images import grid_png
+    from diffmia.targets.runs import load_run
+
+    rows = [r for r in results["rows"] if r["recipe"] == recipe]
+    top = strongest(rows)
+    df = pd.read_csv(out / top["scores"])
+    members = df[(df.split == "test") & (df.is_member == 1)].nlargest(16, "score")
+    loaded = load_run(out / results["recipes"][recipe]["run_dir"])
+    return grid_png(loaded.images.tensor(members.sample_id.tolist(), loaded.resolution), out / "plots" / f"examples-{recipe}.png")
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
+
+
+def write_report(out: str | Path, results: dict, show_examples: bool = False) -> Path:
+    out = Path(out)
+    plots = make_plots(out, results)
+    rows = results["rows"]
+    delta = results["evaluation"]["delta"]
+    by_recipe: dict[str, list[dict]] = {}
+    for r in rows:
+        by_recipe.setdefault(r["recipe"], []).append(r)
+    summaries = {recipe: risk_summary(recipe, rr, results["recipes"][recipe], delta) for recipe, rr in by_recipe.items()}
+    examples = {recipe: example_grid(out, results, recipe) for recipe in by_recipe} if show_examples else {}
+    header, body = results_table(rows)
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    audited = []
+    for recipe, info in results["recipes"].items():
+        cfg = info["config"]
+        data = cfg["data"]
+        audited.append({
+            "recipe": recipe,
+            "data": f"{data['dataset']}" + (f" ({data['path']})" if data.get("path") else ""),
+            "split": f"{info['counts']['members']} members / {info['counts']['nonmembers']} non-members "
+                     f"(calibration fraction {data['calibration_fraction']}) / {info['counts']['public']} public",
+            "training": f"{cfg['train']['steps']} steps, batch {cfg['train']['batch_size']}, lr {cfg['train']['learning_rate']}, "
+                        f"{info['parameters']} parameters, seed {cfg['seed']}",
+            "defenses": ", ".join(d.get("name", "?") for d in cfg.get("defenses", [])) or "none",
+            "manifest": info["manifest_sha256"][:16],
+            "run": info["run_dir"],
+        })
+
+    # ---- HTML ----
+    css = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222;line-height:1.45}"
+           "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 7px;"
+           "text-align:left}th{background:#f2f2f2}img{max-width:100%;margin:.5em 0;border:1px solid #eee}"
+           ".risk{padding:.6em 1em;margin:.6em 0;border-left:5px solid #999;background:#fafafa}"
+           ".HIGH{border-color:#c0392b}.MODERATE{border-color:#e67e22}.LOW{border-color:#27ae60}")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>diffmia audit: {html.escape(results['benchmark'])}"
+             f"</title><style>{css}</style></head><body>",
+             f"<h1>Membership-inference audit: {html.escape(results['benchmark'])}</h1>",
+             f"<p>diffmia {__version__}, {when}. Does each training recipe leak which images it was trained on?</p>",
+             "<h2>Risk summary</h2>"]
+    for recipe, text in summaries.items():
+        level = risk_level(strongest(by_recipe[recipe])).split()[0]
+        parts.append(f"<div class='risk {level}'>{html.escape(text)}</div>")
+    parts.append("<h2>What was audited</h2><table><tr>" + "".join(f"<th>{k}</th>" for k in audited[0]) + "</tr>")
+    for a in audited:
+        parts.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in a.values()) + "</tr>")
+    parts.append("</table><h2>Results</h2><p>Calibrated: threshold fitted on the calibration halves, applied to the "
+                 "test halves. Oracle: best threshold on the test halves (for comparison with papers only).</p><table><tr>")
+    parts.append("".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+    for line in body:
+        parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>")
+    parts.append("</table><h2>Plots</h2>")
+    for p in plots["privacy_utility"] + plots["recipes"]:
+        parts.append(_img(p))
+    for recipe, info in results["recipes"].items():
+        samples = out / info["run_dir"] / "samples.png"
+        if samples.is_file():
+            parts.append(f"<h3>Samples from {html.escape(recipe)}</h3>{_img(samples)}")
+    for recipe, grid in examples.items():
+        if grid:
+            parts.append(f"<h3>Most exposed test members of {html.escape(recipe)} (shown on request)</h3>{_img(grid)}")
+    parts.append("<h2>What these numbers do not show</h2><ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in CAVEATS) + "</ul>")
+    parts.append("<p>Every number here is derived from the per-sample score files listed in results.csv; rerun "
+                 "<code>diffmia report</code> on this folder to rebuild this page.</p></body></html>")
+    write_text(out / "report.html", "\n".join(parts))
+
+    # ---- Markdown ----
+    md = [f"# Membership-inference audit: {results['benchmark']}", "", f"diffmia {__version__}, {when}.", "",
+          "## Risk summary", ""]
+    md += [f"- {text}" for text in summaries.values()]
+    md += ["", "## What was audited", "", "| " + " | ".join(audited[0]) + " |", "|" + "---|" * len(audited[0])]
+    md += ["| " + " | ".join(str(v) for v in a.values()) + " |" for a in audited]
+    md += ["", "## Results", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(line) + " |" for line in body]
+    md += ["", "## Plots", ""]
+    md += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in plots["privacy_utility"] + plots["recipes"]]
+    md += [f"![examples {recipe}]({g.relative_to(out).as_posix()})" for recipe, g in examples.items() if g]
+    md += ["", "## What these numbers do not show", ""] + [f"- {c}" for c in CAVEATS] + [""]
+    write_text(out / "report.md", "\n".join(md))
+    return out / "report.html"
