@@ -1,0 +1,143 @@
+"""The matrix runner: results files, caching and resume, validation before work, the report."""
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from diffmia.cli import app
+from diffmia.config import ConfigError
+from diffmia.matrix import config_hash, load_benchmark, run_matrix
+from tests.conftest import REPO
+
+BENCH = REPO / "configs" / "tiny-benchmark.yaml"
+FAST = ["utility.samples=16", "utility.sample_steps=2", "evaluation.bootstrap=20"]
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    out = tmp_path_factory.mktemp("matrix")
+    bench, recipes = load_benchmark(BENCH, FAST)
+    logs = []
+    results = run_matrix(bench, recipes, out, progress=False, log=logs.append)
+    return out, results, logs
+
+
+def test_results_files(matrix):
+    out, results, _ = matrix
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 4 and set(df.recipe) == {"short", "longer"} and set(df.attack) == {"naive_loss", "noise_aggregation"}
+    for col in ("auc", "auc_ci_lo", "auc_ci_hi", "tpr@1%fpr", "tpr@1%fpr_ci_lo", "tpr@0.1%fpr", "asr",
+                "tpr@1%fpr_oracle", "epsilon_lower_bound", "fid", "fid_floor", "queries_per_sample", "attack_seconds"):
+        assert col in df.columns, col
+    assert (df.auc_ci_lo <= df.auc).all() and (df.auc <= df.auc_ci_hi).all()
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["rows"][0]["recipe"] == "short" and "manifest_sha256" in saved["recipes"]["short"]
+    for r in saved["rows"]:
+        assert (out / r["scores"]).is_file()
+
+
+def test_report_is_self_contained(matrix):
+    out, _, _ = matrix
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5  # privacy-utility, ROC and histogram per recipe, samples
+    assert "Risk summary" in page and "What these numbers do not show" in page
+    assert "examples-" not in page  # member images only on request
+    md = (out / "report.md").read_text()
+    assert "| recipe | attack |" in md and "plots/privacy-utility.png" in md
+    for png in ("privacy-utility.png", "roc-short.png", "hist-longer.png"):
+        assert (out / "plots" / png).stat().st_size > 1000
+
+
+def test_rerun_skips_finished_cells(matrix):
+    out, results, _ = matrix
+    bench, recipes = load_benchmark(BENCH, FAST)
+    logs = []
+    again = run_matrix(bench, recipes, out, progress=False, log=logs.append)
+    assert not any("training" in line or "attack" in line or "utility:" in line for line in logs), logs
+    assert [r["auc"] for r in again["rows"]] == [r["auc"] for r in results["rows"]]
+
+
+def test_resume_after_kill_and_recompute_of_a_lost_cell(tmp_path):
+    from diffmia.targets.train import train_target
+
+    bench, recipes = load_benchmark(BENCH, FAST + ["recipes=[{name: short, config: tiny.yaml}]"])
+    cfg = recipes["short"]
+    run_dir = tmp_path / "recipes" / f"short-{config_hash(cfg.model_dump(mode='json'))}"
+    train_target(cfg, run_dir, progress=False, stop_after=12)  # killed mid-training
+    logs = []
+    run_matrix(bench, recipes, tmp_path, progress=False, log=logs.append)
+    assert any("training" in line for line in logs)
+    assert (run_dir / "summary.json").is_file()
+    # a lost score file is recomputed, the rest reused
+    victim = next((run_dir / "scores").glob("naive_loss-*"))
+    for f in victim.iterdir():
+        f.unlink()
+    logs = []
+    run_matrix(bench, recipes, tmp_path, progress=False, log=logs.append)
+    assert [line for line in logs if "attack" in line] == ["[short] attack naive_loss"]
+
+
+def test_changed_recipe_gets_a_new_cell(tmp_path):
+    bench, recipes = load_benchmark(BENCH, FAST + ["recipes=[{name: a, config: tiny.yaml, set: [train.steps=5]}]"])
+    run_matrix(bench, recipes, tmp_path, progress=False, log=lambda _: None)
+    bench, recipes = load_benchmark(BENCH, FAST + ["recipes=[{name: a, config: tiny.yaml, set: [train.steps=6]}]"])
+    run_matrix(bench, recipes, tmp_path, progress=False, log=lambda _: None)
+    assert len(list((tmp_path / "recipes").glob("a-*"))) == 2
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("attacks=[{name: secmii}]", "attacks.0: unknown attack 'secmii' \\(did you mean 'secmi'\\?\\)"),
+        ("attacks=[{name: pia, params: {tt: 3}}]", "attacks.0: attack pia: tt: unknown key"),
+        ("recipes=[{name: x, config: nothing.yaml}]", "recipes.0 \\(x\\): .*nothing.yaml: config file not found"),
+        ("recipes=[{name: x, config: tiny.yaml, set: [train.stepz=3]}]", "recipes.0 \\(x\\): .*train.stepz: unknown key"),
+        ("utility.featurez=clip", "utility.featurez: unknown key \\(did you mean 'features'\\?\\)"),
+        ("recipes=[{name: a, config: tiny.yaml}, {name: a, config: tiny.yaml}]", "recipe names must be unique"),
+    ],
+)
+def test_bad_benchmark_is_refused_before_any_work(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_benchmark(BENCH, [override])
+
+
+def test_cli_run_and_report_with_examples(tmp_path):
+    runner = CliRunner()
+    args = ["run", str(BENCH), "--out", str(tmp_path), "--no-progress", *sum((["--set", s] for s in FAST), []),
+            "--set", "recipes=[{name: short, config: tiny.yaml}]"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "report:" in result.output
+    result = runner.invoke(app, ["report", str(tmp_path), "--show-examples"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "plots" / "examples-short.png").is_file()
+    assert "Most exposed test members" in (tmp_path / "report.html").read_text()
+    bad = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 2 and "no results.json" in bad.output
+
+
+def test_cli_evaluate(tiny_run, tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(app, ["attack", str(tiny_run), "--attack", "pia", "--no-progress"]).exit_code == 0
+    result = runner.invoke(app, ["evaluate", str(tiny_run), "--bootstrap", "20", "--out", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert "pia" in metrics and 0 <= metrics["pia"]["auc"] <= 1
+
+
+@pytest.mark.slow
+def test_report_renders_in_headless_chromium(matrix, tmp_path):
+    import importlib.util
+    import shutil
+
+    if not (shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")):
+        pytest.skip("Chromium not installed (apt-get install chromium); run scripts/check_report_render.py where it is")
+    spec = importlib.util.spec_from_file_location("check", REPO / "scripts" / "check_report_render.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    out, _, _ = matrix
+    loaded, total = check.check(out / "report.html", tmp_path / "shot.png")
+    assert total >= 5 and loaded == total
+    assert Path(tmp_path / "shot.png").stat().st_size > 10000
