@@ -23,6 +23,14 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class DuplicatesConfig(StrictModel):
+    """Inject duplicated members into the training set, as web-scraped data has (to measure deduplication)."""
+
+    fraction: float = Field(0.0, ge=0.0, le=1.0, description="fraction of members that get extra copies")
+    copies: int = Field(0, ge=0, le=100, description="extra copies of each chosen member")
+    augment_std: float = Field(0.0, ge=0.0, le=1.0, description="std of pixel noise on each copy (0: exact copies)")
+
+
 class DataConfig(StrictModel):
     dataset: Literal["digits", "cifar10", "imagefolder"] = "digits"
     path: Optional[str] = Field(None, description="folder for cifar10 / imagefolder")
@@ -32,6 +40,7 @@ class DataConfig(StrictModel):
     nonmembers: int = Field(256, ge=2, description="held-out images the attacks must tell apart")
     calibration_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of each side used to fit thresholds")
     max_images: Optional[int] = Field(None, ge=4, description="use only the first N images of the dataset")
+    duplicates: DuplicatesConfig = DuplicatesConfig()
 
     @model_validator(mode="after")
     def _path_needed(self) -> "DataConfig":
@@ -87,7 +96,7 @@ class TrainConfig(StrictModel):
 
 
 class TargetConfig(StrictModel):
-    """One training recipe: data and split, model, noise schedule, training."""
+    """One training recipe: data and split, model, noise schedule, training, defenses."""
 
     name: str = "target"
     seed: int = Field(0, ge=0)
@@ -95,6 +104,14 @@ class TargetConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     train: TrainConfig = TrainConfig()
+    defenses: list[dict[str, Any]] = Field(default_factory=list, description="[{name: dp_sgd, epsilon: 10}, ...]")
+
+    @model_validator(mode="after")
+    def _defenses_known(self) -> "TargetConfig":
+        from diffmia.defenses import build_defenses
+
+        build_defenses(self.defenses)  # raises ConfigError naming the entry
+        return self
 
     @model_validator(mode="after")
     def _timesteps_in_range(self) -> "TargetConfig":

@@ -58,15 +58,15 @@ def train_digits_classifier(
         raise FeatureError(f"{images.name}: the digits-classifier features need class labels, and this data has none")
     key = hashlib.sha256(json.dumps({
         "hashes": [images.hashes()[i] for i in indices], "resolution": resolution, "seed": seed, "epochs": epochs,
-        "version": 1,
+        "version": 2,
     }).encode()).hexdigest()[:16]
+    torch.manual_seed(seed)  # the initial weights, too, come from the seed alone
     model = DigitsClassifier(images.channels, int(images.labels.max()) + 1)
     cache = Path(cache_dir) / f"digits-classifier-{key}" if cache_dir else None
     if cache and (cache / "model.safetensors").is_file():
         model.load_state_dict(load_file(cache / "model.safetensors"))
         return model.eval(), json.loads((cache / "info.json").read_text())
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     order = torch.randperm(len(indices), generator=gen).tolist()
     cut = int(0.8 * len(order))
     train_idx = [indices[i] for i in order[:cut]]

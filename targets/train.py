@@ -34,6 +34,7 @@ from diffmia.rundir import RunDir
 from .data import ImageSet, load_dataset
 from .manifest import SplitManifest
 from .models import build_scheduler, build_unet
+from .trainset import build_training_set
 
 
 class TrainingError(RuntimeError):
@@ -105,14 +106,24 @@ def latest_checkpoint(run: RunDir) -> Path | None:
     return done[-1] if done else None
 
 
+def default_cache_dir() -> Path:
+    """Where shared helpers (public base models, feature networks) are cached: $DIFFMIA_CACHE or ~/.cache/diffmia."""
+    return Path(os.environ.get("DIFFMIA_CACHE") or Path.home() / ".cache" / "diffmia")
+
+
 def train_target(
     cfg: TargetConfig,
     out: str | Path,
     resume: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    train_on: str = "members",
+    cache_dir: str | Path | None = None,
 ) -> RunDir:
-    """Train the recipe `cfg` into run directory `out`. `stop_after` ends early without finishing (simulates a kill)."""
+    """Train the recipe `cfg` into run directory `out`. `stop_after` ends early without finishing (simulates a kill).
+    `train_on="public"` trains on the public split instead of the members (base models for fine-tuning defenses)."""
+    from diffmia.defenses import DefenseContext, build_defenses
+
     run = RunDir(out)
     if resume and run.is_trained():
         return run
@@ -129,16 +140,31 @@ def train_target(
         images = load_dataset(cfg.data)
         manifest = SplitManifest.load(run.manifest)
     resolution = cfg.data.resolution or images.native_resolution
-    members = images.tensor(manifest.indices("members"), resolution)
+    defenses = build_defenses(cfg.defenses)
+    ctx = DefenseContext(cfg, images, manifest, resolution, Path(cache_dir) if cache_dir else default_cache_dir())
+    train_x, origins, set_info = build_training_set(images, manifest, cfg, resolution, train_on, step_seed)
+    for defense in defenses:
+        train_x, origins = defense.training_set(train_x, origins, ctx)
 
     set_seed(cfg.seed)
     model = build_unet(cfg.model, resolution, images.channels)
+    for defense in defenses:
+        model = defense.build_model(model, ctx)
+    set_seed(cfg.seed)  # the same optimisation noise whatever the model stage did
+    trainable = [p for p in model.parameters() if p.requires_grad]
     noise_scheduler = build_scheduler(cfg.scheduler)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=tc.learning_rate, weight_decay=tc.weight_decay)
     lr_scheduler = get_scheduler(
         tc.lr_schedule, optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps
     )
-    ema = EMAModel(model.parameters(), decay=tc.ema_decay) if tc.use_ema else None
+    ema = EMAModel(trainable, decay=tc.ema_decay) if tc.use_ema else None
+    raw_model = model
+    privacy = next((d for d in defenses if d.stage == "privacy"), None)
+    engine = None
+    if privacy is not None:
+        engine = privacy.engine(model, optimizer, len(train_x), tc.batch_size, tc.steps, cfg.seed, accelerator)
+        model, optimizer = engine.model, engine.optimizer
+    step_defenses = [d for d in defenses if d.stage == "step"]
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(lr_scheduler)
     if ema is not None:
@@ -152,10 +178,12 @@ def train_target(
         start = int(read_json(ckpt / "step.json")["step"])
         if accelerator.is_main_process:
             log.truncate_after("step", start)
+    if engine is not None:
+        engine.restore(start)
 
     world, rank = accelerator.num_processes, accelerator.process_index
     accum = tc.gradient_accumulation_steps
-    sampler = EpochSampler(len(members), tc.batch_size * world, cfg.seed)
+    sampler = EpochSampler(len(train_x), tc.batch_size * world, cfg.seed)
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", disable=not (progress and accelerator.is_local_main_process))
     t0 = time.time()
     model.train()
@@ -163,24 +191,43 @@ def train_target(
         losses = []
         for micro in range(accum):
             micro_index = step * accum + micro
-            idx = sampler.batch(micro_index)[rank * tc.batch_size : (rank + 1) * tc.batch_size]
-            x0 = members[idx].to(accelerator.device)
             gen = torch.Generator().manual_seed(step_seed(cfg.seed, micro_index, rank, 1))
-            noise = torch.randn(x0.shape, generator=gen).to(accelerator.device)
-            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(x0),), generator=gen).to(accelerator.device)
+            if engine is not None:  # Poisson batch; each example expanded into K rows
+                idx = engine.batch(step, step_seed)
+                engine.seed_noise(step, step_seed)
+                rows = np.repeat(idx, engine.rows_per_example)
+            else:
+                idx = rows = sampler.batch(micro_index)[rank * tc.batch_size : (rank + 1) * tc.batch_size]
+            if len(rows) == 0:  # an empty Poisson batch still takes a (pure-noise) private step
+                engine.empty_step()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(torch.tensor(float("nan")))
+                continue
+            x0 = train_x[rows]
+            noise = torch.randn(x0.shape, generator=gen)
+            t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(x0),), generator=gen)
+            x_in, noise_in = x0, noise
+            for defense in step_defenses:
+                x_in, noise_in = defense.perturb(x_in, noise_in, gen)
+            x0, noise, t = x_in.to(accelerator.device), noise.to(accelerator.device), t.to(accelerator.device)
             with accelerator.accumulate(model):
-                pred = model(noise_scheduler.add_noise(x0, noise, t), t).sample
+                pred = model(noise_scheduler.add_noise(x0, noise_in.to(accelerator.device), t), t).sample
                 loss = F.mse_loss(pred.float(), noise.float())
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and tc.grad_clip:
-                    accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                if engine is not None:
+                    engine.average_rows(len(idx))
+                elif accelerator.sync_gradients and tc.grad_clip:
+                    accelerator.clip_grad_norm_(trainable, tc.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             losses.append(loss.detach())
+        if engine is not None:
+            engine.record_step()
         lr_scheduler.step()
         if ema is not None:
-            ema.step(model.parameters())
-        loss_value = accelerator.gather(torch.stack(losses).mean()[None]).mean().item()
+            ema.step(trainable)
+        loss_value = accelerator.gather(torch.stack(losses).nanmean()[None]).mean().item()
         bar.set_postfix(loss=f"{loss_value:.4f}")
         done = step + 1
         if accelerator.is_main_process and (done % tc.log_every == 0 or done == tc.steps):
@@ -193,17 +240,32 @@ def train_target(
     bar.close()
 
     accelerator.wait_for_everyone()
+    if engine is not None:
+        engine.detach()
     if accelerator.is_main_process:
-        unet = copy.deepcopy(accelerator.unwrap_model(model)).cpu()
+        unet = copy.deepcopy(raw_model).cpu()
         if ema is not None:
-            ema.copy_to(unet.parameters())
+            ema.copy_to([p for p in unet.parameters() if p.requires_grad])
+        lora = next((d for d in defenses if d.name == "lora"), None)
+        if lora is not None:
+            with atomic_dir(run.root / "adapter") as tmp:
+                unet = lora.finalize(unet, tmp)
         unet.eval()
         with atomic_dir(run.target) as tmp:
             DDPMPipeline(unet=unet, scheduler=noise_scheduler).save_pretrained(tmp, safe_serialization=True)
         gap = generalisation_gap(unet, noise_scheduler, images, manifest, resolution, tc.gap_timesteps, cfg.seed)
+        defense_info = [d.info() for d in defenses]
+        if engine is not None:
+            defense_info = [dict(i, **engine.info()) if i["name"] == privacy.name else i for i in defense_info]
+        manifest.extra.update({"training_set": set_info, "defenses": defense_info, **ctx.report})
+        manifest.save(run.manifest)
         write_json(run.summary, {
             "name": cfg.name,
             "steps": tc.steps,
+            "trained_on": train_on,
+            "training_rows": int(len(train_x)),
+            "defenses": defense_info,
+            "dp_epsilon": engine.epsilon() if engine is not None else None,
             "train_seconds_this_session": round(time.time() - t0, 2),
             "parameters": sum(p.numel() for p in unet.parameters()),
             "ema": tc.use_ema,

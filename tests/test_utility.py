@@ -64,3 +64,16 @@ def test_missing_feature_folder_and_inception_errors(tmp_path):
         TransformersImageFeatures(tmp_path / "nothing", "clip")
     with pytest.raises(FeatureError, match="torch-fidelity|weights file"):
         inception_fid_metric(tmp_path / "pt_inception.pth")
+
+
+def test_feature_classifier_depends_on_its_seed_only():
+    from diffmia.config import DataConfig
+    from diffmia.evaluate.features import train_digits_classifier
+    from diffmia.targets.data import load_dataset
+
+    images = load_dataset(DataConfig())
+    torch.manual_seed(123)
+    a, _ = train_digits_classifier(images, list(range(200)), None, epochs=1)
+    torch.rand(7)  # disturb the global generator
+    b, _ = train_digits_classifier(images, list(range(200)), None, epochs=1)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -1,0 +1,91 @@
+"""The defense contract. A defense transforms the training recipe at fixed stages of the one training loop:
+
+1. `training_set(x, origins, ctx)`: the images trained on (deduplication removes rows here);
+2. `build_model(model, ctx)`: the network (LoRA wraps it, a public base replaces its initial weights);
+3. `perturb(x0, noise, gen)`: per step, the clean images and the noise that builds x_t (noise regularisation);
+4. a privacy engine (DP-SGD) replaces batch sampling, per-example gradients and the optimizer step.
+
+Each defense has validated parameters, a paper, and `info()` for the manifest and the report. Recipes list them as
+`defenses: [{name: dp_sgd, epsilon: 10}, ...]`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from diffmia.config import ConfigError, validate
+from diffmia.registry import Registry
+
+
+class DefenseParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class DefenseContext:
+    """What a defense may look at while the loop is being set up."""
+
+    config: Any  # TargetConfig
+    images: Any  # ImageSet
+    manifest: Any  # SplitManifest
+    resolution: int
+    cache_dir: Path
+    report: dict[str, Any] = field(default_factory=dict)  # what the defense did, for the manifest
+
+
+class Defense:
+    name: ClassVar[str]
+    paper: ClassVar[str]
+    Params: ClassVar[type[DefenseParams]]
+    stage: ClassVar[str]  # "data", "model", "step" or "privacy": for docs and ordering
+
+    def __init__(self, params: DefenseParams | dict[str, Any] | None = None):
+        if not isinstance(params, DefenseParams):
+            params = validate(dict(params or {}), self.Params, source=f"defense {self.name}")
+        self.params = params
+
+    def training_set(self, x: torch.Tensor, origins: np.ndarray, ctx: DefenseContext) -> tuple[torch.Tensor, np.ndarray]:
+        return x, origins
+
+    def build_model(self, model: torch.nn.Module, ctx: DefenseContext) -> torch.nn.Module:
+        return model
+
+    def perturb(self, x0: torch.Tensor, noise: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clean images, noise used to build x_t). The loss target stays the original noise."""
+        return x0, noise
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params.model_dump(mode="json")}
+
+
+DEFENSES: Registry[type[Defense]] = Registry("defense")
+STAGE_ORDER = {"data": 0, "model": 1, "step": 2, "privacy": 3}
+
+
+def register_defense(cls: type[Defense]) -> type[Defense]:
+    return DEFENSES.register(cls.name)(cls)
+
+
+def build_defenses(entries: list[dict[str, Any]]) -> list[Defense]:
+    """From the recipe's `defenses:` list: [{name: ..., param: value}, ...]. At most one of each."""
+    out = []
+    for i, entry in enumerate(entries):
+        entry = dict(entry)
+        name = entry.pop("name", None)
+        if not name:
+            raise ConfigError(f"entry {i}: needs a 'name'")
+        try:
+            out.append(DEFENSES.get(name)(entry))
+        except ConfigError as exc:
+            raise ConfigError(f"entry {i}: {exc}") from None
+        except KeyError as exc:
+            raise ConfigError(f"entry {i}: {exc}") from None
+    names = [d.name for d in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"defenses: each defense may appear once; got {names}")
+    return sorted(out, key=lambda d: STAGE_ORDER[d.stage])

@@ -1,0 +1,61 @@
+"""Fine-tuning from a base model trained on public data only (the setting LoRA is compared against).
+
+The base is the recipe's own model trained on the split's public images (never members or non-members) for
+`base_steps`, through the same training loop, and cached by a hash of its config under the cache folder, so every
+recipe of a benchmark that asks for the same base reuses it. `public_base` then fine-tunes all weights on the
+members; `lora` (lora.py) fine-tunes only low-rank adapters.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pydantic import Field
+
+from .base import Defense, DefenseContext, DefenseParams, register_defense
+
+
+class PublicBaseParams(DefenseParams):
+    base_steps: int = Field(2000, ge=1, description="training steps of the base model on the public split")
+    base_learning_rate: float = Field(2e-3, gt=0.0, le=1.0)
+
+
+def ensure_public_base(ctx: DefenseContext, steps: int, learning_rate: float, progress: bool = False) -> Path:
+    """Train (once) the base model on the public split; return the folder of its saved target."""
+    from diffmia.config import dump_config
+    from diffmia.targets.train import train_target
+
+    base_cfg = ctx.config.model_copy(deep=True)
+    base_cfg.defenses = []
+    base_cfg.name = f"{ctx.config.name}-public-base"
+    base_cfg.data.duplicates = type(base_cfg.data.duplicates)()
+    base_cfg.train.steps = steps
+    base_cfg.train.learning_rate = learning_rate
+    resolved = dump_config(base_cfg)
+    resolved.pop("name")
+    key = hashlib.sha256(json.dumps({"cfg": resolved, "role": "public"}, sort_keys=True).encode()).hexdigest()[:12]
+    folder = ctx.cache_dir / f"public-base-{key}"
+    run = train_target(base_cfg, folder, resume=True, progress=progress, train_on="public")
+    ctx.report["public_base"] = {"folder": str(folder), "steps": steps, "public_images": len(ctx.manifest.public)}
+    return run.target
+
+
+def load_base_weights(model, ctx: DefenseContext, params) -> None:
+    from diffusers import UNet2DModel
+
+    folder = ensure_public_base(ctx, params.base_steps, params.base_learning_rate)
+    base = UNet2DModel.from_pretrained(folder, subfolder="unet", use_safetensors=True)
+    model.load_state_dict(base.state_dict())
+
+
+@register_defense
+class PublicBase(Defense):
+    name = "public_base"
+    paper = "full fine-tuning from a public-data base: the baseline for LoRA (diffusers train_text_to_image*.py)"
+    Params = PublicBaseParams
+    stage = "model"
+
+    def build_model(self, model, ctx):
+        load_base_weights(model, ctx, self.params)
+        return model

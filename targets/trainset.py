@@ -1,0 +1,34 @@
+"""The rows a target trains on: the members (or the public split, for a public base model), plus injected duplicates
+when the data config asks for them (a fraction of members repeated r times, optionally with pixel noise), as
+web-scraped data has. Each row remembers the dataset index it came from (`origins`)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from diffmia.config import TargetConfig
+
+from .data import ImageSet
+from .manifest import SplitManifest
+
+
+def build_training_set(images: ImageSet, manifest: SplitManifest, cfg: TargetConfig, resolution: int, train_on: str,
+                       seed_fn) -> tuple[torch.Tensor, np.ndarray, dict]:
+    idx = manifest.indices(train_on)
+    x = images.tensor(idx, resolution)
+    origins = np.asarray(idx, dtype=np.int64)
+    info: dict = {"trained_on": train_on, "rows": len(idx)}
+    d = cfg.data.duplicates
+    count = int(round(d.fraction * len(idx)))
+    if train_on == "members" and count and d.copies:
+        rng = np.random.default_rng(seed_fn(cfg.seed, 7))
+        chosen = np.sort(rng.choice(len(idx), size=count, replace=False))
+        copies = x[torch.as_tensor(chosen)].repeat_interleave(d.copies, dim=0)
+        if d.augment_std:
+            gen = torch.Generator().manual_seed(seed_fn(cfg.seed, 8))
+            copies = (copies + d.augment_std * torch.randn(copies.shape, generator=gen)).clamp(-1, 1)
+        x = torch.cat([x, copies])
+        origins = np.concatenate([origins, np.repeat(origins[chosen], d.copies)])
+        info.update({"rows": len(x), "duplicated_members": sorted(int(i) for i in origins[chosen]),
+                     "copies": d.copies, "augment_std": d.augment_std})
+    return x, origins, info
