@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from pydantic import Field
 
 from diffmia.config import ConfigError
@@ -39,6 +40,7 @@ class LoRA(Defense):
         if not any(n.endswith(tuple(p.target_modules)) for n in names):
             raise ConfigError(f"defense lora: no module of the model matches target_modules {p.target_modules} "
                               "(does the model have attention? set model.attention)")
+        torch.manual_seed(ctx.config.seed)  # adapter init from the seed, whether the base was trained or cached
         config = LoraConfig(r=p.rank, lora_alpha=p.alpha, target_modules=list(p.target_modules), lora_dropout=p.dropout,
                             init_lora_weights=True)
         wrapped = get_peft_model(model, config)

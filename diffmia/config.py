@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from diffmia.registry import did_you_mean
 
@@ -106,12 +106,13 @@ class TargetConfig(StrictModel):
     train: TrainConfig = TrainConfig()
     defenses: list[dict[str, Any]] = Field(default_factory=list, description="[{name: dp_sgd, epsilon: 10}, ...]")
 
-    @model_validator(mode="after")
-    def _defenses_known(self) -> "TargetConfig":
+    @field_validator("defenses")
+    @classmethod
+    def _defenses_known(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from diffmia.defenses import build_defenses
 
-        build_defenses(self.defenses)  # raises ConfigError naming the entry
-        return self
+        build_defenses(value)  # raises ConfigError (a ValueError) naming the entry
+        return value
 
     @model_validator(mode="after")
     def _timesteps_in_range(self) -> "TargetConfig":
