@@ -118,7 +118,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
             log(f"[{entry.name}] trained target found, reusing {run_dir}")
         else:
             log(f"[{entry.name}] training ({cfg.train.steps} steps) -> {run_dir}")
-            train_target(cfg, run_dir, resume=True, progress=progress)
+            train_target(cfg, run_dir, resume=True, progress=progress, cache_dir=out / "cache")
         loaded = load_run(run_dir)
         summary = read_json(run_dir / "summary.json")
 
@@ -156,11 +156,22 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
             ev = bench.evaluation
             metrics = evaluate_scores(scores.is_member, scores.score, scores.split, ev.delta, tuple(ev.fprs),
                                       ev.bootstrap, ev.seed, ev.alpha)
+            duplicated = loaded.manifest.extra.get("training_set", {}).get("duplicated_members")
+            dup_metrics = {}
+            if duplicated:  # the originally duplicated members against all non-members
+                subset = scores[(scores.is_member == 0) | scores.sample_id.isin(duplicated)]
+                d = evaluate_scores(subset.is_member, subset.score, subset.split, ev.delta, (0.01,), ev.bootstrap,
+                                    ev.seed, ev.alpha)
+                dup_metrics = {"dup_members": len(duplicated), "dup_auc": d["auc"], "dup_auc_ci_lo": d["auc_ci"][0],
+                               "dup_auc_ci_hi": d["auc_ci"][1], "dup_tpr@1%fpr": d["tpr@1%fpr"]}
             rows.append({
                 "recipe": entry.name, "attack": label, "attack_name": attack.name, "access": attack.access,
                 "queries_per_sample": info["queries_per_sample"], "attack_seconds": info["seconds"],
                 "scores": os.path.relpath(csv_path, out),
                 **_flatten(metrics),
+                "defenses": "+".join(d["name"] for d in cfg.defenses) or "none",
+                "dp_epsilon": summary.get("dp_epsilon"),
+                **dup_metrics,
                 "fid": utility["fid"] if utility else None, "fid_floor": utility["fid_floor"] if utility else None,
                 "kid": utility["kid"] if utility else None, "fid_label": utility["fid_label"] if utility else None,
                 "train_seconds": summary.get("train_seconds_this_session"),

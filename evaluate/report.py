@@ -57,6 +57,15 @@ def risk_summary(recipe: str, rows: list[dict], info: dict, delta: float) -> str
         f"on separate calibration data. AUC {top['auc']:.3f} (95% CI {top['auc_ci_lo']:.3f}-{top['auc_ci_hi']:.3f}). "
         f"{_epsilon_sentence(top['epsilon_lower_bound'], delta)}{utility} Audited on {counts['members']} members and {counts['nonmembers']} non-members."
     )
+    if top.get("defenses", "none") != "none":
+        text += f" Defenses in this recipe: {top['defenses']}."
+    dp = top.get("dp_epsilon")
+    if dp is not None and dp == dp:
+        text += (f" Its DP-SGD accountant guarantees epsilon <= {dp:.2f} (an upper bound); the audit's lower bound "
+                 f"above must not exceed it.")
+    if top.get("dup_auc") is not None:
+        text += (f" On the {top['dup_members']} members that were duplicated in the training data, AUC "
+                 f"{top['dup_auc']:.3f} and TPR {top['dup_tpr@1%fpr']:.1%} at the calibrated 1% FPR threshold.")
     if level.startswith("LOW"):
         text += " No leakage was detected by these attacks at this sample size; that is not evidence of privacy."
     return text
@@ -93,13 +102,15 @@ def _pct(v) -> str:
 
 
 def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["recipe", "attack", "access", "queries", "AUC [95% CI]", "TPR@1%FPR calibrated [95% CI]",
+    header = ["recipe", "defenses", "DP epsilon (accountant)", "attack", "access", "queries", "AUC [95% CI]", "TPR@1%FPR calibrated [95% CI]",
               "achieved FPR", "TPR@0.1%FPR calibrated", "ASR", "TPR@1%FPR oracle", "epsilon lower bound", "FID (floor)"]
     body = []
     for r in rows:
         fid = "" if r.get("fid") is None else f"{r['fid']:.2f} ({r['fid_floor']:.2f})"
+        dp = r.get("dp_epsilon")
         body.append([
-            r["recipe"], r["attack"], r["access"], str(r["queries_per_sample"]),
+            r["recipe"], r.get("defenses", "none"), "" if dp is None or dp != dp else f"{dp:.2f}",
+            r["attack"], r["access"], str(r["queries_per_sample"]),
             f"{r['auc']:.3f} [{r['auc_ci_lo']:.3f}, {r['auc_ci_hi']:.3f}]",
             f"{_pct(r['tpr@1%fpr'])} [{_pct(r['tpr@1%fpr_ci_lo'])}, {_pct(r['tpr@1%fpr_ci_hi'])}]",
             _pct(r["fpr@1%fpr_achieved"]),

@@ -45,7 +45,7 @@ def test_report_is_self_contained(matrix):
     assert "Risk summary" in page and "What these numbers do not show" in page
     assert "examples-" not in page  # member images only on request
     md = (out / "report.md").read_text()
-    assert "| recipe | attack |" in md and "plots/privacy-utility.png" in md
+    assert "| recipe | defenses |" in md and "plots/privacy-utility.png" in md
     for png in ("privacy-utility.png", "roc-short.png", "hist-longer.png"):
         assert (out / "plots" / png).stat().st_size > 1000
 
