@@ -107,6 +107,21 @@ class Target:
         raise NotImplementedError
 
 
+class AlternatingUNet(torch.nn.Module):
+    """Two UNets answering in turn, one model call each (the DualMD defense). Looks like one UNet2DModel."""
+
+    def __init__(self, first: UNet2DModel, second: UNet2DModel):
+        super().__init__()
+        self.unets = torch.nn.ModuleList([first, second])
+        self.config = first.config
+        self.calls = 0
+
+    def forward(self, x_t, t):
+        unet = self.unets[self.calls % 2]
+        self.calls += 1
+        return unet(x_t, t)
+
+
 class PixelDDPMTarget(Target):
     """An unconditional pixel-space DDPM (diffusers UNet2DModel + DDPMScheduler)."""
 
@@ -120,6 +135,8 @@ class PixelDDPMTarget(Target):
         if not (folder / "model_index.json").is_file():
             raise FileNotFoundError(f"{folder}: not a saved diffusers target (model_index.json missing)")
         unet = UNet2DModel.from_pretrained(folder, subfolder="unet", use_safetensors=True)
+        if (folder / "dual.json").is_file():  # DualMD: a second UNet answers every other call
+            unet = AlternatingUNet(unet, UNet2DModel.from_pretrained(folder, subfolder="unet_b", use_safetensors=True))
         scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
         return cls(unet, scheduler, device)
 

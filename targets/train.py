@@ -146,6 +146,12 @@ def train_target(
     for defense in defenses:
         train_x, origins = defense.training_set(train_x, origins, ctx)
 
+    dual = next((d for d in defenses if d.name == "dual_model"), None)
+    if dual is not None:
+        dual.prepare(ctx, run.root, origins, accelerator.device)
+        if not dual.trains_student:
+            return finish_dual_alternate(cfg, run, dual, images, manifest, resolution, set_info, defenses, ctx, accelerator)
+
     set_seed(cfg.seed)
     model = build_unet(cfg.model, resolution, images.channels)
     for defense in defenses:
@@ -211,9 +217,11 @@ def train_target(
             for defense in step_defenses:
                 x_in, noise_in = defense.perturb(x_in, noise_in, gen)
             x0, noise, t = x_in.to(accelerator.device), noise.to(accelerator.device), t.to(accelerator.device)
+            x_t = noise_scheduler.add_noise(x0, noise_in.to(accelerator.device), t)
+            target = noise if dual is None else dual.loss_target(x_t, t, rows, noise)
             with accelerator.accumulate(model):
-                pred = model(noise_scheduler.add_noise(x0, noise_in.to(accelerator.device), t), t).sample
-                loss = F.mse_loss(pred.float(), noise.float())
+                pred = model(x_t, t).sample
+                loss = F.mse_loss(pred.float(), target.float())
                 accelerator.backward(loss)
                 if engine is not None:
                     engine.average_rows(len(idx))
@@ -273,6 +281,32 @@ def train_target(
         })
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    return run
+
+
+def finish_dual_alternate(cfg, run, dual, images, manifest, resolution, set_info, defenses, ctx, accelerator) -> RunDir:
+    """DualMD: the target is the two teachers answering in turn; save them as one target folder."""
+    from .target import AlternatingUNet
+
+    if accelerator.is_main_process:
+        noise_scheduler = build_scheduler(cfg.scheduler)
+        first, second = (m.cpu() for m in dual.models)
+        with atomic_dir(run.target) as tmp:
+            DDPMPipeline(unet=first, scheduler=noise_scheduler).save_pretrained(tmp, safe_serialization=True)
+            second.save_pretrained(tmp / "unet_b", safe_serialization=True)
+            write_json(tmp / "dual.json", {"mode": "alternate", "teachers": ctx.report["dual_model"]["teachers"]})
+        pair = AlternatingUNet(first, second).eval()
+        gap = generalisation_gap(pair, noise_scheduler, images, manifest, resolution, cfg.train.gap_timesteps, cfg.seed)
+        defense_info = [d.info() for d in defenses]
+        manifest.extra.update({"training_set": set_info, "defenses": defense_info, **ctx.report})
+        manifest.save(run.manifest)
+        write_json(run.summary, {
+            "name": cfg.name, "steps": dual.params.teacher_steps, "trained_on": "members (two halves)",
+            "training_rows": set_info["rows"], "defenses": defense_info, "dp_epsilon": None,
+            "train_seconds_this_session": None, "parameters": 2 * sum(p.numel() for p in first.parameters()),
+            "ema": cfg.train.use_ema, "gap": gap,
+        })
+    accelerator.wait_for_everyone()
     return run
 
 

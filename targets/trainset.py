@@ -14,13 +14,14 @@ from .manifest import SplitManifest
 
 def build_training_set(images: ImageSet, manifest: SplitManifest, cfg: TargetConfig, resolution: int, train_on: str,
                        seed_fn) -> tuple[torch.Tensor, np.ndarray, dict]:
-    idx = manifest.indices(train_on)
+    idx = member_half(manifest, cfg.seed, int(train_on[-1]), seed_fn) if train_on.startswith("members-half-") \
+        else manifest.indices(train_on)
     x = images.tensor(idx, resolution)
     origins = np.asarray(idx, dtype=np.int64)
     info: dict = {"trained_on": train_on, "rows": len(idx)}
     d = cfg.data.duplicates
     count = int(round(d.fraction * len(idx)))
-    if train_on == "members" and count and d.copies:
+    if train_on.startswith("members") and count and d.copies:
         rng = np.random.default_rng(seed_fn(cfg.seed, 7))
         chosen = np.sort(rng.choice(len(idx), size=count, replace=False))
         copies = x[torch.as_tensor(chosen)].repeat_interleave(d.copies, dim=0)
@@ -32,3 +33,12 @@ def build_training_set(images: ImageSet, manifest: SplitManifest, cfg: TargetCon
         info.update({"rows": len(x), "duplicated_members": sorted(int(i) for i in origins[chosen]),
                      "copies": d.copies, "augment_std": d.augment_std})
     return x, origins, info
+
+
+def member_half(manifest: SplitManifest, seed: int, half: int, seed_fn) -> list[int]:
+    """Half 0 or 1 of the members, cut by a seeded permutation (dual-model defenses train one model on each)."""
+    members = manifest.indices("members")
+    order = np.random.default_rng(seed_fn(seed, 11)).permutation(len(members))
+    cut = len(members) // 2
+    chosen = order[:cut] if half == 0 else order[cut:]
+    return sorted(members[i] for i in chosen)

@@ -20,6 +20,7 @@ PARAMS = {
     "dedup": {"mode": "exact"},
     "lora": {"rank": 2, "base_steps": 6},
     "public_base": {"base_steps": 6},
+    "dual_model": {"mode": "distill", "teacher_steps": 6},
 }
 
 
@@ -184,3 +185,25 @@ def test_lora_saves_adapter_and_trains_few_parameters(tmp_path):
     full = load_config(TINY, ["defenses=[{name: public_base, base_steps: 6}]", "train.steps=6"])
     train_target(full, tmp_path / "full", progress=False)
     assert list((tmp_path / "cache").glob("public-base-*")) == bases
+
+
+def test_dual_model_alternates_between_teachers(tmp_path):
+    from diffmia.targets.target import AlternatingUNet
+
+    cfg = load_config(TINY, ["defenses=[{name: dual_model, mode: alternate, teacher_steps: 10}]"])
+    run = train_target(cfg, tmp_path / "run", progress=False)
+    assert (run.target / "dual.json").is_file() and (run.target / "unet_b").is_dir()
+    target = load_run(run.root).target
+    assert isinstance(target.unet, AlternatingUNet)
+    x = torch.randn(2, 1, 8, 8)
+    a, b, a_again = (target.predict_noise(x, 50) for _ in range(3))
+    assert torch.equal(a, a_again) and not torch.equal(a, b)  # two different teachers, in turn
+    teachers = sorted((tmp_path / "cache").glob("dual-teachers-*/half-*/manifest.json"))
+    assert len(teachers) == 2
+    from diffmia.targets.trainset import member_half
+    from diffmia.targets.train import step_seed
+    from diffmia.targets.manifest import SplitManifest
+
+    m = SplitManifest.load(run.manifest)
+    halves = [set(member_half(m, 0, h, step_seed)) for h in (0, 1)]
+    assert not (halves[0] & halves[1]) and halves[0] | halves[1] == set(m.indices("members"))
