@@ -35,6 +35,10 @@ class Attack:
     access: ClassVar[str]  # "gray-box" (needs eps_theta) or "black-box" (generations only)
     paper: ClassVar[str]
     Params: ClassVar[type[AttackParams]]
+    needs_captions: ClassVar[bool] = False  # only for text-conditioned targets
+    # Attacks whose final score needs population statistics return named components from score() and turn them
+    # into the score in combine(frame), fitting anything they fit on the calibration rows only.
+    components: tuple[str, ...] = ()
 
     def __init__(self, params: AttackParams | dict[str, Any] | None = None, seed: int = 0):
         if not isinstance(params, AttackParams):
@@ -49,8 +53,18 @@ class Attack:
     def queries_per_sample(self, target: Target) -> int:
         raise NotImplementedError
 
-    def score(self, target: Target, batch: AttackBatch) -> torch.Tensor:
+    def score(self, target: Target, batch: AttackBatch) -> torch.Tensor | dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def prepare(self, loaded, cache_dir) -> None:
+        """Called once before scoring with the loaded run (its public split is the attacker's auxiliary data)."""
+
+    def combine(self, frame) -> "np.ndarray":
+        """From the component columns of all audited images to one score each (component attacks only)."""
+        raise NotImplementedError
+
+    def extra_info(self) -> dict[str, Any]:
+        return {}
 
     # -- helpers shared by attacks -----------------------------------------------------------------------------
     def noise(self, batch: AttackBatch, shape: Sequence[int], draw: int = 0) -> torch.Tensor:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from diffmia.config import ConfigError
 from diffmia.io import atomic_path, write_json
 from diffmia.targets.runs import LoadedRun
 
@@ -46,11 +47,15 @@ def run_attack(
     target = loaded.target
     declared = attack.queries_per_sample(target)
     captions = loaded.images.captions
+    if attack.needs_captions and not target.conditional:
+        raise ConfigError(f"attack {attack.name} needs a text-conditioned target; {loaded.run.root} is unconditional")
+    attack.prepare(loaded, loaded.run.root / ".cache")  # e.g. the feature network trained on the public split
+    columns = COLUMNS + list(attack.components)
     target.queries.reset()
     t0 = time.time()
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(COLUMNS)
+        writer.writerow(columns)
         bar = tqdm(total=len(entries), desc=attack.name, unit="img", disable=not progress)
         for start in range(0, len(entries), batch_size):
             chunk = entries[start : start + batch_size]
@@ -65,12 +70,19 @@ def run_attack(
             used = target.queries.sample_queries - before
             if used != declared * len(ids):
                 raise QueryCountMismatch(f"{attack.name}: declared {declared} queries per image, made {used / len(ids):g}")
-            for (entry, is_member), s in zip(chunk, scores.tolist()):
-                writer.writerow([entry.index, entry.source, entry.half, int(is_member), repr(float(s))])
+            parts = [scores[c].tolist() for c in attack.components] if attack.components else []
+            main = [float("nan")] * len(ids) if attack.components else scores.tolist()
+            for row, ((entry, is_member), s) in enumerate(zip(chunk, main)):
+                writer.writerow([entry.index, entry.source, entry.half, int(is_member), repr(float(s)),
+                                 *(repr(float(p[row])) for p in parts)])
             f.flush()
             bar.update(len(ids))
         bar.close()
         f.close()
+        if attack.components:  # the final score needs every image (fits on the calibration rows)
+            frame = pd.read_csv(tmp)
+            frame["score"] = attack.combine(frame)
+            frame.to_csv(tmp, index=False, float_format="%r")
     seconds = time.time() - t0
     info = {
         "attack": attack.name,
@@ -84,6 +96,7 @@ def run_attack(
         "seconds": round(seconds, 3),
         "seconds_per_sample": round(seconds / max(len(entries), 1), 6),
         "run": str(loaded.run.root),
+        **attack.extra_info(),
     }
     write_json(out_dir / f"{attack.name}.json", info)
     return AttackResult(pd.read_csv(csv_path), info, csv_path)

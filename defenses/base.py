@@ -59,6 +59,14 @@ class Defense:
         """(clean images, noise used to build x_t). The loss target stays the original noise."""
         return x0, noise
 
+    def perturb_captions(self, ids: torch.Tensor, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Text models, per step: the caption token ids of the batch (`pool`: every training row's ids)."""
+        return ids
+
+    def text_noise(self, shape: tuple[int, ...], gen: torch.Generator, current: torch.Tensor | None) -> torch.Tensor | None:
+        """Text models, per step: noise added to the text features (None: none)."""
+        return current
+
     def info(self) -> dict[str, Any]:
         return {"name": self.name, **self.params.model_dump(mode="json")}
 

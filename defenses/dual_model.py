@@ -63,7 +63,11 @@ class DualModel(Defense):
         """Load the teachers and note which half each training row's image belongs to."""
         from diffusers import UNet2DModel
 
+        from diffmia.config import ConfigError
         from diffmia.targets.trainset import member_half
+
+        if ctx.config.model.kind != "unet2d":
+            raise ConfigError("defense dual_model: implemented for pixel DDPMs (model.kind unet2d) only")
         from diffmia.targets.train import step_seed
 
         self.folders = self.teachers(ctx, run_root)

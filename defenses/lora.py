@@ -1,4 +1,5 @@
-"""LoRA fine-tuning through peft: a base trained on public data (public_base.py), frozen, plus low-rank adapters on
+"""LoRA fine-tuning through peft: a base trained on public data (public_base.py; for Stable Diffusion the pretrained
+pipeline itself), frozen, plus low-rank adapters on
 the attention projections to_q / to_k / to_v / to_out.0 (diffusers' train_text_to_image_lora.py, rank 4) trained on
 the members. The target is base + adapter merged (peft merge_and_unload); the adapter is also saved on its own in
 RUN/adapter/. Fewer trainable parameters may reduce memorisation: the benchmark measures it against full fine-tuning
@@ -36,19 +37,20 @@ class LoRA(Defense):
 
         load_base_weights(model, ctx, self.params)
         p = self.params
-        names = [n for n, _ in model.named_modules()]
+        names = [n for n, _ in model.unet.named_modules()]
         if not any(n.endswith(tuple(p.target_modules)) for n in names):
             raise ConfigError(f"defense lora: no module of the model matches target_modules {p.target_modules} "
                               "(does the model have attention? set model.attention)")
         torch.manual_seed(ctx.config.seed)  # adapter init from the seed, whether the base was trained or cached
         config = LoraConfig(r=p.rank, lora_alpha=p.alpha, target_modules=list(p.target_modules), lora_dropout=p.dropout,
                             init_lora_weights=True)
-        wrapped = get_peft_model(model, config)
+        model.requires_grad_(False)  # base frozen (text encoder included); only the adapters train
+        model.unet = get_peft_model(model.unet, config)
         ctx.report["lora"] = {
-            "trainable_parameters": sum(q.numel() for q in wrapped.parameters() if q.requires_grad),
-            "total_parameters": sum(q.numel() for q in wrapped.parameters()),
+            "trainable_parameters": sum(q.numel() for q in model.parameters() if q.requires_grad),
+            "total_parameters": sum(q.numel() for q in model.parameters()),
         }
-        return wrapped
+        return model
 
     @staticmethod
     def finalize(model, folder: Path):

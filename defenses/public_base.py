@@ -42,11 +42,16 @@ def ensure_public_base(ctx: DefenseContext, steps: int, learning_rate: float, pr
 
 
 def load_base_weights(model, ctx: DefenseContext, params) -> None:
-    from diffusers import UNet2DModel
+    """Copy the public base's weights into the denoiser (UNet, and the text encoder of text models)."""
+    from diffmia.targets.target import load_target
 
+    if ctx.config.model.kind == "stable-diffusion":
+        return  # the pretrained pipeline is the base
     folder = ensure_public_base(ctx, params.base_steps, params.base_learning_rate)
-    base = UNet2DModel.from_pretrained(folder, subfolder="unet", use_safetensors=True)
-    model.load_state_dict(base.state_dict())
+    base = load_target(folder)
+    model.unet.load_state_dict(base.unet.state_dict())
+    if hasattr(model, "text_encoder"):
+        model.text_encoder.load_state_dict(base.text_encoder.state_dict())
 
 
 @register_defense

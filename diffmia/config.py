@@ -52,6 +52,14 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
+    kind: Literal["unet2d", "unet2d-condition", "stable-diffusion"] = Field(
+        "unet2d", description="pixel DDPM, text-conditioned pixel model, or Stable Diffusion from a local folder")
+    pretrained: Optional[str] = Field(None, description="stable-diffusion: local diffusers StableDiffusionPipeline folder")
+    cross_attention_dim: int = Field(32, ge=4, le=4096, description="unet2d-condition: text feature size")
+    text_layers: int = Field(2, ge=1, le=24, description="unet2d-condition: CLIP text encoder layers")
+    text_heads: int = Field(4, ge=1, le=64)
+    attention_head_dim: int = Field(8, ge=1, le=512)
+    max_caption_tokens: int = Field(16, ge=4, le=77)
     block_out_channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1, max_length=6)
     attention: list[bool] = Field(default_factory=lambda: [False, True], description="attention per level")
     layers_per_block: int = Field(1, ge=1, le=4)
@@ -67,6 +75,10 @@ class ModelConfig(StrictModel):
         for ch in self.block_out_channels:
             if ch % self.norm_num_groups:
                 raise ValueError(f"norm_num_groups={self.norm_num_groups} does not divide channel count {ch}")
+        if self.kind == "stable-diffusion" and not self.pretrained:
+            raise ValueError("kind 'stable-diffusion' needs model.pretrained (a local StableDiffusionPipeline folder)")
+        if self.kind == "unet2d-condition" and self.cross_attention_dim % self.text_heads:
+            raise ValueError(f"text_heads={self.text_heads} does not divide cross_attention_dim={self.cross_attention_dim}")
         return self
 
 
@@ -93,6 +105,8 @@ class TrainConfig(StrictModel):
     checkpoints_kept: int = Field(2, ge=1)
     log_every: int = Field(50, ge=1)
     gap_timesteps: list[int] = Field(default_factory=lambda: [10, 50, 100, 200, 500])
+    caption_dropout: float = Field(0.1, ge=0.0, le=1.0, description="text models: share of empty captions (for CFG)")
+    train_text_encoder: bool = Field(True, description="unet2d-condition: train the text encoder with the UNet")
 
 
 class TargetConfig(StrictModel):

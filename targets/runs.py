@@ -11,7 +11,7 @@ from diffmia.rundir import RunDir
 
 from .data import ImageSet, load_dataset
 from .manifest import SplitManifest
-from .target import PixelDDPMTarget, Target
+from .target import Target, load_target
 
 
 class RunError(FileNotFoundError):
@@ -42,5 +42,5 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
     images = load_dataset(cfg.data)
     manifest.verify(images, source=str(run.manifest))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    target = PixelDDPMTarget.from_folder(run.target, device)
+    target = load_target(run.target, device)
     return LoadedRun(run, cfg, manifest, images, target)

@@ -77,8 +77,11 @@ class Target:
         sampler: str = "ddim",
         generator: torch.Generator | None = None,
         batch_size: int = 256,
+        guidance_scale: float = 1.0,
+        initial_noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Draw `n` images in [-1, 1] (DDIM with eta=0, or ancestral DDPM), every denoising call counted."""
+        """Draw `n` images in [-1, 1] (DDIM with eta=0, or ancestral DDPM), every denoising call counted.
+        Text-conditioned targets use classifier-free guidance when guidance_scale != 1 (two calls per step)."""
         if sampler not in ("ddim", "ddpm"):
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
         if prompts is not None and len(prompts) != n:
@@ -90,13 +93,39 @@ class Target:
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
             cond = list(prompts[start : start + count]) if prompts is not None else None
-            x = torch.randn((count, *self.sample_shape), generator=generator)
+            if initial_noise is not None:  # per-sample noise from the caller (attacks seed it per image)
+                x = initial_noise[start : start + count].clone()
+            else:
+                x = torch.randn((count, *self.sample_shape), generator=generator)
             scheduler.set_timesteps(steps)
             for t in scheduler.timesteps:
-                eps = self.predict_noise(x, int(t), cond)
+                eps = self.guided_noise(x, int(t), cond, guidance_scale)
                 x = scheduler.step(eps, t, x, generator=generator).prev_sample
             out.append(self.decode(x).clamp(-1, 1))
         return torch.cat(out)
+
+    def guided_noise(self, x, t: int, cond, guidance_scale: float) -> torch.Tensor:
+        eps = self.predict_noise(x, t, cond)
+        if self.conditional and cond is not None and guidance_scale != 1.0:
+            uncond = self.predict_noise(x, t, [""] * len(x))
+            eps = uncond + guidance_scale * (eps - uncond)
+        return eps
+
+    @torch.no_grad()
+    def vary(self, images: torch.Tensor, timestep: int, steps: int, noise: torch.Tensor,
+             prompts: Sequence[str] | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
+        """Image variation (img2img): noise `images` to `timestep` with `noise` (shaped like the encoded images,
+        i.e. (B, *sample_shape)), then DDIM back to 0 in `steps` steps. Every denoiser call is counted."""
+        z = self.encode(images)
+        abar = self.alpha_bar(timestep)
+        x = abar**0.5 * z + (1 - abar) ** 0.5 * noise
+        ts = [int(round(timestep * (1 - i / steps))) for i in range(steps)] + [-1]
+        for cur, nxt in zip(ts[:-1], ts[1:]):
+            eps = self.guided_noise(x, cur, prompts, guidance_scale)
+            ab_next = self.alpha_bar(nxt) if nxt >= 0 else 1.0
+            x0_hat = (x - (1 - self.alpha_bar(cur)) ** 0.5 * eps) / self.alpha_bar(cur) ** 0.5
+            x = ab_next**0.5 * x0_hat + (1 - ab_next) ** 0.5 * eps
+        return self.decode(x).clamp(-1, 1)
 
     # -- what subclasses provide -------------------------------------------------------------------------------
     @property
@@ -147,3 +176,91 @@ class PixelDDPMTarget(Target):
 
     def _forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Sequence[str] | None) -> torch.Tensor:
         return self.unet(x_t, t).sample
+
+
+class TextTarget(Target):
+    """A text-conditioned model (UNet2DConditionModel + CLIP text encoder); `cond` is a list of captions, None or ""
+    meaning the empty caption. Text features are cached per caption."""
+
+    conditional = True
+
+    def __init__(self, unet, text_encoder, tokenizer, noise_scheduler, device="cpu"):
+        super().__init__(noise_scheduler, device)
+        self.unet = unet.to(self.device).eval()
+        self.text_encoder = text_encoder.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self._features: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def text_features(self, captions: Sequence[str]) -> torch.Tensor:
+        from .text import tokenize
+
+        missing = sorted({c for c in captions if c not in self._features})
+        if missing:
+            feats = self.text_encoder(tokenize(self.tokenizer, missing).to(self.device))[0]
+            self._features.update(zip(missing, feats))
+        return torch.stack([self._features[c] for c in captions])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        c = self.unet.config
+        return (c.in_channels, c.sample_size, c.sample_size)
+
+    def _forward(self, x_t, t, cond):
+        cond = list(cond) if cond is not None else [""] * len(x_t)
+        return self.unet(x_t, t, encoder_hidden_states=self.text_features(cond)).sample
+
+    @classmethod
+    def from_folder(cls, folder, device="cpu"):
+        from .text import DigitsTextPipeline
+
+        pipe = DigitsTextPipeline.from_pretrained(folder, use_safetensors=True)
+        return cls(pipe.unet, pipe.text_encoder, pipe.tokenizer, DDPMScheduler.from_config(pipe.scheduler.config), device)
+
+
+class LatentTextTarget(TextTarget):
+    """Stable Diffusion: the diffusion runs on VAE latents (scaled by the VAE's scaling factor)."""
+
+    latent = True
+
+    def __init__(self, unet, text_encoder, tokenizer, noise_scheduler, vae, device="cpu"):
+        super().__init__(unet, text_encoder, tokenizer, noise_scheduler, device)
+        self.vae = vae.to(self.device).eval()
+        self.scaling_factor = float(vae.config.scaling_factor)
+
+    @torch.no_grad()
+    def encode(self, images):
+        return (self.vae.encode(images.to(self.device)).latent_dist.mean * self.scaling_factor).float().cpu()
+
+    @torch.no_grad()
+    def decode(self, latents):
+        return self.vae.decode(latents.to(self.device) / self.scaling_factor).sample.float().cpu()
+
+    @classmethod
+    def from_folder(cls, folder, device="cpu"):
+        from .denoiser import load_stable_diffusion
+
+        pipe = load_stable_diffusion(str(folder))
+        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        return cls(pipe.unet, pipe.text_encoder, pipe.tokenizer, scheduler, pipe.vae, device)
+
+
+TARGET_KINDS = {
+    "DDPMPipeline": PixelDDPMTarget,
+    "DigitsTextPipeline": TextTarget,
+    "StableDiffusionPipeline": LatentTextTarget,
+}
+
+
+def load_target(folder: str | Path, device: str | torch.device = "cpu") -> Target:
+    """Open a saved target folder as the Target its pipeline class calls for."""
+    import json
+
+    folder = Path(folder)
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"{folder}: not a saved diffusers target (model_index.json missing)")
+    kind = json.loads(index.read_text()).get("_class_name")
+    if kind not in TARGET_KINDS:
+        raise ValueError(f"{folder}: pipeline class {kind!r} is not a known target kind ({', '.join(TARGET_KINDS)})")
+    return TARGET_KINDS[kind].from_folder(folder, device)

@@ -33,7 +33,9 @@ from diffmia.rundir import RunDir
 
 from .data import ImageSet, load_dataset
 from .manifest import SplitManifest
-from .models import build_scheduler, build_unet
+from .denoiser import build_denoiser, caption_ids, encode_latents, save_target
+from .models import build_scheduler
+from .target import load_target
 from .trainset import build_training_set
 
 
@@ -153,9 +155,16 @@ def train_target(
             return finish_dual_alternate(cfg, run, dual, images, manifest, resolution, set_info, defenses, ctx, accelerator)
 
     set_seed(cfg.seed)
-    model = build_unet(cfg.model, resolution, images.channels)
+    built = build_denoiser(cfg, images.captions, resolution, images.channels)
+    model = built.model
     for defense in defenses:
         model = defense.build_model(model, ctx)
+    built.model = model
+    if built.vae is not None:  # latent models train on VAE latents, encoded once
+        train_x = encode_latents(built.vae, train_x)
+    train_ids = caption_ids(built, [images.captions[int(o)] for o in origins])
+    empty_ids = caption_ids(built, [""])
+    text_shape = (cfg.model.max_caption_tokens, cfg.model.cross_attention_dim) if built.conditional else None
     set_seed(cfg.seed)  # the same optimisation noise whatever the model stage did
     trainable = [p for p in model.parameters() if p.requires_grad]
     noise_scheduler = build_scheduler(cfg.scheduler)
@@ -216,11 +225,21 @@ def train_target(
             x_in, noise_in = x0, noise
             for defense in step_defenses:
                 x_in, noise_in = defense.perturb(x_in, noise_in, gen)
+            ids, text_noise = None, None
+            if train_ids is not None:
+                ids = train_ids[rows].clone()
+                drop = torch.rand(len(rows), generator=gen) < tc.caption_dropout
+                ids[drop] = empty_ids
+                for defense in step_defenses:
+                    ids = defense.perturb_captions(ids, train_ids, gen)
+                    text_noise = defense.text_noise((len(rows), *text_shape), gen, text_noise)
+                ids = ids.to(accelerator.device)
+                text_noise = None if text_noise is None else text_noise.to(accelerator.device)
             x0, noise, t = x_in.to(accelerator.device), noise.to(accelerator.device), t.to(accelerator.device)
             x_t = noise_scheduler.add_noise(x0, noise_in.to(accelerator.device), t)
             target = noise if dual is None else dual.loss_target(x_t, t, rows, noise)
             with accelerator.accumulate(model):
-                pred = model(x_t, t).sample
+                pred = model(x_t, t, ids, text_noise)
                 loss = F.mse_loss(pred.float(), target.float())
                 accelerator.backward(loss)
                 if engine is not None:
@@ -251,17 +270,17 @@ def train_target(
     if engine is not None:
         engine.detach()
     if accelerator.is_main_process:
-        unet = copy.deepcopy(raw_model).cpu()
+        final = copy.deepcopy(raw_model).cpu()
         if ema is not None:
-            ema.copy_to([p for p in unet.parameters() if p.requires_grad])
+            ema.copy_to([p for p in final.parameters() if p.requires_grad])
         lora = next((d for d in defenses if d.name == "lora"), None)
         if lora is not None:
             with atomic_dir(run.root / "adapter") as tmp:
-                unet = lora.finalize(unet, tmp)
-        unet.eval()
+                final.unet = lora.finalize(final.unet, tmp)
+        final.eval()
         with atomic_dir(run.target) as tmp:
-            DDPMPipeline(unet=unet, scheduler=noise_scheduler).save_pretrained(tmp, safe_serialization=True)
-        gap = generalisation_gap(unet, noise_scheduler, images, manifest, resolution, tc.gap_timesteps, cfg.seed)
+            save_target(built, final, cfg, tmp)
+        gap = generalisation_gap(load_target(run.target), images, manifest, resolution, tc.gap_timesteps, cfg.seed)
         defense_info = [d.info() for d in defenses]
         if engine is not None:
             defense_info = [dict(i, **engine.info()) if i["name"] == privacy.name else i for i in defense_info]
@@ -275,7 +294,7 @@ def train_target(
             "defenses": defense_info,
             "dp_epsilon": engine.epsilon() if engine is not None else None,
             "train_seconds_this_session": round(time.time() - t0, 2),
-            "parameters": sum(p.numel() for p in unet.parameters()),
+            "parameters": sum(p.numel() for p in final.parameters()),
             "ema": tc.use_ema,
             "gap": gap,
         })
@@ -286,8 +305,6 @@ def train_target(
 
 def finish_dual_alternate(cfg, run, dual, images, manifest, resolution, set_info, defenses, ctx, accelerator) -> RunDir:
     """DualMD: the target is the two teachers answering in turn; save them as one target folder."""
-    from .target import AlternatingUNet
-
     if accelerator.is_main_process:
         noise_scheduler = build_scheduler(cfg.scheduler)
         first, second = (m.cpu() for m in dual.models)
@@ -295,8 +312,7 @@ def finish_dual_alternate(cfg, run, dual, images, manifest, resolution, set_info
             DDPMPipeline(unet=first, scheduler=noise_scheduler).save_pretrained(tmp, safe_serialization=True)
             second.save_pretrained(tmp / "unet_b", safe_serialization=True)
             write_json(tmp / "dual.json", {"mode": "alternate", "teachers": ctx.report["dual_model"]["teachers"]})
-        pair = AlternatingUNet(first, second).eval()
-        gap = generalisation_gap(pair, noise_scheduler, images, manifest, resolution, cfg.train.gap_timesteps, cfg.seed)
+        gap = generalisation_gap(load_target(run.target), images, manifest, resolution, cfg.train.gap_timesteps, cfg.seed)
         defense_info = [d.info() for d in defenses]
         manifest.extra.update({"training_set": set_info, "defenses": defense_info, **ctx.report})
         manifest.save(run.manifest)
@@ -329,26 +345,30 @@ def save_checkpoint(accelerator: Accelerator, run: RunDir, step: int, kept: int)
 
 
 @torch.no_grad()
-def denoising_loss(unet, noise_scheduler, x0: torch.Tensor, timestep: int, seed: int, batch: int = 256) -> torch.Tensor:
-    """Per-image ||eps - eps_theta(x_t, t)||^2 (mean over pixels) at a fixed timestep with seeded noise."""
+def denoising_loss(target, x0: torch.Tensor, captions, timestep: int, seed: int, batch: int = 256) -> torch.Tensor:
+    """Per-image ||eps - eps_theta(x_t, t[, caption])||^2 (mean over elements) at a fixed timestep, seeded noise."""
+    z0 = torch.cat([target.encode(x0[i : i + batch]) for i in range(0, len(x0), batch)])
     gen = torch.Generator().manual_seed(step_seed(seed, timestep, 2))
-    noise = torch.randn(x0.shape, generator=gen)
+    noise = torch.randn(z0.shape, generator=gen)
+    abar = target.alpha_bar(timestep)
     out = []
-    for i in range(0, len(x0), batch):
-        xb, nb = x0[i : i + batch], noise[i : i + batch]
-        t = torch.full((len(xb),), timestep, dtype=torch.long)
-        pred = unet(noise_scheduler.add_noise(xb, nb, t), t).sample
+    for i in range(0, len(z0), batch):
+        zb, nb = z0[i : i + batch], noise[i : i + batch]
+        cond = list(captions[i : i + batch]) if target.conditional else None
+        pred = target.predict_noise(abar**0.5 * zb + (1 - abar) ** 0.5 * nb, timestep, cond)
         out.append(((pred - nb) ** 2).flatten(1).mean(1))
     return torch.cat(out)
 
 
-def generalisation_gap(unet, noise_scheduler, images, manifest, resolution, timesteps, seed) -> dict[str, Any]:
-    """Mean denoising loss on members and on test non-members at fixed timesteps and noise."""
-    members = images.tensor(manifest.indices("members"), resolution)
-    nonmembers = images.tensor(manifest.indices("nonmembers", "test"), resolution)
+def generalisation_gap(target, images, manifest, resolution, timesteps, seed) -> dict[str, Any]:
+    """Mean denoising loss on members and on test non-members at fixed timesteps and noise (captioned if the target
+    is text-conditioned)."""
+    mem_idx, non_idx = manifest.indices("members"), manifest.indices("nonmembers", "test")
+    members, nonmembers = images.tensor(mem_idx, resolution), images.tensor(non_idx, resolution)
+    mem_caps, non_caps = [images.captions[i] for i in mem_idx], [images.captions[i] for i in non_idx]
     rows = {}
     for t in timesteps:
-        m = denoising_loss(unet, noise_scheduler, members, t, seed).mean().item()
-        n = denoising_loss(unet, noise_scheduler, nonmembers, t, seed).mean().item()
+        m = denoising_loss(target, members, mem_caps, t, seed).mean().item()
+        n = denoising_loss(target, nonmembers, non_caps, t, seed).mean().item()
         rows[str(t)] = {"members": round(m, 6), "nonmembers_test": round(n, 6), "ratio": round(n / max(m, 1e-12), 4)}
     return rows

@@ -1,0 +1,132 @@
+"""What the one training loop optimises, for every model kind: (x_t, t, caption ids) -> predicted noise.
+
+- `PixelDenoiser`: a UNet2DModel on pixels (captions ignored);
+- `TextDenoiser`: a UNet2DConditionModel cross-attending to a CLIP text encoder's features (trained with the UNet for
+  our small text-conditioned targets, frozen for Stable Diffusion), optionally with Gaussian noise added to the text
+  features (a text-side defense);
+- Stable Diffusion trains a TextDenoiser on VAE latents (scaled by the VAE's scaling factor), encoded once up front.
+
+`build_denoiser` makes the right one from the recipe, and `save_target` writes it as a diffusers pipeline folder:
+DDPMPipeline, DigitsTextPipeline or StableDiffusionPipeline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDPMPipeline, UNet2DConditionModel
+
+from diffmia.config import TargetConfig
+
+from .models import build_scheduler, build_unet
+from .text import DigitsTextPipeline, build_text_encoder, build_tokenizer, tokenize
+
+
+class PixelDenoiser(torch.nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x_t, t, ids=None, text_noise=None):
+        return self.unet(x_t, t).sample
+
+
+class TextDenoiser(torch.nn.Module):
+    def __init__(self, unet, text_encoder):
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+
+    def forward(self, x_t, t, ids, text_noise=None):
+        h = self.text_encoder(ids)[0]
+        if text_noise is not None:
+            h = h + text_noise
+        return self.unet(x_t, t, encoder_hidden_states=h).sample
+
+
+@dataclass
+class Built:
+    model: torch.nn.Module
+    tokenizer: Any = None
+    vae: Any = None
+    pipeline_parts: dict = field(default_factory=dict)  # untouched parts of a pretrained pipeline (SD)
+
+    @property
+    def conditional(self) -> bool:
+        return self.tokenizer is not None
+
+
+class ModelError(FileNotFoundError):
+    """A pretrained folder that is missing or not a diffusers pipeline."""
+
+
+def load_stable_diffusion(path: str):
+    from diffusers import StableDiffusionPipeline
+
+    folder = Path(path)
+    if not (folder / "model_index.json").is_file():
+        raise ModelError(f"model.pretrained: {folder} is not a local diffusers pipeline folder (model_index.json "
+                         "missing); weights are never downloaded")
+    return StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True, safety_checker=None,
+                                                   requires_safety_checker=False)
+
+
+def unet2d_condition(cfg: TargetConfig, resolution: int, channels: int) -> UNet2DConditionModel:
+    m = cfg.model
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in m.attention)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(m.attention))
+    return UNet2DConditionModel(
+        sample_size=resolution, in_channels=channels, out_channels=channels, layers_per_block=m.layers_per_block,
+        block_out_channels=tuple(m.block_out_channels), down_block_types=down, up_block_types=up,
+        cross_attention_dim=m.cross_attention_dim, norm_num_groups=m.norm_num_groups,
+        attention_head_dim=m.attention_head_dim,
+    )
+
+
+def build_denoiser(cfg: TargetConfig, captions: list[str], resolution: int, channels: int) -> Built:
+    kind = cfg.model.kind
+    if kind == "unet2d":
+        return Built(PixelDenoiser(build_unet(cfg.model, resolution, channels)))
+    if kind == "unet2d-condition":
+        tokenizer = build_tokenizer(captions, cfg.model.max_caption_tokens)
+        text = build_text_encoder(len(tokenizer), cfg.model.cross_attention_dim, cfg.model.text_layers,
+                                  cfg.model.text_heads, cfg.model.max_caption_tokens)
+        text.requires_grad_(cfg.train.train_text_encoder)
+        return Built(TextDenoiser(unet2d_condition(cfg, resolution, channels), text), tokenizer)
+    pipe = load_stable_diffusion(cfg.model.pretrained)
+    pipe.text_encoder.requires_grad_(False)
+    pipe.vae.requires_grad_(False)
+    return Built(TextDenoiser(pipe.unet, pipe.text_encoder), pipe.tokenizer, pipe.vae,
+                 {"vae": pipe.vae, "scheduler": pipe.scheduler, "feature_extractor": pipe.feature_extractor})
+
+
+@torch.no_grad()
+def encode_latents(vae, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
+    """Images in [-1, 1] -> VAE latent means times the scaling factor (deterministic)."""
+    sf = vae.config.scaling_factor
+    return torch.cat([vae.encode(images[i : i + batch]).latent_dist.mean * sf for i in range(0, len(images), batch)])
+
+
+def caption_ids(built: Built, texts: list[str]) -> torch.Tensor | None:
+    return tokenize(built.tokenizer, texts) if built.conditional else None
+
+
+def save_target(built: Built, model: torch.nn.Module, cfg: TargetConfig, folder: Path) -> None:
+    """Write the trained denoiser `model` (a copy with the final weights) as a diffusers pipeline folder."""
+    scheduler = build_scheduler(cfg.scheduler)
+    if cfg.model.kind == "unet2d":
+        DDPMPipeline(unet=model.unet, scheduler=scheduler).save_pretrained(folder, safe_serialization=True)
+    elif cfg.model.kind == "unet2d-condition":
+        DigitsTextPipeline(model.unet, model.text_encoder, built.tokenizer, scheduler).save_pretrained(
+            folder, safe_serialization=True)
+    else:
+        from diffusers import StableDiffusionPipeline
+
+        parts = built.pipeline_parts
+        StableDiffusionPipeline(
+            vae=parts["vae"], text_encoder=model.text_encoder, tokenizer=built.tokenizer, unet=model.unet,
+            scheduler=parts["scheduler"], safety_checker=None, feature_extractor=parts["feature_extractor"],
+            requires_safety_checker=False,
+        ).save_pretrained(folder, safe_serialization=True)
