@@ -30,6 +30,7 @@ SUBJECT_GROUPS = [
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
 ]
 GENERIC_SUBJECTS = ["cat", "dog", "house", "tree", "car", "flower", "bird", "boat"]
+STOP = {"a", "an", "the", "of", "in", "on", "with", "and", "at", "to"}
 SYNONYMS = {"large": "big", "big": "large", "small": "little", "little": "small", "thick": "heavy", "thin": "light",
             "upright": "straight", "photo": "picture", "picture": "photo", "regular": "normal", "medium": "mid-sized"}
 
@@ -58,8 +59,9 @@ class RulePerturber:
         for _ in range(self.tries):
             w = list(words)
             if view == "token":
-                if rng.random() < 0.5 and len(w) > 3:  # swap two neighbouring modifiers
-                    i = rng.randrange(1, len(w) - 2)
+                pairs = [i for i in range(len(w) - 2) if w[i].lower() not in STOP and w[i + 1].lower() not in STOP]
+                if rng.random() < 0.5 and pairs:  # swap two neighbouring modifiers (never the subject, last)
+                    i = rng.choice(pairs)
                     w[i], w[i + 1] = w[i + 1], w[i]
                 else:  # one synonym
                     options = [i for i, x in enumerate(w) if x.lower() in SYNONYMS]

@@ -82,7 +82,7 @@ def run_attack(
         if attack.components:  # the final score needs every image (fits on the calibration rows)
             frame = pd.read_csv(tmp)
             frame["score"] = attack.combine(frame)
-            frame.to_csv(tmp, index=False, float_format="%r")
+            frame.to_csv(tmp, index=False, float_format="%.17g")
     seconds = time.time() - t0
     info = {
         "attack": attack.name,

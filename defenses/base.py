@@ -43,6 +43,7 @@ class Defense:
     paper: ClassVar[str]
     Params: ClassVar[type[DefenseParams]]
     stage: ClassVar[str]  # "data", "model", "step" or "privacy": for docs and ordering
+    text_only: ClassVar[bool] = False  # acts on captions / text features: refused for unconditional targets
 
     def __init__(self, params: DefenseParams | dict[str, Any] | None = None):
         if not isinstance(params, DefenseParams):

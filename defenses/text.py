@@ -37,6 +37,7 @@ class CaptionRandomisation(Defense):
     paper = "Somepalli et al., Understanding and Mitigating Copying in Diffusion Models, arXiv 2305.20086"
     Params = CaptionRandomisationParams
     stage = "step"
+    text_only = True
 
     def perturb_captions(self, ids, pool, gen):
         p = self.params
@@ -62,6 +63,7 @@ class TextEmbeddingNoise(Defense):
     paper = "Somepalli et al., arXiv 2305.20086 (rand_noise_lam)"
     Params = TextEmbeddingNoiseParams
     stage = "step"
+    text_only = True
 
     def text_noise(self, shape, gen, current):
         noise = self.params.std * torch.randn(shape, generator=gen)

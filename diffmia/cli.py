@@ -27,11 +27,13 @@ def user_errors(fn: Callable) -> Callable:
         from diffmia.registry import UnknownNameError
         from diffmia.targets.data import DataError
         from diffmia.targets.runs import RunError
+        from diffmia.evaluate.features import FeatureError
+        from diffmia.targets.denoiser import ModelError
         from diffmia.targets.train import TrainingError
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, RunError, TrainingError, UnknownNameError) as exc:
+        except (ConfigError, DataError, RunError, TrainingError, UnknownNameError, ModelError, FeatureError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
 

@@ -40,6 +40,8 @@ class AttackEntry(StrictModel):
 
 
 class EvaluationConfig(StrictModel):
+    set_sizes: list[int] = Field(default_factory=list, description="set-level inference: set sizes L (empty: off)")
+    set_samples: int = Field(500, ge=10, le=100000, description="random sets per size")
     delta: float = Field(1e-5, gt=0.0, lt=1.0, description="delta of the empirical epsilon bound")
     alpha: float = Field(0.05, gt=0.0, lt=0.5, description="1 - confidence of the Clopper-Pearson bounds")
     bootstrap: int = Field(1000, ge=0, le=100000)
@@ -102,6 +104,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
     from diffmia.evaluate.fid import compute_utility
     from diffmia.evaluate.metrics import evaluate_scores
     from diffmia.evaluate.report import write_report
+    from diffmia.evaluate.setlevel import set_level
     from diffmia.targets.runs import load_run
     from diffmia.targets.train import train_target
 
@@ -164,6 +167,9 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                                     ev.seed, ev.alpha)
                 dup_metrics = {"dup_members": len(duplicated), "dup_auc": d["auc"], "dup_auc_ci_lo": d["auc_ci"][0],
                                "dup_auc_ci_hi": d["auc_ci"][1], "dup_tpr@1%fpr": d["tpr@1%fpr"]}
+            if ev.set_sizes:
+                recipe_info[entry.name].setdefault("set_level", {})[label] = set_level(
+                    scores.is_member, scores.score, scores.split, tuple(ev.set_sizes), ev.set_samples, ev.seed)
             rows.append({
                 "recipe": entry.name, "attack": label, "attack_name": attack.name, "access": attack.access,
                 "queries_per_sample": info["queries_per_sample"], "attack_seconds": info["seconds"],

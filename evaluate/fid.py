@@ -40,6 +40,7 @@ class UtilityConfig(StrictModel):
     batch_size: int = Field(256, ge=1)
     seed: int = Field(0, ge=0)
     classifier_epochs: int = Field(30, ge=1, le=500)
+    guidance_scale: float = Field(3.0, ge=1.0, le=30.0, description="text targets: prompts are the reference captions")
 
 
 def feature_network(loaded: LoadedRun, cfg: UtilityConfig, cache_dir: str | Path | None) -> tuple[torch.nn.Module, dict]:
@@ -86,7 +87,12 @@ def inception_distances(cfg: UtilityConfig, real: torch.Tensor, fake: torch.Tens
 def compute_utility(loaded: LoadedRun, cfg: UtilityConfig, cache_dir: str | Path | None = None, samples_png: Path | None = None) -> dict:
     t0 = time.time()
     gen = torch.Generator().manual_seed(cfg.seed)
-    fake = loaded.target.generate(cfg.samples, steps=cfg.sample_steps, sampler=cfg.sampler, generator=gen, batch_size=cfg.batch_size)
+    prompts = None
+    if loaded.target.conditional:  # prompt with the held-out captions, cycled
+        captions = [loaded.images.captions[i] for i in loaded.manifest.indices("nonmembers")]
+        prompts = [captions[i % len(captions)] for i in range(cfg.samples)]
+    fake = loaded.target.generate(cfg.samples, prompts, steps=cfg.sample_steps, sampler=cfg.sampler, generator=gen,
+                                  batch_size=cfg.batch_size, guidance_scale=cfg.guidance_scale)
     if samples_png is not None:
         grid_png(fake[:64], samples_png)
     reference = loaded.images.tensor(loaded.manifest.indices("nonmembers"), loaded.resolution)

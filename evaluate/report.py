@@ -140,6 +140,12 @@ def make_plots(out: Path, results: dict) -> dict[str, list[Path]]:
             points.append({"recipe": recipe, "fid": top["fid"], "tpr": top["tpr@1%fpr"], "tpr_lo": top["tpr@1%fpr_ci_lo"],
                            "tpr_hi": top["tpr@1%fpr_ci_hi"], "auc": top["auc"], "auc_lo": top["auc_ci_lo"],
                            "auc_hi": top["auc_ci_hi"], "attack": top["attack"]})
+    from .setlevel import set_level_plot
+
+    for recipe, info in results["recipes"].items():
+        if info.get("set_level"):
+            plots["recipes"].append(set_level_plot(info["set_level"], out / "plots" / f"set-level-{recipe}.png",
+                                                   f"{recipe}: set-level inference"))
     if points:
         label = next(r["fid_label"] for r in rows if r.get("fid_label"))
         plots["privacy_utility"].append(privacy_utility_plot(points, label, out / "plots" / "privacy-utility.png"))

@@ -52,6 +52,14 @@ class Built:
     tokenizer: Any = None
     vae: Any = None
     pipeline_parts: dict = field(default_factory=dict)  # untouched parts of a pretrained pipeline (SD)
+    noise_scheduler: Any = None  # a pretrained pipeline's own schedule (SD); None: the recipe's scheduler section
+
+    @property
+    def text_shape(self) -> tuple[int, int] | None:
+        """(tokens, features) of the text encoder's output, for text-feature noise."""
+        if not self.conditional:
+            return None
+        return (self.tokenizer.model_max_length, self.model.text_encoder.config.hidden_size)
 
     @property
     def conditional(self) -> bool:
@@ -98,8 +106,11 @@ def build_denoiser(cfg: TargetConfig, captions: list[str], resolution: int, chan
     pipe = load_stable_diffusion(cfg.model.pretrained)
     pipe.text_encoder.requires_grad_(False)
     pipe.vae.requires_grad_(False)
+    from diffusers import DDPMScheduler
+
     return Built(TextDenoiser(pipe.unet, pipe.text_encoder), pipe.tokenizer, pipe.vae,
-                 {"vae": pipe.vae, "scheduler": pipe.scheduler, "feature_extractor": pipe.feature_extractor})
+                 {"vae": pipe.vae, "scheduler": pipe.scheduler, "feature_extractor": pipe.feature_extractor},
+                 noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config))
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from diffmia.config import TargetConfig, dump_config
+from diffmia.config import ConfigError, TargetConfig, dump_config
 from diffmia.io import JsonLinesLog, atomic_dir, read_json, write_json, write_yaml
 from diffmia.rundir import RunDir
 
@@ -160,14 +160,17 @@ def train_target(
     for defense in defenses:
         model = defense.build_model(model, ctx)
     built.model = model
+    for defense in defenses:
+        if defense.text_only and not built.conditional:
+            raise ConfigError(f"defense {defense.name} acts on captions; model.kind {cfg.model.kind} has none")
     if built.vae is not None:  # latent models train on VAE latents, encoded once
         train_x = encode_latents(built.vae, train_x)
     train_ids = caption_ids(built, [images.captions[int(o)] for o in origins])
     empty_ids = caption_ids(built, [""])
-    text_shape = (cfg.model.max_caption_tokens, cfg.model.cross_attention_dim) if built.conditional else None
+    text_shape = built.text_shape
     set_seed(cfg.seed)  # the same optimisation noise whatever the model stage did
     trainable = [p for p in model.parameters() if p.requires_grad]
-    noise_scheduler = build_scheduler(cfg.scheduler)
+    noise_scheduler = built.noise_scheduler or build_scheduler(cfg.scheduler)
     optimizer = torch.optim.AdamW(trainable, lr=tc.learning_rate, weight_decay=tc.weight_decay)
     lr_scheduler = get_scheduler(
         tc.lr_schedule, optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps

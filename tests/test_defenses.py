@@ -21,7 +21,10 @@ PARAMS = {
     "lora": {"rank": 2, "base_steps": 6},
     "public_base": {"base_steps": 6},
     "dual_model": {"mode": "distill", "teacher_steps": 6},
+    "caption_randomisation": {"probability": 0.5, "mode": "tokens"},
+    "text_embedding_noise": {"std": 0.2},
 }
+TEXT_ONLY = {"caption_randomisation", "text_embedding_noise"}
 
 
 @pytest.fixture(autouse=True)
@@ -36,14 +39,15 @@ def test_every_defense_has_contract_params():
 @pytest.mark.parametrize("name", sorted(PARAMS))
 def test_contract(tmp_path, name):
     entry = {"name": name, **PARAMS[name]}
-    cfg = load_config(TINY, [f"defenses=[{json.dumps(entry)}]", "train.steps=8", "train.checkpoint_every=4"])
+    recipe = TINY.with_name("tiny-t2i.yaml") if name in TEXT_ONLY else TINY
+    cfg = load_config(recipe, [f"defenses=[{json.dumps(entry)}]", "train.steps=8", "train.checkpoint_every=4"])
     run = train_target(cfg, tmp_path / "run", progress=False)
     summary = json.loads(run.summary.read_text())
     manifest = json.loads(run.manifest.read_text())
     assert summary["defenses"][0]["name"] == name  # recorded in the summary and the manifest
     assert manifest["extra"]["defenses"][0]["name"] == name
     loaded = load_run(run.root)  # the target loads and answers queries
-    out = loaded.target.predict_noise(torch.zeros(2, 1, 8, 8), 10)
+    out = loaded.target.predict_noise(torch.zeros(2, 1, 8, 8), 10, ["a digit"] * 2 if loaded.target.conditional else None)
     assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
     # deterministic: the same recipe twice gives the same weights
     again = train_target(cfg, tmp_path / "again", progress=False)
@@ -207,3 +211,9 @@ def test_dual_model_alternates_between_teachers(tmp_path):
     m = SplitManifest.load(run.manifest)
     halves = [set(member_half(m, 0, h, step_seed)) for h in (0, 1)]
     assert not (halves[0] & halves[1]) and halves[0] | halves[1] == set(m.indices("members"))
+
+
+def test_text_defenses_refuse_unconditional_targets(tmp_path):
+    cfg = load_config(TINY, ["defenses=[{name: text_embedding_noise, std: 0.1}]"])
+    with pytest.raises(ConfigError, match="acts on captions"):
+        train_target(cfg, tmp_path / "run", progress=False)

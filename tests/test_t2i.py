@@ -1,0 +1,203 @@
+"""Text-to-image: the captioned digits target, Stable Diffusion from a local folder, SD-MIA's perturbers and LLM
+endpoint, set-level inference, and every attack through the contract on a text-conditioned target."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pytest
+import torch
+
+from diffmia.attacks import ATTACKS, AttackBatch, build_attack
+from diffmia.attacks.perturb import FLOORS, LLMPerturber, RulePerturber, trigram_similarity
+from diffmia.attacks.runner import run_attack
+from diffmia.config import ConfigError, load_config
+from diffmia.evaluate.setlevel import set_level
+from diffmia.targets.runs import load_run
+from diffmia.targets.train import train_target
+from tests.conftest import REPO
+
+TINY_T2I = REPO / "configs" / "tiny-t2i.yaml"
+SMALL = {"rediffuse": {"repeats": 2, "steps": 3}, "sd_mia": {"generations": 2, "steps": 3},
+         "clid": {"timesteps": [440]}}
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("t2i") / "run"
+    train_target(load_config(TINY_T2I, ["train.steps=60"]), out, progress=False)
+    return load_run(out)
+
+
+def test_text_pipeline_round_trip_and_prompts(text_run, tmp_path):
+    from diffmia.targets.text import DigitsTextPipeline
+
+    pipe = DigitsTextPipeline.from_pretrained(text_run.run.target, use_safetensors=True)
+    images = pipe(["a large thick upright digit seven", "a small thin left-slanted digit one"], num_inference_steps=3,
+                  generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 1, 8, 8) and images.abs().max() <= 1
+    pipe.save_pretrained(tmp_path / "again", safe_serialization=True)
+    again = DigitsTextPipeline.from_pretrained(tmp_path / "again", use_safetensors=True)
+    ids = pipe.tokenizer(["a digit seven"]).input_ids
+    assert ids == again.tokenizer(["a digit seven"]).input_ids and ids[0][0] == 2 and ids[0][-1] == 3
+    # the caption changes the prediction: the model is conditioned
+    t = text_run.target
+    x = torch.randn(1, 1, 8, 8)
+    assert not torch.allclose(t.predict_noise(x, 100, ["a large digit seven"]), t.predict_noise(x, 100, [""]))
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_every_attack_on_a_text_target(text_run, name):
+    attack = build_attack(name, SMALL.get(name), seed=1)
+    ids = text_run.manifest.indices("members")[:3] + text_run.manifest.indices("nonmembers")[:3]
+    caps = [text_run.images.captions[i] for i in ids]
+
+    def batch(sl):
+        return AttackBatch(text_run.images.tensor(ids[sl]), ids[sl], caps[sl])
+
+    attack.prepare(text_run, text_run.run.root / ".cache")
+    target = text_run.target
+    target.queries.reset()
+    out = attack.score(target, batch(slice(None)))
+    assert target.queries.sample_queries == attack.queries_per_sample(target) * 6
+    first = out if torch.is_tensor(out) else torch.stack([out[c] for c in attack.components], 1)
+    assert torch.isfinite(first).all() and first.shape[0] == 6
+    split = [attack.score(target, batch(slice(0, 2))), attack.score(target, batch(slice(2, None)))]
+    again = torch.cat(split) if torch.is_tensor(out) else torch.cat(
+        [torch.stack([s[c] for c in attack.components], 1) for s in split])
+    assert torch.allclose(first, again, rtol=1e-4, atol=1e-5)
+
+
+def test_runner_combines_components_on_calibration(text_run, tmp_path):
+    result = run_attack(text_run, build_attack("sd_mia", {"generations": 2, "steps": 2, "score_mode": "weighted"}),
+                        tmp_path, progress=False)
+    df = result.scores
+    assert {"s_original", "s_token", "s_style", "s_semantic"} <= set(df.columns)
+    assert np.isfinite(df.score).all() and len(result.info["fitted"]["weights"]) == 3
+    assert result.info["perturbations"]["token_met"] == len(df)
+
+
+def test_text_attacks_refuse_unconditional_targets(tiny_run, tmp_path):
+    with pytest.raises(ConfigError, match="needs a text-conditioned target"):
+        run_attack(load_run(tiny_run), build_attack("clid"), tmp_path, progress=False)
+
+
+def test_rule_perturber_meets_floors_and_is_deterministic():
+    p = RulePerturber(seed=0)
+    for caption in ["a large thick right-slanted digit seven", "a small thin upright digit one"]:
+        for view in ("token", "style", "semantic"):
+            out = p.perturb(caption, view, key=3)
+            assert out != caption
+            assert trigram_similarity(caption, out) >= FLOORS[view], (caption, view, out)
+            assert out == RulePerturber(seed=0).perturb(caption, view, key=3)
+    assert "seven" not in p.perturb("a large thick right-slanted digit seven", "semantic")
+    assert p.stats["token_met"] == 2 and not p.stats["token_missed_floor"]
+    # a short caption no rewrite can keep at 0.9: the closest is used and the miss is counted
+    q = RulePerturber(seed=0)
+    out = q.perturb("a photo of a horse", "token")
+    assert out != "a photo of a horse" and q.stats["token_missed_floor"] == 1
+
+
+class StubLLM(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint that answers from a table (and badly for one caption)."""
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        StubLLM.seen.append((body["model"], self.headers.get("Authorization")))
+        text = body["messages"][-1]["content"].split("Caption: ")[1]
+        reply = "completely unrelated words" if "bad" in text else text.replace("digit", "bold digit")
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_llm_perturber_against_a_local_stub(monkeypatch):
+    StubLLM.seen = []
+    server = HTTPServer(("127.0.0.1", 0), StubLLM)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("STUB_KEY", "secret")
+        p = LLMPerturber(f"http://127.0.0.1:{server.server_port}/v1", "stub-model", "STUB_KEY", timeout=5)
+        assert p.perturb("a large digit seven", "style") == "a large bold digit seven"
+        fallback = p.perturb("a bad digit seven", "token")  # the reply misses the floor: rules take over
+        assert fallback != "completely unrelated words"
+        assert fallback == RulePerturber(seed=0).perturb("a bad digit seven", "token")
+        assert p.stats["style_llm_met"] == 1 and p.stats["token_llm_missed_floor"] == 1
+        assert StubLLM.seen[0] == ("stub-model", "Bearer secret")
+    finally:
+        server.shutdown()
+    down = LLMPerturber("http://127.0.0.1:9/v1", "m", timeout=1)  # nothing listens: falls back, counted
+    assert down.perturb("a large digit seven", "semantic") and down.stats["semantic_llm_failed"] == 1
+
+
+def test_set_level_grows_with_set_size():
+    rng = np.random.default_rng(0)
+    n = 400
+    is_member = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    split = np.array((["calibration"] * (n // 2) + ["test"] * (n // 2)) * 2)
+    scores = np.where(is_member, rng.normal(0.3, 1, 2 * n), rng.normal(0, 1, 2 * n))
+    rows = set_level(is_member, scores, split, sizes=(1, 10, 30), sets=200)
+    aucs = [r["auc"] for r in rows]
+    assert aucs[0] < aucs[1] < aucs[2] and aucs[2] > 0.85
+    assert rows[2]["median_p_value"] < rows[0]["median_p_value"]
+
+
+def make_tiny_sd(folder, captions):
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    from diffmia.targets.text import build_text_encoder, build_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(captions, 12)
+    text = build_text_encoder(len(tokenizer), 16, 1, 2, 12)
+    unet = UNet2DConditionModel(sample_size=4, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
+                                norm_num_groups=4, attention_head_dim=4)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 16),
+                        latent_channels=4, norm_num_groups=4, sample_size=8)
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                            safety_checker=None, feature_extractor=None, requires_safety_checker=False
+                            ).save_pretrained(folder, safe_serialization=True)
+
+
+@pytest.mark.parametrize("defenses", ["[]", "[{name: lora, rank: 2}]"])
+def test_stable_diffusion_from_local_folder(tmp_path, defenses):
+    from tests.test_data import make_imagefolder
+
+    data = make_imagefolder(tmp_path / "imgs", n=24, size=(16, 16))
+    captions = [json.loads(x)["text"] for x in (data / "metadata.jsonl").read_text().splitlines()]
+    make_tiny_sd(tmp_path / "sd", captions)
+    cfg = load_config(TINY_T2I, [
+        "model.kind=stable-diffusion", f"model.pretrained={tmp_path / 'sd'}", "data.dataset=imagefolder",
+        f"data.path={data}", "data.resolution=8", "data.members=8", "data.nonmembers=8", "train.steps=4",
+        f"defenses={defenses}",
+    ])
+    run = train_target(cfg, tmp_path / "run", progress=False)
+    loaded = load_run(run.root)
+    assert type(loaded.target).__name__ == "LatentTextTarget" and loaded.target.latent
+    z = loaded.target.encode(loaded.images.tensor([0, 1], 8))
+    assert z.shape == (2, 4, 4, 4)  # attacks run on VAE latents
+    result = run_attack(loaded, build_attack("noise_aggregation", {"k": 3}), tmp_path / "scores", progress=False)
+    assert len(result.scores) == 16 and np.isfinite(result.scores.score).all()
+    images = loaded.target.generate(2, ["picture number 1", "picture number 2"], steps=2, guidance_scale=2.0)
+    assert images.shape == (2, 3, 8, 8)
+    if "lora" in defenses:
+        assert (run.root / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_missing_stable_diffusion_folder_is_a_clear_error(tmp_path):
+    from diffmia.targets.denoiser import ModelError
+
+    cfg = load_config(TINY_T2I, ["model.kind=stable-diffusion", f"model.pretrained={tmp_path / 'nope'}"])
+    with pytest.raises(ModelError, match="not a local diffusers pipeline folder"):
+        train_target(cfg, tmp_path / "run", progress=False)
