@@ -44,7 +44,7 @@ def main() -> None:
 
     rows = []
     for name in ATTACKS.names():
-        if ATTACKS.get(name).access != "gray-box":
+        if ATTACKS.get(name).access != "gray-box" or ATTACKS.get(name).needs_captions:
             continue
         attack = build_attack(name)
         target._forward = recording

@@ -115,7 +115,7 @@ def data(
 @user_errors
 def attack(
     run: Path = typer.Argument(..., help="A trained run directory."),
-    attack_name: str = typer.Option("all", "--attack", "-a", help="Attack name, or 'all' for every gray-box attack."),
+    attack_name: str = typer.Option("all", "--attack", "-a", help="Attack name, or 'all' for every gray-box attack that fits the target."),
     set_: Optional[List[str]] = SetOption,
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the attack's noise draws."),
     batch_size: int = typer.Option(128, "--batch-size", min=1, max=65536, help="Images per batch of model calls."),
@@ -135,14 +135,15 @@ def attack(
     for text in set_ or []:
         keys, value = parse_override(text)
         params[".".join(keys)] = value
-    if attack_name == "all":
-        names = [n for n in ATTACKS.names() if ATTACKS.get(n).access == "gray-box"]
+    loaded = load_run(run)
+    if attack_name == "all":  # every gray-box attack that fits the target
+        names = [n for n in ATTACKS.names() if ATTACKS.get(n).access == "gray-box"
+                 and (loaded.target.conditional or not ATTACKS.get(n).needs_captions)]
         if params:
             raise ConfigError("--set applies to one attack; name it with --attack")
     else:
         names = [attack_name]
     attacks = [build_attack(name, params, seed=seed) for name in names]  # validate all before any work
-    loaded = load_run(run)
     typer.echo(f"{'attack':<20} {'AUC':>6} {'TPR@1%FPR':>10} {'queries':>8} {'seconds':>8}   (test halves)")
     for atk in attacks:
         result = run_attack(loaded, atk, out, batch_size=batch_size, progress=progress)

@@ -17,9 +17,16 @@ def batch_of(loaded, ids):
     return AttackBatch(loaded.images.tensor(ids), ids)
 
 
-@pytest.mark.parametrize("name", ATTACKS.names())
+PIXEL_ATTACKS = [n for n in ATTACKS.names() if not ATTACKS.get(n).needs_captions]  # the rest: tests/test_t2i.py
+
+
+def test_text_only_attacks_are_few():
+    assert set(ATTACKS.names()) - set(PIXEL_ATTACKS) == {"clid", "sd_mia"}
+
+
+@pytest.mark.parametrize("name", PIXEL_ATTACKS)
 def test_contract(loaded, name):
-    attack = build_attack(name, seed=3)
+    attack = build_attack(name, {"repeats": 2, "steps": 3} if name == "rediffuse" else None, seed=3)
     assert attack.access in {"gray-box", "black-box"} and attack.paper
     ids = loaded.manifest.indices("members")[:5] + loaded.manifest.indices("nonmembers")[:5]
     target = loaded.target
