@@ -41,7 +41,7 @@ def main() -> None:
         dp = "" if pd.isna(top.get("dp_epsilon")) else f"{top['dp_epsilon']:.2f}"
         dup = "" if "dup_auc" not in top or pd.isna(top.get("dup_auc")) else f"{top['dup_auc']:.3f}"
         fid = "" if pd.isna(top.fid) else f"{top.fid:.2f} ({top.fid_floor:.2f})"
-        print(f"| {recipe} | {top.get("defenses", "none")} | {dp} | {top.attack} | {top.auc:.3f} [{top.auc_ci_lo:.3f}, {top.auc_ci_hi:.3f}] "
+        print(f"| {recipe} | {top.get('defenses', 'none')} | {dp} | {top.attack} | {top.auc:.3f} [{top.auc_ci_lo:.3f}, {top.auc_ci_hi:.3f}] "
               f"| {pct(top['tpr@1%fpr'])} [{pct(top['tpr@1%fpr_ci_lo'])}, {pct(top['tpr@1%fpr_ci_hi'])}] "
               f"| {top.epsilon_lower_bound:.2f} | {fid} | {dup} |")
     curves = {r: i["set_level"] for r, i in results["recipes"].items() if i.get("set_level")}
