@@ -201,3 +201,16 @@ def test_missing_stable_diffusion_folder_is_a_clear_error(tmp_path):
     cfg = load_config(TINY_T2I, ["model.kind=stable-diffusion", f"model.pretrained={tmp_path / 'nope'}"])
     with pytest.raises(ModelError, match="not a local diffusers pipeline folder"):
         train_target(cfg, tmp_path / "run", progress=False)
+
+
+def test_cli_samples_a_text_target_from_prompts(text_run, tmp_path, tiny_run):
+    from typer.testing import CliRunner
+
+    from diffmia.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["sample", str(text_run.run.root), "--n", "4", "--steps", "2", "--prompt",
+                             "a large digit seven", "--out", str(tmp_path / "g.png")])
+    assert ok.exit_code == 0, ok.output
+    bad = runner.invoke(app, ["sample", str(tiny_run), "--prompt", "a digit", "--out", str(tmp_path / "h.png")])
+    assert bad.exit_code == 2 and "unconditional target" in bad.output
