@@ -35,18 +35,14 @@ class DualModel(Defense):
 
     def teachers(self, ctx, run_root: Path, progress: bool = False) -> list[Path]:
         """Train (once) the two teachers; return their saved target folders."""
-        import hashlib
-        import json
-
-        from diffmia.config import dump_config
+        from diffmia.config import recipe_hash
         from diffmia.targets.train import train_target
 
         cfg = ctx.config.model_copy(deep=True)
         cfg.defenses = []
         cfg.train.steps = self.params.teacher_steps
-        resolved = dump_config(cfg)
-        resolved.pop("name")
-        key = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:12]
+        cfg.name = "dual-teacher"  # the recipe's name does not change the teachers
+        key = recipe_hash(cfg)
         folders = []
         for half in (0, 1):  # cached: DualMD and DistillMD recipes of one benchmark share their teachers
             run = train_target(cfg, ctx.cache_dir / f"dual-teachers-{key}" / f"half-{half}", resume=True,

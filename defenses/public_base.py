@@ -7,8 +7,6 @@ members; `lora` (lora.py) fine-tunes only low-rank adapters.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from pydantic import Field
@@ -23,18 +21,16 @@ class PublicBaseParams(DefenseParams):
 
 def ensure_public_base(ctx: DefenseContext, steps: int, learning_rate: float, progress: bool = False) -> Path:
     """Train (once) the base model on the public split; return the folder of its saved target."""
-    from diffmia.config import dump_config
+    from diffmia.config import recipe_hash
     from diffmia.targets.train import train_target
 
     base_cfg = ctx.config.model_copy(deep=True)
     base_cfg.defenses = []
-    base_cfg.name = f"{ctx.config.name}-public-base"
     base_cfg.data.duplicates = type(base_cfg.data.duplicates)()
     base_cfg.train.steps = steps
     base_cfg.train.learning_rate = learning_rate
-    resolved = dump_config(base_cfg)
-    resolved.pop("name")
-    key = hashlib.sha256(json.dumps({"cfg": resolved, "role": "public"}, sort_keys=True).encode()).hexdigest()[:12]
+    base_cfg.name = "public-base"  # the recipe's name does not change the base
+    key = recipe_hash(base_cfg)
     folder = ctx.cache_dir / f"public-base-{key}"
     run = train_target(base_cfg, folder, resume=True, progress=progress, train_on="public")
     ctx.report["public_base"] = {"folder": str(folder), "steps": steps, "public_images": len(ctx.manifest.public)}

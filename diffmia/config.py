@@ -230,3 +230,12 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None, mod
 
 def dump_config(cfg: BaseModel) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
+
+
+def recipe_hash(cfg: BaseModel) -> str:
+    """A short hash of a config's non-default values: caches keyed by it survive new fields with defaults."""
+    import hashlib
+    import json
+
+    data = cfg.model_dump(mode="json", exclude_defaults=True)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]

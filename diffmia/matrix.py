@@ -19,6 +19,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from diffmia.config import ConfigError, StrictModel, TargetConfig, apply_overrides, dump_config, load_config, read_yaml_mapping, validate
+from diffmia.config import recipe_hash as recipe_hash_of
 from diffmia.evaluate.fid import UtilityConfig
 from diffmia.io import read_json, write_json, write_text
 
@@ -114,7 +115,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
     rows, recipe_info = [], {}
     for entry in bench.recipes:
         cfg = recipes[entry.name]
-        recipe_hash = config_hash(dump_config(cfg))
+        recipe_hash = recipe_hash_of(cfg)
         run_dir = out / "recipes" / f"{entry.name}-{recipe_hash}"
         t0 = time.time()
         if (run_dir / "summary.json").is_file():

@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from diffmia.cli import app
 from diffmia.config import ConfigError
-from diffmia.matrix import config_hash, load_benchmark, run_matrix
+from diffmia.config import recipe_hash
+from diffmia.matrix import load_benchmark, run_matrix
 from tests.conftest import REPO
 
 BENCH = REPO / "configs" / "tiny-benchmark.yaml"
@@ -64,7 +65,7 @@ def test_resume_after_kill_and_recompute_of_a_lost_cell(tmp_path):
 
     bench, recipes = load_benchmark(BENCH, FAST + ["recipes=[{name: short, config: tiny.yaml}]"])
     cfg = recipes["short"]
-    run_dir = tmp_path / "recipes" / f"short-{config_hash(cfg.model_dump(mode='json'))}"
+    run_dir = tmp_path / "recipes" / f"short-{recipe_hash(cfg)}"
     train_target(cfg, run_dir, progress=False, stop_after=12)  # killed mid-training
     logs = []
     run_matrix(bench, recipes, tmp_path, progress=False, log=logs.append)
