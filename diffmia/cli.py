@@ -169,8 +169,12 @@ def evaluate(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, max=100000, help="Bootstrap resamples for intervals."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON file to write (default: RUN/metrics.json)."),
+    set_sizes: Optional[str] = typer.Option(None, "--set-sizes", help="Also set-level AUC for these set sizes, e.g. 1,5,10,30."),
 ) -> None:
-    """Metrics for every score file of a run: calibrated AUC, TPR at 1% / 0.1% FPR, ASR, intervals, epsilon bound."""
+    """Metrics for every score file of a run: calibrated AUC, TPR at 1% / 0.1% FPR, ASR, intervals, epsilon bound.
+    Score files written by `diffmia run` (scores/LABEL-HASH/NAME.csv) are read too, named by their label."""
+    import json
+
     import pandas as pd
 
     from diffmia.evaluate.metrics import evaluate_scores
@@ -178,18 +182,27 @@ def evaluate(
     from diffmia.rundir import RunDir
     from diffmia.targets.runs import RunError
 
-    scores = sorted(RunDir(run).scores.glob("*.csv"))
+    from diffmia.evaluate.setlevel import set_level
+
+    scores = sorted(RunDir(run).scores.rglob("*.csv"))
     if not scores:
         raise RunError(f"{RunDir(run).scores}: no score files; run `diffmia attack {run}` first")
     results = {}
     typer.echo(f"{'attack':<20} {'AUC [95% CI]':>22} {'TPR@1%FPR cal.':>15} {'ASR':>6} {'eps >=':>7}   (test halves)")
+    sizes = tuple(int(x) for x in set_sizes.split(",")) if set_sizes else ()
     for path in scores:
         df = pd.read_csv(path)
+        label = path.stem if path.parent == RunDir(run).scores else path.parent.name.rsplit("-", 1)[0]
         m = evaluate_scores(df.is_member, df.score, df.split, delta, (0.01, 0.001), bootstrap, seed)
-        results[path.stem] = m
+        queries = json.loads(path.with_suffix(".json").read_text())["queries_per_sample"] if path.with_suffix(".json").is_file() else None
+        m["queries_per_sample"] = queries
+        if sizes:
+            m["set_level"] = set_level(df.is_member, df.score, df.split, sizes, seed=seed)
+        results[label] = m
         lo, hi = m["auc_ci"]
-        typer.echo(f"{path.stem:<20} {m['auc']:.3f} [{lo:.3f}, {hi:.3f}] {m['tpr@1%fpr']:15.3f} {m['asr']:6.3f} "
-                   f"{m['epsilon_lower_bound']:7.2f}")
+        typer.echo(f"{label:<20} {m['auc']:.3f} [{lo:.3f}, {hi:.3f}] {m['tpr@1%fpr']:15.3f} {m['asr']:6.3f} "
+                   f"{m['epsilon_lower_bound']:7.2f}  queries {queries}"
+                   + ("  set AUC " + " ".join(f"L={r['set_size']}:{r['auc']:.3f}" for r in m["set_level"]) if sizes else ""))
     target = out or RunDir(run).root / "metrics.json"
     write_json(target, results)
     typer.echo(f"wrote {target}")
