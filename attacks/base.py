@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from diffmia.config import validate
 from diffmia.registry import Registry
-from diffmia.targets.target import Target
+from diffmia.targets.target import Target, add_noise, ddim_move  # noqa: F401 - re-exported for attacks
 
 
 class AttackParams(BaseModel):
@@ -78,19 +78,6 @@ def per_sample_noise(ids: Sequence[int], shape: Sequence[int], seed: int, draw: 
         state = np.random.SeedSequence([int(seed), int(i), int(draw)]).generate_state(1, dtype=np.uint64)[0]
         rows.append(torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(state >> 1))))
     return torch.stack(rows)
-
-
-def ddim_move(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_from: float, alpha_bar_to: float) -> torch.Tensor:
-    """Deterministic DDIM (eta=0) between any two noise levels, in either direction, given eps at the start:
-    x0_hat = (x_t - sqrt(1 - abar_from) eps) / sqrt(abar_from);  x_to = sqrt(abar_to) x0_hat + sqrt(1 - abar_to) eps."""
-    x0_hat = (x_t - (1.0 - alpha_bar_from) ** 0.5 * eps) / alpha_bar_from**0.5
-    return alpha_bar_to**0.5 * x0_hat + (1.0 - alpha_bar_to) ** 0.5 * eps
-
-
-def add_noise(target: Target, x0: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
-    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps."""
-    abar = target.alpha_bar(t)
-    return abar**0.5 * x0 + (1.0 - abar) ** 0.5 * eps
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")

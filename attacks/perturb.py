@@ -19,8 +19,6 @@ import random
 import urllib.error
 import urllib.request
 from collections import Counter
-from typing import Sequence
-
 import numpy as np
 
 FLOORS = {"token": 0.9, "style": 0.8, "semantic": 0.6}
@@ -149,9 +147,3 @@ def top_percent_mean(similarities: np.ndarray, percent: float) -> np.ndarray:
     k = max(1, int(round(similarities.shape[1] * percent / 100.0)))
     return np.sort(similarities, axis=1)[:, -k:].mean(1)
 
-
-def stats_dict(perturbers: Sequence) -> dict:
-    total = Counter()
-    for p in perturbers:
-        total.update(p.stats)
-    return dict(total)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from .base import Attack, AttackBatch, AttackParams, register_attack
+from .base import Attack, AttackBatch, AttackParams, add_noise, register_attack
 
 
 class PIAParams(AttackParams):
@@ -34,8 +34,7 @@ class _ProximalInitialisation(Attack):
         if self.normalise:
             flat = e0.flatten(1)
             e0 = e0 * (flat.shape[1] ** 0.5 / flat.norm(dim=1).clamp_min(1e-12)).view(-1, *[1] * (e0.ndim - 1))
-        abar = target.alpha_bar(t)
-        x_t = abar**0.5 * x0 + (1.0 - abar) ** 0.5 * e0
+        x_t = add_noise(target, x0, e0, t)
         pred = target.predict_noise(x_t, t, batch.captions)
         return -torch.linalg.vector_norm((pred - e0).flatten(1), ord=self.params.norm, dim=1)
 

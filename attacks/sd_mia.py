@@ -76,14 +76,14 @@ class SDMIA(Attack):
 
     def prepare(self, loaded, cache_dir) -> None:
         """The attacker's auxiliary data: the public split (feature network) and local feature models."""
-        from diffmia.evaluate.features import TransformersImageFeatures, train_digits_classifier
+        from diffmia.evaluate.features import TransformersImageFeatures, public_digits_classifier
 
         p = self.params
         if p.image_features == "clip":
             self.image_net = TransformersImageFeatures(p.image_features_path, "clip")
         else:
-            self.image_net, _ = train_digits_classifier(loaded.images, loaded.manifest.indices("public"),
-                                                        loaded.config.data.resolution, self.seed, cache_dir=cache_dir)
+            self.image_net, _ = public_digits_classifier(loaded.images, loaded.manifest, loaded.config.data.resolution,
+                                                         self.seed, cache_dir=cache_dir)
         if p.text_features_path:
             self.text_net = TextFeatures(p.text_features_path)
 

@@ -59,11 +59,11 @@ class Deduplication(Defense):
         p = self.params
         if p.embedding == "pixels":
             return x.flatten(1) - x.flatten(1).mean(1, keepdim=True)
-        from diffmia.evaluate.features import TransformersImageFeatures, train_digits_classifier
+        from diffmia.evaluate.features import TransformersImageFeatures, public_digits_classifier
 
         if p.embedding == "digits-classifier":
-            net, _ = train_digits_classifier(ctx.images, ctx.manifest.indices("public"), ctx.config.data.resolution,
-                                             ctx.config.seed, cache_dir=ctx.cache_dir)
+            net, _ = public_digits_classifier(ctx.images, ctx.manifest, ctx.config.data.resolution, ctx.config.seed,
+                                              cache_dir=ctx.cache_dir)
         else:
             net = TransformersImageFeatures(p.embedding_path or "", p.embedding)
         with torch.no_grad():

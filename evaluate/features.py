@@ -96,6 +96,12 @@ def train_digits_classifier(
     return model, info
 
 
+def public_digits_classifier(images: ImageSet, manifest, resolution: int | None, seed: int = 0, epochs: int = 30,
+                             cache_dir: str | Path | None = None) -> tuple[DigitsClassifier, dict]:
+    """The feature classifier trained on a split's public images only (never members or non-members)."""
+    return train_digits_classifier(images, manifest.indices("public"), resolution, seed, epochs, cache_dir)
+
+
 class TransformersImageFeatures(nn.Module):
     """CLIP (image_embeds) or DINOv2 (CLS pooler output) from a local transformers folder."""
 
@@ -168,4 +174,4 @@ def to_unit_interval(images: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["DigitsClassifier", "FeatureError", "TransformersImageFeatures", "inception_fid_metric",
-           "train_digits_classifier", "to_unit_interval"]
+           "public_digits_classifier", "train_digits_classifier", "to_unit_interval"]

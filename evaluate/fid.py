@@ -20,7 +20,7 @@ from diffmia.config import StrictModel
 from diffmia.targets.images import grid_png
 from diffmia.targets.runs import LoadedRun
 
-from .features import FeatureError, TransformersImageFeatures, inception_fid_metric, to_unit_interval, train_digits_classifier
+from .features import FeatureError, TransformersImageFeatures, inception_fid_metric, public_digits_classifier, to_unit_interval
 
 FEATURE_LABELS = {
     "digits-classifier": "FID (digits-classifier features)",
@@ -45,10 +45,8 @@ class UtilityConfig(StrictModel):
 
 def feature_network(loaded: LoadedRun, cfg: UtilityConfig, cache_dir: str | Path | None) -> tuple[torch.nn.Module, dict]:
     if cfg.features == "digits-classifier":
-        return train_digits_classifier(
-            loaded.images, loaded.manifest.indices("public"), loaded.config.data.resolution, cfg.seed,
-            cfg.classifier_epochs, cache_dir,
-        )
+        return public_digits_classifier(loaded.images, loaded.manifest, loaded.config.data.resolution, cfg.seed,
+                                        cfg.classifier_epochs, cache_dir)
     if cfg.features in ("clip", "dinov2"):
         if not cfg.features_path:
             raise FeatureError(f"utility.features={cfg.features} needs utility.features_path (a local transformers folder)")

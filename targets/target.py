@@ -30,6 +30,19 @@ class QueryCounter:
         self.forward_passes = self.sample_queries = 0
 
 
+def add_noise(target: "Target", x0: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
+    """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps."""
+    abar = target.alpha_bar(t)
+    return abar**0.5 * x0 + (1.0 - abar) ** 0.5 * eps
+
+
+def ddim_move(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_from: float, alpha_bar_to: float) -> torch.Tensor:
+    """Deterministic DDIM (eta=0) between any two noise levels, in either direction, given eps at the start:
+    x0_hat = (x_t - sqrt(1 - abar_from) eps) / sqrt(abar_from);  x_to = sqrt(abar_to) x0_hat + sqrt(1 - abar_to) eps."""
+    x0_hat = (x_t - (1.0 - alpha_bar_from) ** 0.5 * eps) / alpha_bar_from**0.5
+    return alpha_bar_to**0.5 * x0_hat + (1.0 - alpha_bar_to) ** 0.5 * eps
+
+
 class Target:
     """Base class. Subclasses implement `_forward`; everything else here is shared."""
 
@@ -116,15 +129,11 @@ class Target:
              prompts: Sequence[str] | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
         """Image variation (img2img): noise `images` to `timestep` with `noise` (shaped like the encoded images,
         i.e. (B, *sample_shape)), then DDIM back to 0 in `steps` steps. Every denoiser call is counted."""
-        z = self.encode(images)
-        abar = self.alpha_bar(timestep)
-        x = abar**0.5 * z + (1 - abar) ** 0.5 * noise
+        x = add_noise(self, self.encode(images), noise, timestep)
         ts = [int(round(timestep * (1 - i / steps))) for i in range(steps)] + [-1]
         for cur, nxt in zip(ts[:-1], ts[1:]):
             eps = self.guided_noise(x, cur, prompts, guidance_scale)
-            ab_next = self.alpha_bar(nxt) if nxt >= 0 else 1.0
-            x0_hat = (x - (1 - self.alpha_bar(cur)) ** 0.5 * eps) / self.alpha_bar(cur) ** 0.5
-            x = ab_next**0.5 * x0_hat + (1 - ab_next) ** 0.5 * eps
+            x = ddim_move(x, eps, self.alpha_bar(cur), self.alpha_bar(nxt) if nxt >= 0 else 1.0)
         return self.decode(x).clamp(-1, 1)
 
     # -- what subclasses provide -------------------------------------------------------------------------------

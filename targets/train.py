@@ -9,8 +9,6 @@ Each process takes its own slice of every global batch, so `accelerate launch --
 from __future__ import annotations
 
 import copy
-import json
-import math
 import os
 import shutil
 import time
@@ -35,7 +33,7 @@ from .data import ImageSet, load_dataset
 from .manifest import SplitManifest
 from .denoiser import build_denoiser, caption_ids, encode_latents, save_target
 from .models import build_scheduler
-from .target import load_target
+from .target import add_noise, load_target
 from .trainset import build_training_set
 
 
@@ -353,12 +351,11 @@ def denoising_loss(target, x0: torch.Tensor, captions, timestep: int, seed: int,
     z0 = torch.cat([target.encode(x0[i : i + batch]) for i in range(0, len(x0), batch)])
     gen = torch.Generator().manual_seed(step_seed(seed, timestep, 2))
     noise = torch.randn(z0.shape, generator=gen)
-    abar = target.alpha_bar(timestep)
     out = []
     for i in range(0, len(z0), batch):
         zb, nb = z0[i : i + batch], noise[i : i + batch]
         cond = list(captions[i : i + batch]) if target.conditional else None
-        pred = target.predict_noise(abar**0.5 * zb + (1 - abar) ** 0.5 * nb, timestep, cond)
+        pred = target.predict_noise(add_noise(target, zb, nb, timestep), timestep, cond)
         out.append(((pred - nb) ** 2).flatten(1).mean(1))
     return torch.cat(out)
 

@@ -1,6 +1,5 @@
 import pandas as pd
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from diffmia.attacks import build_attack

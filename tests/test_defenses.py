@@ -1,7 +1,6 @@
 """Every registered defense through one contract, plus the properties each one promises."""
 import json
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file

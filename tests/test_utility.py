@@ -1,5 +1,4 @@
 """FID/KID: the digits-classifier features, local transformers features on tiny random configs, clear errors."""
-import json
 
 import pytest
 import torch
