@@ -4,9 +4,10 @@ For each image x with caption c, three perturbed prompts are made (token, style 
 image itself is not perturbed. For the original caption and each view, N images x' are generated through the
 target's generate() only (DDIM, `steps`, classifier-free guidance). The similarity of x to a generation is the cosine
 of image features (the digits-classifier features trained on the public split by default, or CLIP from a local
-folder), concatenated with text features of the two captions when a local CLIP text model is given (the paper
-captions both images with BLIP-2; without a captioner we use x's own caption and x''s prompt). Per prompt, the top-K%
-of the N similarities are averaged: s(x, c').
+folder), concatenated with text features of the two images' captions d_x, d_x' when a local CLIP text model is given
+(`text_features_path`). The paper captions both images with BLIP-2: give `captioner_path` (a local image-to-text
+folder, captioner.py) to do the same; without one, d_x is x's own caption and d_x' the prompt x' was generated from.
+Per prompt, the top-K% of the N similarities are averaged: s(x, c').
 
 Final score, two variants:
 - `difference` (the paper): mean over views of s(x, c'_v) - s(x, c);
@@ -45,6 +46,8 @@ class SDMIAParams(AttackParams):
     image_features: Literal["digits-classifier", "clip"] = "digits-classifier"
     image_features_path: Optional[str] = None
     text_features_path: Optional[str] = Field(None, description="local CLIP folder for the text half of the embedding")
+    captioner_path: Optional[str] = Field(None, description="local image-to-text folder (BLIP, BLIP-2) captioning x and x'")
+    captioner_max_tokens: int = Field(20, ge=1, le=100)
     floor_token: float = Field(FLOORS["token"], ge=0.0, le=1.0)
     floor_style: float = Field(FLOORS["style"], ge=0.0, le=1.0)
     floor_semantic: float = Field(FLOORS["semantic"], ge=0.0, le=1.0)
@@ -63,12 +66,17 @@ class SDMIA(Attack):
             raise ConfigError("attack sd_mia: perturber=llm needs llm_base_url (an OpenAI-compatible endpoint)")
         if p.image_features == "clip" and not p.image_features_path:
             raise ConfigError("attack sd_mia: image_features=clip needs image_features_path (a local CLIP folder)")
+        if p.captioner_path and not p.text_features_path:
+            raise ConfigError("attack sd_mia: captioner_path needs text_features_path: the captions enter the similarity "
+                              "only through the text half of the embedding")
         floors = {"token": p.floor_token, "style": p.floor_style, "semantic": p.floor_semantic}
         self.perturber = (LLMPerturber(p.llm_base_url, p.llm_model, p.llm_api_key_env, seed=self.seed, floors=floors)
                           if p.perturber == "llm" else RulePerturber(self.seed, floors))
         self.components = ("s_original",) + tuple(f"s_{v}" for v in p.views)
         self.image_net = None
         self.text_net = None
+        self.captioner = None
+        self.caption_examples: list[tuple[str, str]] = []
 
     def queries_per_sample(self, target) -> int:
         p = self.params
@@ -86,13 +94,23 @@ class SDMIA(Attack):
                                                          self.seed, cache_dir=cache_dir)
         if p.text_features_path:
             self.text_net = TextFeatures(p.text_features_path)
+        if p.captioner_path:
+            from .captioner import ImageCaptioner
+
+            self.captioner = ImageCaptioner(p.captioner_path, p.captioner_max_tokens)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, captions) -> torch.Tensor:
+        """h_v(x) (+) h_t(d_x); d_x from the captioner when one is given, else `captions`."""
         if self.image_net is None:
             raise RuntimeError("sd_mia: prepare() was not called (the runner does this)")
         parts = [torch.nn.functional.normalize(self.image_net(images).float(), dim=-1)]
         if self.text_net is not None:
+            if self.captioner is not None:
+                described = self.captioner(images)
+                if len(self.caption_examples) < 5:
+                    self.caption_examples += list(zip(captions, described))[: 5 - len(self.caption_examples)]
+                captions = described
             parts.append(torch.nn.functional.normalize(self.text_net(list(captions)), dim=-1))
         return torch.cat(parts, dim=-1) / len(parts) ** 0.5
 
@@ -144,7 +162,14 @@ class SDMIA(Attack):
         return best[0] * normed[0] + best[1] * normed[1] + normed[2]
 
     def extra_info(self) -> dict:
-        return {"perturbations": dict(self.perturber.stats), **({"fitted": self.fitted} if hasattr(self, "fitted") else {})}
+        info = {"perturbations": dict(self.perturber.stats)}
+        if hasattr(self, "fitted"):
+            info["fitted"] = self.fitted
+        if self.text_net is not None:
+            info["d_x"] = "captioner" if self.captioner is not None else "own caption / generation prompt"
+        if self.caption_examples:
+            info["caption_examples"] = [{"prompt_or_caption": a, "captioner": b} for a, b in self.caption_examples]
+        return info
 
 
 class TextFeatures(torch.nn.Module):

@@ -214,3 +214,79 @@ def test_cli_samples_a_text_target_from_prompts(text_run, tmp_path, tiny_run):
     assert ok.exit_code == 0, ok.output
     bad = runner.invoke(app, ["sample", str(tiny_run), "--prompt", "a digit", "--out", str(tmp_path / "h.png")])
     assert bad.exit_code == 2 and "unconditional target" in bad.output
+
+
+def make_tiny_captioner(folder, words):
+    """A random-weight BLIP with a word vocabulary, its logits nudged off the special tokens so it writes words."""
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+
+    try:
+        from transformers import BlipImageProcessorPil as ImageProcessor
+    except ImportError:  # older transformers
+        from transformers import BlipImageProcessor as ImageProcessor
+    folder.mkdir(parents=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(words)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    cfg = BlipConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
+                           image_size=16, patch_size=8),
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                         num_attention_heads=4, encoder_hidden_size=32, bos_token_id=2, sep_token_id=3,
+                         eos_token_id=3, pad_token_id=0, max_position_embeddings=32),
+        projection_dim=16)
+    torch.manual_seed(0)
+    model = BlipForConditionalGeneration(cfg)
+    with torch.no_grad():
+        model.text_decoder.cls.predictions.bias[:5] = -100.0
+    model.save_pretrained(folder)
+    BlipProcessor(image_processor=ImageProcessor(size={"height": 16, "width": 16}),
+                  tokenizer=BertTokenizer(str(folder / "vocab.txt"))).save_pretrained(folder)
+
+
+def make_tiny_clip_text(folder, captions):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from diffmia.targets.text import build_tokenizer
+
+    tokenizer = build_tokenizer(captions, 16)
+    torch.manual_seed(0)
+    CLIPTextModelWithProjection(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=16, projection_dim=8, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+    )).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def test_sd_mia_with_a_local_captioner_and_text_features(text_run, tmp_path):
+    from diffmia.targets.text import words
+
+    captions = list(text_run.images.captions)
+    vocab = sorted({w for c in captions for w in words(c)})
+    make_tiny_captioner(tmp_path / "blip", vocab)
+    make_tiny_clip_text(tmp_path / "clip-text", captions)
+    with pytest.raises(ConfigError, match="captioner_path needs text_features_path"):
+        build_attack("sd_mia", {"captioner_path": str(tmp_path / "blip")})
+    missing = build_attack("sd_mia", {"captioner_path": str(tmp_path / "nope"), "text_features_path": str(tmp_path / "clip-text")})
+    with pytest.raises(ConfigError, match="config.json missing"):
+        missing.prepare(text_run, tmp_path / "cache")
+
+    ids = text_run.manifest.indices("members")[:3] + text_run.manifest.indices("nonmembers")[:3]
+    batch = AttackBatch(text_run.images.tensor(ids), ids, [captions[i] for i in ids])
+    small = {"generations": 2, "steps": 2, "text_features_path": str(tmp_path / "clip-text")}
+
+    def scores(params):
+        attack = build_attack("sd_mia", params, seed=1)
+        attack.prepare(text_run, text_run.run.root / ".cache")
+        out = attack.score(text_run.target, batch)
+        return torch.stack([out[c] for c in attack.components], 1), attack.extra_info()
+
+    own, own_info = scores(small)
+    capt, capt_info = scores({**small, "captioner_path": str(tmp_path / "blip")})
+    assert own_info["d_x"] == "own caption / generation prompt" and capt_info["d_x"] == "captioner"
+    examples = capt_info["caption_examples"]
+    assert examples and all(e["captioner"] and set(words(e["captioner"])) <= set(vocab) for e in examples)
+    assert torch.isfinite(capt).all()
+    # d_x really comes from the captioner: with own captions a perturbed prompt's text half differs from x's caption
+    assert not torch.allclose(own, capt)
+    again, _ = scores({**small, "captioner_path": str(tmp_path / "blip")})
+    assert torch.equal(again, capt)  # greedy decoding: deterministic
