@@ -53,6 +53,10 @@ class Attack:
     def queries_per_sample(self, target: Target) -> int:
         raise NotImplementedError
 
+    def generations_per_sample(self, target: Target) -> int:
+        """Images generated (generate() or vary()) per audited image; 0 for attacks that only query the denoiser."""
+        return 0
+
     def score(self, target: Target, batch: AttackBatch) -> torch.Tensor | dict[str, torch.Tensor]:
         raise NotImplementedError
 

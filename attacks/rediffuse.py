@@ -28,6 +28,9 @@ class ReDiffuse(Attack):
     def queries_per_sample(self, target) -> int:
         return self.params.repeats * self.params.steps
 
+    def generations_per_sample(self, target) -> int:
+        return self.params.repeats
+
     def score(self, target, batch: AttackBatch) -> torch.Tensor:
         p = self.params
         total = torch.zeros_like(batch.images)

@@ -46,6 +46,7 @@ def run_attack(
     entries = loaded.manifest.audit_entries()
     target = loaded.target
     declared = attack.queries_per_sample(target)
+    generations = attack.generations_per_sample(target)
     captions = loaded.images.captions
     if attack.needs_captions and not target.conditional:
         raise ConfigError(f"attack {attack.name} needs a text-conditioned target; {loaded.run.root} is unconditional")
@@ -65,11 +66,15 @@ def run_attack(
                 ids=ids,
                 captions=[captions[i] for i in ids] if target.conditional else None,
             )
-            before = target.queries.sample_queries
+            before, made_before = target.queries.sample_queries, target.queries.generations
             scores = attack.score(target, batch)
             used = target.queries.sample_queries - before
             if used != declared * len(ids):
                 raise QueryCountMismatch(f"{attack.name}: declared {declared} queries per image, made {used / len(ids):g}")
+            made = target.queries.generations - made_before
+            if made != generations * len(ids):
+                raise QueryCountMismatch(f"{attack.name}: declared {generations} generations per image, "
+                                         f"made {made / len(ids):g}")
             parts = [scores[c].tolist() for c in attack.components] if attack.components else []
             main = [float("nan")] * len(ids) if attack.components else scores.tolist()
             for row, ((entry, is_member), s) in enumerate(zip(chunk, main)):
@@ -91,6 +96,7 @@ def run_attack(
         "params": attack.params.model_dump(mode="json"),
         "seed": attack.seed,
         "queries_per_sample": declared,
+        "generations_per_sample": generations,
         "forward_passes": target.queries.forward_passes,
         "samples": len(entries),
         "seconds": round(seconds, 3),

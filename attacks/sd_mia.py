@@ -82,6 +82,9 @@ class SDMIA(Attack):
         p = self.params
         return (1 + len(p.views)) * p.generations * p.steps * (2 if p.guidance_scale != 1.0 else 1)
 
+    def generations_per_sample(self, target) -> int:
+        return (1 + len(self.params.views)) * self.params.generations
+
     def prepare(self, loaded, cache_dir) -> None:
         """The attacker's auxiliary data: the public split (feature network) and local feature models."""
         from diffmia.evaluate.features import TransformersImageFeatures, public_digits_classifier

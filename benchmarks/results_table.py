@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from diffmia.evaluate.report import queries_text
+
 
 def pct(v) -> str:
     return "" if pd.isna(v) else f"{v:.1%}"
@@ -24,11 +26,11 @@ def main() -> None:
     df = pd.read_csv(args.results / "results.csv")
     results = json.loads((args.results / "results.json").read_text())
     if args.all:
-        print("| recipe | attack | queries | AUC [95% CI] | TPR@1%FPR calibrated [95% CI] | achieved FPR | "
+        print("| recipe | attack | queries (generated images) | AUC [95% CI] | TPR@1%FPR calibrated [95% CI] | achieved FPR | "
               "TPR@0.1%FPR | TPR@1%FPR oracle | ASR | epsilon lower bound |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for _, r in df.iterrows():
-            print(f"| {r.recipe} | {r.attack} | {r.queries_per_sample} | {r.auc:.3f} [{r.auc_ci_lo:.3f}, {r.auc_ci_hi:.3f}] "
+            print(f"| {r.recipe} | {r.attack} | {queries_text(r)} | {r.auc:.3f} [{r.auc_ci_lo:.3f}, {r.auc_ci_hi:.3f}] "
                   f"| {pct(r['tpr@1%fpr'])} [{pct(r['tpr@1%fpr_ci_lo'])}, {pct(r['tpr@1%fpr_ci_hi'])}] "
                   f"| {pct(r['fpr@1%fpr_achieved'])} | {pct(r['tpr@0.1%fpr'])} | {pct(r['tpr@1%fpr_oracle'])} "
                   f"| {r.asr:.3f} | {r.epsilon_lower_bound:.2f} |")

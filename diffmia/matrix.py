@@ -173,7 +173,9 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                     scores.is_member, scores.score, scores.split, tuple(ev.set_sizes), ev.set_samples, ev.seed)
             rows.append({
                 "recipe": entry.name, "attack": label, "attack_name": attack.name, "access": attack.access,
-                "queries_per_sample": info["queries_per_sample"], "attack_seconds": info["seconds"],
+                "queries_per_sample": info["queries_per_sample"],
+                "generations_per_sample": info.get("generations_per_sample", attack.generations_per_sample(loaded.target)),
+                "attack_seconds": info["seconds"],
                 "scores": os.path.relpath(csv_path, out),
                 **_flatten(metrics),
                 "defenses": "+".join(d["name"] for d in cfg.defenses) or "none",

@@ -101,8 +101,15 @@ def _pct(v) -> str:
     return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.1%}"
 
 
+def queries_text(r: dict) -> str:
+    """Denoiser calls per image, and for black-box attacks the generated images among them: '320 (16 images)'."""
+    gens = r.get("generations_per_sample")
+    gens = 0 if gens is None or gens != gens else int(gens)
+    return f"{int(r['queries_per_sample'])}" + (f" ({gens} images)" if gens else "")
+
+
 def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["recipe", "defenses", "DP epsilon (accountant)", "attack", "access", "queries", "AUC [95% CI]", "TPR@1%FPR calibrated [95% CI]",
+    header = ["recipe", "defenses", "DP epsilon (accountant)", "attack", "access", "queries (generated images)", "AUC [95% CI]", "TPR@1%FPR calibrated [95% CI]",
               "achieved FPR", "TPR@0.1%FPR calibrated", "ASR", "TPR@1%FPR oracle", "epsilon lower bound", "FID (floor)"]
     body = []
     for r in rows:
@@ -110,7 +117,7 @@ def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         dp = r.get("dp_epsilon")
         body.append([
             r["recipe"], r.get("defenses", "none"), "" if dp is None or dp != dp else f"{dp:.2f}",
-            r["attack"], r["access"], str(r["queries_per_sample"]),
+            r["attack"], r["access"], queries_text(r),
             f"{r['auc']:.3f} [{r['auc_ci_lo']:.3f}, {r['auc_ci_hi']:.3f}]",
             f"{_pct(r['tpr@1%fpr'])} [{_pct(r['tpr@1%fpr_ci_lo'])}, {_pct(r['tpr@1%fpr_ci_hi'])}]",
             _pct(r["fpr@1%fpr_achieved"]),

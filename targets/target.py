@@ -17,17 +17,19 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 @dataclass
 class QueryCounter:
-    """Counts model calls: `forward_passes` batched calls and `sample_queries` per-image evaluations."""
+    """Counts model calls: `forward_passes` batched calls and `sample_queries` per-image evaluations; and
+    `generations`, images produced by generate() or vary() (what a black-box attacker pays for)."""
 
     forward_passes: int = 0
     sample_queries: int = 0
+    generations: int = 0
 
     def add(self, batch_size: int) -> None:
         self.forward_passes += 1
         self.sample_queries += int(batch_size)
 
     def reset(self) -> None:
-        self.forward_passes = self.sample_queries = 0
+        self.forward_passes = self.sample_queries = self.generations = 0
 
 
 def add_noise(target: "Target", x0: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
@@ -115,6 +117,7 @@ class Target:
                 eps = self.guided_noise(x, int(t), cond, guidance_scale)
                 x = scheduler.step(eps, t, x, generator=generator).prev_sample
             out.append(self.decode(x).clamp(-1, 1))
+            self.queries.generations += count
         return torch.cat(out)
 
     def guided_noise(self, x, t: int, cond, guidance_scale: float) -> torch.Tensor:
@@ -134,6 +137,7 @@ class Target:
         for cur, nxt in zip(ts[:-1], ts[1:]):
             eps = self.guided_noise(x, cur, prompts, guidance_scale)
             x = ddim_move(x, eps, self.alpha_bar(cur), self.alpha_bar(nxt) if nxt >= 0 else 1.0)
+        self.queries.generations += len(images)
         return self.decode(x).clamp(-1, 1)
 
     # -- what subclasses provide -------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from diffmia.attacks import build_attack
@@ -32,6 +33,22 @@ def test_query_count_mismatch_is_caught(tiny_run, tmp_path):
     with pytest.raises(QueryCountMismatch, match="declared 2"):
         run_attack(load_run(tiny_run), Lying(), tmp_path, progress=False)
     assert not (tmp_path / "naive_loss.csv").exists()  # nothing half-written
+
+
+class HiddenGenerations(NaiveLoss):
+    """Declares its one denoiser call but also draws an image per sample through vary() (0 declared)."""
+
+    def queries_per_sample(self, target):
+        return 2
+
+    def score(self, target, batch):
+        target.vary(batch.images, 10, 1, torch.zeros_like(batch.images))
+        return super().score(target, batch)
+
+
+def test_generation_count_mismatch_is_caught(tiny_run, tmp_path):
+    with pytest.raises(QueryCountMismatch, match="declared 0 generations per image, made 1"):
+        run_attack(load_run(tiny_run), HiddenGenerations(), tmp_path, progress=False)
 
 
 def test_cli_attack(tiny_run, tmp_path):

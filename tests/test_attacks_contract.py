@@ -35,6 +35,7 @@ def test_contract(loaded, name):
     assert scores.shape == (10,) and scores.dtype == torch.float32 and torch.isfinite(scores).all()
     # the counted model calls equal the declared queries per sample
     assert target.queries.sample_queries == attack.queries_per_sample(target) * 10
+    assert target.queries.generations == attack.generations_per_sample(target) * 10
     # same seed -> same scores, whatever the batch split
     again = torch.cat([attack.score(target, batch_of(loaded, ids[:3])), attack.score(target, batch_of(loaded, ids[3:]))])
     assert torch.allclose(scores, again, rtol=1e-5, atol=1e-6)

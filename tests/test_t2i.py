@@ -60,6 +60,8 @@ def test_every_attack_on_a_text_target(text_run, name):
     target.queries.reset()
     out = attack.score(target, batch(slice(None)))
     assert target.queries.sample_queries == attack.queries_per_sample(target) * 6
+    assert target.queries.generations == attack.generations_per_sample(target) * 6  # black-box: images generated
+    assert (target.queries.generations > 0) == (attack.access == "black-box")
     first = out if torch.is_tensor(out) else torch.stack([out[c] for c in attack.components], 1)
     assert torch.isfinite(first).all() and first.shape[0] == 6
     split = [attack.score(target, batch(slice(0, 2))), attack.score(target, batch(slice(2, None)))]
