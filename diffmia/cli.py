@@ -150,13 +150,13 @@ def attack(
     else:
         names = [attack_name]
     attacks = [build_attack(name, params, seed=seed) for name in names]  # validate all before any work
-    typer.echo(f"{'attack':<20} {'AUC':>6} {'TPR@1%FPR':>10} {'queries':>8} {'seconds':>8}   (test halves)")
+    typer.echo(f"{'attack':<20} {'AUC':>6} {'TPR@1%FPR':>10} {'queries':>8} {'images':>7} {'seconds':>8}   (test halves)")
     for atk in attacks:
         result = run_attack(loaded, atk, out, batch_size=batch_size, progress=progress)
         test = result.scores[result.scores.split == "test"]
         typer.echo(
             f"{atk.name:<20} {auc(test.is_member, test.score):6.3f} {tpr_at_fpr(test.is_member, test.score, 0.01):10.3f}"
-            f" {result.info['queries_per_sample']:8d} {result.info['seconds']:8.1f}"
+            f" {result.info['queries_per_sample']:8d} {result.info['generations_per_sample']:7d} {result.info['seconds']:8.1f}"
         )
     typer.echo(f"scores in {Path(out) if out else loaded.run.scores}")
 

@@ -292,3 +292,11 @@ def test_sd_mia_with_a_local_captioner_and_text_features(text_run, tmp_path):
     assert not torch.allclose(own, capt)
     again, _ = scores({**small, "captioner_path": str(tmp_path / "blip")})
     assert torch.equal(again, capt)  # greedy decoding: deterministic
+    # CLIP image features from a local folder in place of the digits classifier
+    from tests.test_utility import save_tiny_clip
+
+    save_tiny_clip(tmp_path / "clip-vision")
+    clip, _ = scores({**small, "image_features": "clip", "image_features_path": str(tmp_path / "clip-vision")})
+    assert torch.isfinite(clip).all() and not torch.allclose(clip, own)
+    with pytest.raises(ConfigError, match="needs image_features_path"):
+        build_attack("sd_mia", {"image_features": "clip"})
