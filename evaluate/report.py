@@ -51,7 +51,7 @@ def risk_summary(recipe: str, rows: list[dict], info: dict, delta: float) -> str
     counts = info["counts"]
     text = (
         f"{recipe}: {level} measured leakage. The strongest attack, {top['attack']} ({top['access']}: "
-        f"{ACCESS.get(top['access'], top['access'])}; {top['queries_per_sample']} model queries per image), identified "
+        f"{ACCESS.get(top['access'], top['access'])}; {_queries_phrase(top)} per image), identified "
         f"{top['tpr@1%fpr']:.1%} of training images (95% CI {top['tpr@1%fpr_ci_lo']:.1%}-{top['tpr@1%fpr_ci_hi']:.1%}) "
         f"while wrongly flagging {top['fpr@1%fpr_achieved']:.1%} of held-out images, with a threshold fixed beforehand "
         f"on separate calibration data. AUC {top['auc']:.3f} (95% CI {top['auc_ci_lo']:.3f}-{top['auc_ci_hi']:.3f}). "
@@ -66,9 +66,33 @@ def risk_summary(recipe: str, rows: list[dict], info: dict, delta: float) -> str
     if top.get("dup_auc") is not None:
         text += (f" On the {top['dup_members']} members that were duplicated in the training data, AUC "
                  f"{top['dup_auc']:.3f} and TPR {top['dup_tpr@1%fpr']:.1%} at the calibrated 1% FPR threshold.")
+    text += _set_level_sentence(info.get("set_level"))
     if level.startswith("LOW"):
         text += " No leakage was detected by these attacks at this sample size; that is not evidence of privacy."
     return text
+
+
+def _queries_phrase(r: dict) -> str:
+    gens = r.get("generations_per_sample")
+    gens = 0 if gens is None or gens != gens else int(gens)
+    return f"{int(r['queries_per_sample'])} model queries" + (f" ({gens} generated images)" if gens else "")
+
+
+def _set_level_sentence(curves: dict | None) -> str:
+    """The best set-level AUC at the largest set size: whether a collection (one owner's images) was used."""
+    if not curves:
+        return ""
+    largest = max(row["set_size"] for rows in curves.values() for row in rows)
+    best_attack, best = max(((a, row) for a, rows in curves.items() for row in rows if row["set_size"] == largest),
+                            key=lambda item: item[1]["auc"])
+    single = max((row["auc"] for rows in curves.values() for row in rows if row["set_size"] == 1), default=None)
+    text = (f" Set level: pooled over sets of {largest} images, {best_attack} separates member sets from non-member "
+            f"sets with AUC {best['auc']:.3f}")
+    if single is not None:
+        text += f" (best single-image AUC {single:.3f})"
+    if best["auc"] >= 0.9:
+        text += ": whether a collection of images, such as one data owner's, was used is detectable"
+    return text + "."
 
 
 def _epsilon_sentence(eps: float, delta: float) -> str:
@@ -89,6 +113,9 @@ CAVEATS = [
     "Calibrated numbers use a threshold fitted on the calibration halves and applied to the disjoint test halves; "
     "'oracle' numbers pick the best threshold on the test halves themselves, as many papers do, and overstate what an "
     "attacker who must commit to a threshold achieves. Use the calibrated ones.",
+    "Set-level AUC (where computed) scores a set of L test images by its mean score and compares member sets with "
+    "non-member sets; it answers 'was this collection used?', a question that stays answerable long after single "
+    "images stop being identifiable.",
     "Averages hide individuals: duplicated or unusual training images can leak far more than the typical member.",
     "The empirical epsilon is a statistical lower bound from one audit, not a DP guarantee; DP-trained recipes report "
     "their accountant epsilon, an upper bound, separately.",

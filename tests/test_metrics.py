@@ -125,3 +125,23 @@ def test_bad_input():
         auc([1, 1], [0.1, 0.2])
     with pytest.raises(ValueError, match="NaN"):
         auc([1, 0], [np.nan, 0.2])
+
+
+def test_risk_summary_names_generations_and_set_level_exposure():
+    from diffmia.evaluate.report import risk_summary
+
+    row = {"attack": "rediffuse", "access": "black-box", "queries_per_sample": 100, "generations_per_sample": 10,
+           "tpr@1%fpr": 0.05, "tpr@1%fpr_ci_lo": 0.01, "tpr@1%fpr_ci_hi": 0.13, "fpr@1%fpr_achieved": 0.0,
+           "fpr@1%fpr_achieved_ci_hi": 0.056, "auc": 0.66, "auc_ci_lo": 0.57, "auc_ci_hi": 0.75,
+           "epsilon_lower_bound": 0.0, "defenses": "lora"}
+    curves = {"rediffuse": [{"set_size": 1, "auc": 0.65}, {"set_size": 30, "auc": 0.999}],
+              "sd_mia": [{"set_size": 1, "auc": 0.43}, {"set_size": 30, "auc": 0.05}]}
+    info = {"counts": {"members": 128, "nonmembers": 128}, "set_level": curves}
+    text = risk_summary("lora-r4", [row], info, 1e-5)
+    assert text.startswith("lora-r4: MODERATE") and "100 model queries (10 generated images) per image" in text
+    assert "sets of 30 images, rediffuse separates" in text and "AUC 0.999" in text and "collection" in text
+    assert "(best single-image AUC 0.650)" in text
+    weak = risk_summary("x", [row], {**info, "set_level": {"a": [{"set_size": 5, "auc": 0.6}]}}, 1e-5)
+    assert "sets of 5 images" in weak and "collection" not in weak
+    plain = risk_summary("x", [{**row, "generations_per_sample": 0}], {"counts": info["counts"]}, 1e-5)
+    assert "100 model queries per image" in plain and "Set level" not in plain
