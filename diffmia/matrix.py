@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 
 from diffmia.config import ConfigError, StrictModel, TargetConfig, apply_overrides, dump_config, load_config, read_yaml_mapping, validate
 from diffmia.config import recipe_hash as recipe_hash_of
+from diffmia.evaluate import fid as fid_module
 from diffmia.evaluate.fid import UtilityConfig
 from diffmia.io import read_json, write_json, write_text
 
@@ -128,7 +129,8 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
 
         utility = None
         if bench.utility.enabled:
-            util_hash = config_hash({"recipe": recipe_hash, "utility": bench.utility.model_dump(mode="json")})
+            util_hash = config_hash({"recipe": recipe_hash, "utility": bench.utility.model_dump(mode="json"),
+                                     "version": fid_module.UTILITY_VERSION})
             util_path = run_dir / f"utility-{util_hash}.json"
             if util_path.is_file():
                 utility = read_json(util_path)

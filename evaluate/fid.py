@@ -22,6 +22,10 @@ from diffmia.targets.runs import LoadedRun
 
 from .features import FeatureError, TransformersImageFeatures, inception_fid_metric, public_digits_classifier, to_unit_interval
 
+# Part of the key of every cached utility file (diffmia run): bump it when sampling, the feature networks or the
+# distance computation change, and every recipe's FID is recomputed on the next run instead of read from a stale file.
+UTILITY_VERSION = 1
+
 FEATURE_LABELS = {
     "digits-classifier": "FID (digits-classifier features)",
     "clip": "FID (CLIP image features)",

@@ -60,6 +60,19 @@ def test_rerun_skips_finished_cells(matrix):
     assert [r["auc"] for r in again["rows"]] == [r["auc"] for r in results["rows"]]
 
 
+def test_utility_code_version_invalidates_cached_fids(matrix, monkeypatch):
+    from diffmia.evaluate import fid
+
+    out, results, _ = matrix
+    monkeypatch.setattr(fid, "UTILITY_VERSION", fid.UTILITY_VERSION + 1)
+    bench, recipes = load_benchmark(BENCH, FAST)
+    logs = []
+    again = run_matrix(bench, recipes, out, progress=False, log=logs.append)
+    assert sum("utility:" in line for line in logs) == 2  # both recipes' FIDs recomputed, nothing else
+    assert not any("training" in line or "attack" in line for line in logs), logs
+    assert [r["fid"] for r in again["rows"]] == pytest.approx([r["fid"] for r in results["rows"]], rel=1e-4)
+
+
 def test_resume_after_kill_and_recompute_of_a_lost_cell(tmp_path):
     from diffmia.targets.train import train_target
 
