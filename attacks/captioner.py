@@ -36,10 +36,12 @@ class ImageCaptioner:
         """[-1, 1] tensors (N, C, H, W) -> RGB PIL images (grayscale repeated); the processor resizes them."""
         from PIL import Image
 
-        x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        return [Image.fromarray(np.ascontiguousarray(a.permute(1, 2, 0).numpy())) for a in x]
+        from diffmia.targets.images import to_uint8
+
+        x = to_uint8(images.detach().float())  # (N, H, W, C)
+        if x.shape[-1] == 1:
+            x = np.repeat(x, 3, axis=-1)
+        return [Image.fromarray(np.ascontiguousarray(a)) for a in x]
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> list[str]:

@@ -66,15 +66,13 @@ def run_attack(
                 ids=ids,
                 captions=[captions[i] for i in ids] if target.conditional else None,
             )
-            before, made_before = target.queries.sample_queries, target.queries.generations
+            before = (target.queries.sample_queries, target.queries.generations)
             scores = attack.score(target, batch)
-            used = target.queries.sample_queries - before
-            if used != declared * len(ids):
-                raise QueryCountMismatch(f"{attack.name}: declared {declared} queries per image, made {used / len(ids):g}")
-            made = target.queries.generations - made_before
-            if made != generations * len(ids):
-                raise QueryCountMismatch(f"{attack.name}: declared {generations} generations per image, "
-                                         f"made {made / len(ids):g}")
+            after = (target.queries.sample_queries, target.queries.generations)
+            for what, per_image, b, a in zip(("queries", "generations"), (declared, generations), before, after):
+                if a - b != per_image * len(ids):
+                    raise QueryCountMismatch(f"{attack.name}: declared {per_image} {what} per image, "
+                                             f"made {(a - b) / len(ids):g}")
             parts = [scores[c].tolist() for c in attack.components] if attack.components else []
             main = [float("nan")] * len(ids) if attack.components else scores.tolist()
             for row, ((entry, is_member), s) in enumerate(zip(chunk, main)):

@@ -40,7 +40,7 @@ def main() -> None:
             cfg = UtilityConfig(samples=args.samples, sample_steps=args.steps, guidance_scale=g)
             u = compute_utility(loaded, cfg, args.results / "cache")
             row[f"guidance {g:g}"] = f"{u['fid']:.1f}"
-            row["floor"] = f"{u['fid_floor']:.1f}"
+        row["floor"] = f"{u['fid_floor']:.1f}"
         rows.append(row)
     if not rows:
         sys.exit(f"{args.results}: no text-conditioned recipe")

@@ -72,9 +72,14 @@ def risk_summary(recipe: str, rows: list[dict], info: dict, delta: float) -> str
     return text
 
 
-def _queries_phrase(r: dict) -> str:
+def _generations(r: dict) -> int:
+    """Generated images per audited image; 0 where the row has none recorded (missing or NaN from a CSV)."""
     gens = r.get("generations_per_sample")
-    gens = 0 if gens is None or gens != gens else int(gens)
+    return 0 if gens is None or gens != gens else int(gens)
+
+
+def _queries_phrase(r: dict) -> str:
+    gens = _generations(r)
     return f"{int(r['queries_per_sample'])} model queries" + (f" ({gens} generated images)" if gens else "")
 
 
@@ -130,8 +135,7 @@ def _pct(v) -> str:
 
 def queries_text(r: dict) -> str:
     """Denoiser calls per image, and for black-box attacks the generated images among them: '320 (16 images)'."""
-    gens = r.get("generations_per_sample")
-    gens = 0 if gens is None or gens != gens else int(gens)
+    gens = _generations(r)
     return f"{int(r['queries_per_sample'])}" + (f" ({gens} images)" if gens else "")
 
 
