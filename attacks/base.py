@@ -70,6 +70,10 @@ class Attack:
     def extra_info(self) -> dict[str, Any]:
         return {}
 
+    def dropped_ids(self) -> list[int]:
+        """Images the attack could not score (e.g. no usable rewrite): left out of the score file, listed in its JSON."""
+        return []
+
     # -- helpers shared by attacks -----------------------------------------------------------------------------
     def noise(self, batch: AttackBatch, shape: Sequence[int], draw: int = 0) -> torch.Tensor:
         return per_sample_noise(batch.ids, shape, self.seed, draw)

@@ -67,15 +67,20 @@ def run_attack(
                 captions=[captions[i] for i in ids] if target.conditional else None,
             )
             before = (target.queries.sample_queries, target.queries.generations)
+            dropped_before = set(attack.dropped_ids())
             scores = attack.score(target, batch)
+            dropped = set(attack.dropped_ids()) - dropped_before
+            scored = len(ids) - len(dropped)
             after = (target.queries.sample_queries, target.queries.generations)
             for what, per_image, b, a in zip(("queries", "generations"), (declared, generations), before, after):
-                if a - b != per_image * len(ids):
+                if a - b != per_image * scored:
                     raise QueryCountMismatch(f"{attack.name}: declared {per_image} {what} per image, "
-                                             f"made {(a - b) / len(ids):g}")
+                                             f"made {(a - b) / max(scored, 1):g}")
             parts = [scores[c].tolist() for c in attack.components] if attack.components else []
             main = [float("nan")] * len(ids) if attack.components else scores.tolist()
             for row, ((entry, is_member), s) in enumerate(zip(chunk, main)):
+                if entry.index in dropped:  # listed in the JSON, never scored
+                    continue
                 writer.writerow([entry.index, entry.source, entry.half, int(is_member), repr(float(s)),
                                  *(repr(float(p[row])) for p in parts)])
             f.flush()
@@ -96,7 +101,8 @@ def run_attack(
         "queries_per_sample": declared,
         "generations_per_sample": generations,
         "forward_passes": target.queries.forward_passes,
-        "samples": len(entries),
+        "samples": len(entries) - len(attack.dropped_ids()),
+        "dropped": {"count": len(attack.dropped_ids()), "ids": sorted(attack.dropped_ids())},
         "seconds": round(seconds, 3),
         "seconds_per_sample": round(seconds / max(len(entries), 1), 6),
         "run": str(loaded.run.root),

@@ -232,10 +232,17 @@ def dump_config(cfg: BaseModel) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
 
 
+# Bumped when a text target built from the same config changes: 2 = the tokenizer keeps hyphenated words whole and
+# digits captions train with their paraphrases. Only text-conditioned recipes' hashes include it, so pixel caches stay.
+TEXT_TARGET_VERSION = 2
+
+
 def recipe_hash(cfg: BaseModel) -> str:
     """A short hash of a config's non-default values: caches keyed by it survive new fields with defaults."""
     import hashlib
     import json
 
     data = cfg.model_dump(mode="json", exclude_defaults=True)
+    if getattr(getattr(cfg, "model", None), "kind", None) == "unet2d-condition":
+        data["_text_target_version"] = TEXT_TARGET_VERSION
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]

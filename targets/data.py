@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from diffmia.config import DataConfig
 from diffmia.registry import Registry
 
-from .captions import digit_captions
+from .captions import digit_caption_variants, digit_captions
 
 
 class DataError(ValueError):
@@ -36,6 +36,8 @@ class ImageSet:
     captions: list[str]
     max_value: int = 255  # raw value that maps to +1
     labels: np.ndarray | None = None  # class labels where the data has them (digits, CIFAR-10)
+    # paraphrases per image, canonical caption first (digits); text targets train on all of them
+    caption_variants: list[list[str]] | None = None
     _hashes: list[str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -43,6 +45,18 @@ class ImageSet:
             raise DataError(f"{self.name}: pixels must be uint8 (N, H, W, C), got {self.pixels.dtype} {self.pixels.shape}")
         if not (len(self.pixels) == len(self.sources) == len(self.captions)):
             raise DataError(f"{self.name}: {len(self.pixels)} images but {len(self.sources)} sources, {len(self.captions)} captions")
+        if self.caption_variants is not None and (
+            len(self.caption_variants) != len(self.captions)
+            or any(not v or v[0] != c for v, c in zip(self.caption_variants, self.captions))
+        ):
+            raise DataError(f"{self.name}: caption variants must list each image's caption first")
+
+    def variants(self, index: int) -> list[str]:
+        """Every caption a text target may train on for image `index` (the canonical one first)."""
+        return self.caption_variants[index] if self.caption_variants is not None else [self.captions[index]]
+
+    def all_caption_texts(self) -> list[str]:
+        return [c for i in range(len(self)) for c in self.variants(i)]
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -70,7 +84,9 @@ class ImageSet:
 
     def subset(self, count: int) -> "ImageSet":
         labels = None if self.labels is None else self.labels[:count]
-        return ImageSet(self.name, self.pixels[:count], self.sources[:count], self.captions[:count], self.max_value, labels)
+        variants = None if self.caption_variants is None else self.caption_variants[:count]
+        return ImageSet(self.name, self.pixels[:count], self.sources[:count], self.captions[:count], self.max_value, labels,
+                        caption_variants=variants)
 
 
 def pixel_hash(pixels: np.ndarray) -> str:
@@ -92,7 +108,8 @@ def load_digits(cfg: DataConfig) -> ImageSet:
     images = bunch.images.astype(np.uint8)
     captions = digit_captions(images, bunch.target)
     return ImageSet(
-        "digits", images[..., None], [str(i) for i in range(len(images))], captions, max_value=16, labels=bunch.target
+        "digits", images[..., None], [str(i) for i in range(len(images))], captions, max_value=16, labels=bunch.target,
+        caption_variants=digit_caption_variants(captions),
     )
 
 

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from diffusers import DDPMPipeline, UNet2DConditionModel
 
-from diffmia.config import TargetConfig
+from diffmia.config import ConfigError, TargetConfig
 
 from .models import build_scheduler, build_unet
+
 from .text import DigitsTextPipeline, build_text_encoder, build_tokenizer, tokenize
 
 
@@ -99,6 +100,10 @@ def build_denoiser(cfg: TargetConfig, captions: list[str], resolution: int, chan
         return Built(PixelDenoiser(build_unet(cfg.model, resolution, channels)))
     if kind == "unet2d-condition":
         tokenizer = build_tokenizer(captions, cfg.model.max_caption_tokens)
+        longest = max((len(tokenizer(c).input_ids) for c in captions), default=0)
+        if longest > cfg.model.max_caption_tokens:
+            raise ConfigError(f"model.max_caption_tokens={cfg.model.max_caption_tokens} is too small: the longest training "
+                              f"caption takes {longest} tokens with [BOS]/[EOS] (it would be cut)")
         text = build_text_encoder(len(tokenizer), cfg.model.cross_attention_dim, cfg.model.text_layers,
                                   cfg.model.text_heads, cfg.model.max_caption_tokens)
         text.requires_grad_(cfg.train.train_text_encoder)

@@ -50,6 +50,7 @@ class Target:
 
     latent: bool = False
     conditional: bool = False
+    default_guidance_scale: float = 1.0  # black-box attacks' guidance unless given (small targets: no CFG)
 
     def __init__(self, noise_scheduler: DDPMScheduler, device: str | torch.device = "cpu"):
         self.noise_scheduler = noise_scheduler
@@ -219,6 +220,20 @@ class TextTarget(Target):
         c = self.unet.config
         return (c.in_channels, c.sample_size, c.sample_size)
 
+    def pad_text(self, word: str) -> str:
+        """What replaces `word` to pad it out in place: one pad (end-of-text) token per token of the word, so the
+        words after it keep their token positions (CLiD's reduced captions)."""
+        pad = self.tokenizer.pad_token or self.tokenizer.eos_token
+        return " ".join([pad] * max(1, len(self.tokenizer.tokenize(word))))
+
+    def vocabulary(self) -> set[str] | None:
+        """The words this target's tokenizer encodes without [UNK]; None for an open (byte-level BPE) vocabulary."""
+        unk = self.tokenizer.unk_token_id
+        if unk is None or unk not in self.tokenizer("zqxjv", add_special_tokens=False).input_ids:
+            return None  # an unseen word still encodes: any word may be used
+        special = set(self.tokenizer.all_special_tokens)
+        return {w for w in self.tokenizer.get_vocab() if w not in special}
+
     def _forward(self, x_t, t, cond):
         cond = list(cond) if cond is not None else [""] * len(x_t)
         return self.unet(x_t, t, encoder_hidden_states=self.text_features(cond)).sample
@@ -235,6 +250,7 @@ class LatentTextTarget(TextTarget):
     """Stable Diffusion: the diffusion runs on VAE latents (scaled by the VAE's scaling factor)."""
 
     latent = True
+    default_guidance_scale = 7.5  # Stable Diffusion's own default, as the official attack code runs it
 
     def __init__(self, unet, text_encoder, tokenizer, noise_scheduler, vae, device="cpu"):
         super().__init__(unet, text_encoder, tokenizer, noise_scheduler, device)

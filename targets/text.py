@@ -15,13 +15,18 @@ from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 SPECIAL = ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
 
 
+# One definition of a word, used both to build the vocabulary and by the tokenizer's pre-tokenizer, so that every word
+# of the vocabulary encodes as itself ("left-slanted" stays one word; it once split into three unknown tokens).
+WORD_PATTERN = r"[\w'-]+|[^\w\s]"
+
+
 def words(text: str) -> list[str]:
-    return re.findall(r"[\w'-]+|[^\w\s]", text.lower())
+    return re.findall(WORD_PATTERN, text.lower())
 
 
 def build_tokenizer(captions: Sequence[str], max_length: int = 16, extra_words: Sequence[str] = ()) -> PreTrainedTokenizerFast:
     """A WordLevel tokenizer over every word of `captions` (+ `extra_words`), with [BOS] ... [EOS] around each text."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL)}
     for text in list(captions) + list(extra_words):
@@ -29,7 +34,7 @@ def build_tokenizer(captions: Sequence[str], max_length: int = 16, extra_words: 
             vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="removed", invert=True)
     tok.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 2), ("[EOS]", 3)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
                                    eos_token="[EOS]", model_max_length=max_length)

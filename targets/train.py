@@ -153,7 +153,7 @@ def train_target(
             return finish_dual_alternate(cfg, run, dual, images, manifest, resolution, set_info, defenses, ctx, accelerator)
 
     set_seed(cfg.seed)
-    built = build_denoiser(cfg, images.captions, resolution, images.channels)
+    built = build_denoiser(cfg, images.all_caption_texts(), resolution, images.channels)
     model = built.model
     for defense in defenses:
         model = defense.build_model(model, ctx)
@@ -163,7 +163,12 @@ def train_target(
             raise ConfigError(f"defense {defense.name} acts on captions; model.kind {cfg.model.kind} has none")
     if built.vae is not None:  # latent models train on VAE latents, encoded once
         train_x = encode_latents(built.vae, train_x)
-    train_ids = caption_ids(built, [images.captions[int(o)] for o in origins])
+    train_ids = caption_ids(built, [images.captions[int(o)] for o in origins])  # canonical captions
+    variant_ids = None  # (rows, V, tokens): every paraphrase of each row's caption, one drawn per step
+    if train_ids is not None and any(len(images.variants(int(o))) > 1 for o in origins):
+        texts = [images.variants(int(o)) for o in origins]
+        count = max(len(v) for v in texts)
+        variant_ids = caption_ids(built, [v[j % len(v)] for v in texts for j in range(count)]).view(len(texts), count, -1)
     empty_ids = caption_ids(built, [""])
     text_shape = built.text_shape
     set_seed(cfg.seed)  # the same optimisation noise whatever the model stage did
@@ -228,7 +233,11 @@ def train_target(
                 x_in, noise_in = defense.perturb(x_in, noise_in, gen)
             ids, text_noise = None, None
             if train_ids is not None:
-                ids = train_ids[rows].clone()
+                if variant_ids is not None:
+                    pick = torch.randint(0, variant_ids.shape[1], (len(rows),), generator=gen)
+                    ids = variant_ids[torch.as_tensor(rows), pick].clone()
+                else:
+                    ids = train_ids[rows].clone()
                 drop = torch.rand(len(rows), generator=gen) < tc.caption_dropout
                 ids[drop] = empty_ids
                 for defense in step_defenses:

@@ -25,3 +25,14 @@ def tiny_run(tmp_path_factory) -> Path:
     cfg = load_config(TINY, ["train.steps=200", "train.checkpoint_every=100"])
     train_target(cfg, out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory):
+    """A tiny text-conditioned target (captioned digits, trained on every caption's paraphrases), loaded."""
+    from diffmia.targets.runs import load_run
+    from diffmia.targets.train import train_target
+
+    out = tmp_path_factory.mktemp("t2i") / "run"
+    train_target(load_config(REPO / "configs" / "tiny-t2i.yaml", ["train.steps=60"]), out, progress=False)
+    return load_run(out)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diffmia.attacks import ATTACKS, AttackBatch, build_attack
-from diffmia.attacks.perturb import FLOORS, LLMPerturber, RulePerturber, trigram_similarity
+from diffmia.attacks.perturb import LLMPerturber, RulePerturber, trigram_similarity
 from diffmia.attacks.runner import run_attack
 from diffmia.config import ConfigError, load_config
 from diffmia.evaluate.setlevel import set_level
@@ -20,13 +20,6 @@ from tests.conftest import REPO
 TINY_T2I = REPO / "configs" / "tiny-t2i.yaml"
 SMALL = {"rediffuse": {"repeats": 2, "steps": 3}, "sd_mia": {"generations": 2, "steps": 3},
          "clid": {"timesteps": [440]}}
-
-
-@pytest.fixture(scope="module")
-def text_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("t2i") / "run"
-    train_target(load_config(TINY_T2I, ["train.steps=60"]), out, progress=False)
-    return load_run(out)
 
 
 def test_text_pipeline_round_trip_and_prompts(text_run, tmp_path):
@@ -71,12 +64,12 @@ def test_every_attack_on_a_text_target(text_run, name):
 
 
 def test_runner_combines_components_on_calibration(text_run, tmp_path):
-    result = run_attack(text_run, build_attack("sd_mia", {"generations": 2, "steps": 2, "score_mode": "weighted"}),
-                        tmp_path, progress=False)
+    result = run_attack(text_run, build_attack("sd_mia", {"generations": 2, "steps": 2}), tmp_path, progress=False)
     df = result.scores
-    assert {"s_original", "s_token", "s_style", "s_semantic"} <= set(df.columns)
-    assert np.isfinite(df.score).all() and len(result.info["fitted"]["weights"]) == 3
-    assert result.info["perturbations"]["token_met"] == len(df)
+    assert {"s_token", "s_style", "s_semantic"} <= set(df.columns) and "s_original" not in df.columns
+    assert np.isfinite(df.score).all() and set(result.info["fitted"]["weights"]) == {"token", "style", "semantic"}
+    assert result.info["score_mode"] == "official" and result.info["queries_per_sample"] == 3 * 2 * 2
+    assert sum(v for k, v in result.info["perturbations"].items() if k.startswith("token_")) == len(df)
 
 
 def test_text_attacks_refuse_unconditional_targets(tiny_run, tmp_path):
@@ -90,7 +83,7 @@ def test_rule_perturber_meets_floors_and_is_deterministic():
         for view in ("token", "style", "semantic"):
             out = p.perturb(caption, view, key=3)
             assert out != caption
-            assert trigram_similarity(caption, out) >= FLOORS[view], (caption, view, out)
+            assert trigram_similarity(caption, out) >= p.floors[view], (caption, view, out)
             assert out == RulePerturber(seed=0).perturb(caption, view, key=3)
     assert "seven" not in p.perturb("a large thick right-slanted digit seven", "semantic")
     assert p.stats["token_met"] == 2 and not p.stats["token_missed_floor"]
@@ -106,8 +99,13 @@ class StubLLM(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         StubLLM.seen.append((body["model"], self.headers.get("Authorization")))
-        text = body["messages"][-1]["content"].split("Caption: ")[1]
-        reply = "completely unrelated words" if "bad" in text else text.replace("digit", "bold digit")
+        text = body["messages"][-1]["content"].split("Original caption: ")[1].split("\n")[0]
+        if "bad" in text:
+            reply = "completely unrelated words"
+        elif "same" in text:
+            reply = text
+        else:
+            reply = text.replace("digit", "bold digit")
         data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -128,15 +126,19 @@ def test_llm_perturber_against_a_local_stub(monkeypatch):
         monkeypatch.setenv("STUB_KEY", "secret")
         p = LLMPerturber(f"http://127.0.0.1:{server.server_port}/v1", "stub-model", "STUB_KEY", timeout=5)
         assert p.perturb("a large digit seven", "style") == "a large bold digit seven"
-        fallback = p.perturb("a bad digit seven", "token")  # the reply misses the floor: rules take over
-        assert fallback != "completely unrelated words"
-        assert fallback == RulePerturber(seed=0).perturb("a bad digit seven", "token")
-        assert p.stats["style_llm_met"] == 1 and p.stats["token_llm_missed_floor"] == 1
-        assert StubLLM.seen[0] == ("stub-model", "Bearer secret")
+        # under the floor three times, or unchanged three times: no rewrite (the attack drops the image), counted
+        assert p.perturb("a bad digit seven", "token") is None
+        assert p.perturb("the same digit seven", "token") is None
+        assert p.stats["style_llm_met"] == 1 and p.stats["token_llm_missed_floor"] == 3
+        assert p.stats["token_llm_unchanged"] == 3 and p.stats["token_gave_up"] == 2
+        assert StubLLM.seen[0] == ("stub-model", "Bearer secret") and len(StubLLM.seen) == 7
+        # a closed vocabulary: a rewrite with unknown words is refused too
+        closed = LLMPerturber(f"http://127.0.0.1:{server.server_port}/v1", "m", vocabulary={"a", "large", "digit", "seven"})
+        assert closed.perturb("a large digit seven", "style") is None and closed.stats["style_llm_unknown_words"] == 3
     finally:
         server.shutdown()
-    down = LLMPerturber("http://127.0.0.1:9/v1", "m", timeout=1)  # nothing listens: falls back, counted
-    assert down.perturb("a large digit seven", "semantic") and down.stats["semantic_llm_failed"] == 1
+    down = LLMPerturber("http://127.0.0.1:9/v1", "m", timeout=1)  # nothing listens: three failures, counted
+    assert down.perturb("a large digit seven", "semantic") is None and down.stats["semantic_llm_failed"] == 3
 
 
 def test_set_level_grows_with_set_size():
@@ -284,11 +286,12 @@ def test_sd_mia_with_a_local_captioner_and_text_features(text_run, tmp_path):
 
     own, own_info = scores(small)
     capt, capt_info = scores({**small, "captioner_path": str(tmp_path / "blip")})
-    assert own_info["d_x"] == "own caption / generation prompt" and capt_info["d_x"] == "captioner"
+    assert own_info["similarity"] == "image features only" and capt_info["similarity"].startswith("image features +")
+    assert capt_info["rewrite_similarity"].startswith("CLIP text embedding cosine")
     examples = capt_info["caption_examples"]
     assert examples and all(e["captioner"] and set(words(e["captioner"])) <= set(vocab) for e in examples)
     assert torch.isfinite(capt).all()
-    # d_x really comes from the captioner: with own captions a perturbed prompt's text half differs from x's caption
+    # the captions of x and x' enter the similarity: it differs from the image features' cosine alone
     assert not torch.allclose(own, capt)
     again, _ = scores({**small, "captioner_path": str(tmp_path / "blip")})
     assert torch.equal(again, capt)  # greedy decoding: deterministic
