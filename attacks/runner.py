@@ -1,6 +1,7 @@
 """Score a trained run's members and non-members with one attack, streaming scores to scores/NAME.csv.
 
-The CSV has one row per audited image (sample_id, source, split, is_member, score) and is written batch by batch to a
+The CSV has one row per audited image (sample_id, source, split, is_member, score), and one per canary of a one-run
+audit (split "canary", is_member = its coin flip; metrics read only the calibration and test rows) and is written batch by batch to a
 temporary file that is renamed into place only when complete. A sidecar scores/NAME.json records the attack's
 parameters, seed, declared and counted queries per sample, and seconds.
 """
@@ -43,7 +44,7 @@ def run_attack(
 ) -> AttackResult:
     out_dir = Path(out_dir) if out_dir is not None else loaded.run.scores
     csv_path = out_dir / f"{attack.name}.csv"
-    entries = loaded.manifest.audit_entries()
+    entries = loaded.manifest.audit_entries() + loaded.manifest.canary_entries()  # canaries: split "canary"
     target = loaded.target
     declared = attack.queries_per_sample(target)
     generations = attack.generations_per_sample(target)

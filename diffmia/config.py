@@ -40,6 +40,8 @@ class DataConfig(StrictModel):
     nonmembers: int = Field(256, ge=2, description="held-out images the attacks must tell apart")
     calibration_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of each side used to fit thresholds")
     max_images: Optional[int] = Field(None, ge=4, description="use only the first N images of the dataset")
+    canaries: int = Field(0, ge=0, description="one-run audit: images outside the audit split, each trained on by a "
+                                               "seeded fair coin (Steinke et al. 2023)")
     duplicates: DuplicatesConfig = DuplicatesConfig()
 
     @model_validator(mode="after")

@@ -53,6 +53,7 @@ class SplitManifest:
         seed: int,
         calibration_fraction: float = 0.5,
         dataset: dict[str, Any] | None = None,
+        canaries: int = 0,
     ) -> "SplitManifest":
         hashes = images.hashes()
         # identical pixels under two indices would make the member label meaningless: keep the first copy only
@@ -60,10 +61,10 @@ class SplitManifest:
         for i, h in enumerate(hashes):
             first.setdefault(h, i)
         unique = np.array(sorted(first.values()), dtype=np.int64)
-        if members + nonmembers > len(unique):
+        if members + nonmembers + canaries > len(unique):
             raise ManifestError(
-                f"data.members + data.nonmembers = {members + nonmembers} exceeds the {len(unique)} distinct images "
-                f"of '{images.name}'"
+                f"data.members + data.nonmembers + data.canaries = {members + nonmembers + canaries} exceeds the "
+                f"{len(unique)} distinct images of '{images.name}'"
             )
         order = unique[np.random.default_rng(seed).permutation(len(unique))]
         n_cal_m = _calibration_count(members, calibration_fraction)
@@ -72,13 +73,19 @@ class SplitManifest:
         def entries(idx: Iterable[int], half: str | None) -> list[Entry]:
             return [Entry(int(i), images.sources[i], hashes[i], half) for i in sorted(int(j) for j in idx)]
 
-        mem, non, pub = order[:members], order[members : members + nonmembers], order[members + nonmembers :]
+        mem, non = order[:members], order[members : members + nonmembers]
+        can, pub = order[members + nonmembers : members + nonmembers + canaries], order[members + nonmembers + canaries :]
+        # one-run audit (Steinke et al.): each canary is trained on by an independent fair coin, seeded
+        coins = np.random.default_rng([seed, 211]).random(len(can)) < 0.5
+        extra = {"canaries": [{"index": int(i), "source": images.sources[i], "sha256": hashes[i], "included": bool(c)}
+                              for i, c in sorted(zip(can.tolist(), coins.tolist()))]} if canaries else {}
         manifest = cls(
             dataset=dict(dataset or {"name": images.name}),
             seed=seed,
             members=entries(mem[:n_cal_m], "calibration") + entries(mem[n_cal_m:], "test"),
             nonmembers=entries(non[:n_cal_n], "calibration") + entries(non[n_cal_n:], "test"),
             public=entries(pub, None),
+            extra=extra,
         )
         manifest.check()
         return manifest
@@ -86,6 +93,14 @@ class SplitManifest:
     # -- queries -----------------------------------------------------------------------------------------------
     def indices(self, role: str, half: str | None = None) -> list[int]:
         return [e.index for e in getattr(self, role) if half is None or e.half == half]
+
+    def canaries(self) -> list[dict[str, Any]]:
+        """The one-run audit's canaries: {index, source, sha256, included} each (empty without canaries)."""
+        return list(self.extra.get("canaries", []))
+
+    def canary_entries(self) -> list[tuple[Entry, bool]]:
+        """Canaries as entries (half "canary") with their coin flip as the membership label."""
+        return [(Entry(c["index"], c["source"], c["sha256"], "canary"), bool(c["included"])) for c in self.canaries()]
 
     def audit_entries(self) -> list[tuple[Entry, bool]]:
         """Members then non-members, each with its is_member flag: what attacks score."""
@@ -114,12 +129,19 @@ class SplitManifest:
             for half in HALVES:
                 if not self.indices(role, half):
                     raise ManifestError(f"{source}: {role} has no {half} images")
+        for c in self.canaries():
+            if c["index"] in seen:
+                raise ManifestError(f"{source}: canary {c['index']} ({c['source']}) is also in {seen[c['index']]}")
+            if c["sha256"] in hashes:
+                raise ManifestError(f"{source}: canary {c['index']} ({c['source']}) has the same pixels as an audited image")
+            seen[c["index"]] = "canaries"
 
     def verify(self, images: ImageSet, source: str = "manifest") -> None:
         """Refuse if any recorded image is missing from or different in `images`."""
         hashes = images.hashes()
-        for role in ROLES:
-            for e in getattr(self, role):
+        canaries = [Entry(c["index"], c["source"], c["sha256"]) for c in self.canaries()]
+        for role, listed in [(r, getattr(self, r)) for r in ROLES] + [("canaries", canaries)]:
+            for e in listed:
                 if e.index >= len(images):
                     raise ManifestError(f"{source}: image {e.index} ({e.source}) is not in the data ({len(images)} images)")
                 if hashes[e.index] != e.sha256:

@@ -63,8 +63,10 @@ class EpochSampler:
         return np.array([self._perm(int(p // self.n))[p % self.n] for p in pos])
 
 
-def prepare_run(cfg: TargetConfig, run: RunDir, resume: bool) -> tuple[ImageSet, SplitManifest]:
-    """Write (or, on resume, check) the resolved config and the split manifest; return the data and split."""
+def prepare_run(cfg: TargetConfig, run: RunDir, resume: bool,
+                split: SplitManifest | None = None) -> tuple[ImageSet, SplitManifest]:
+    """Write (or, on resume, check) the resolved config and the split manifest; return the data and split.
+    `split` is a manifest made by the caller (reference models: the recipe on another subset)."""
     resolved = dump_config(cfg)
     if run.config.exists():
         saved = _read_yaml(run.config)
@@ -76,10 +78,14 @@ def prepare_run(cfg: TargetConfig, run: RunDir, resume: bool) -> tuple[ImageSet,
     if run.manifest.exists() and resume:
         manifest = SplitManifest.load(run.manifest)
         manifest.verify(images, source=str(run.manifest))
+    elif split is not None:
+        manifest = split
+        manifest.verify(images, source=f"{run.root}: given split")
     else:
         dataset = {"name": cfg.data.dataset, "path": cfg.data.path, "resolution": cfg.data.resolution}
         manifest = SplitManifest.create(
-            images, cfg.data.members, cfg.data.nonmembers, cfg.seed, cfg.data.calibration_fraction, dataset
+            images, cfg.data.members, cfg.data.nonmembers, cfg.seed, cfg.data.calibration_fraction, dataset,
+            canaries=cfg.data.canaries,
         )
     run.root.mkdir(parents=True, exist_ok=True)
     write_yaml(run.config, resolved)
@@ -119,6 +125,7 @@ def train_target(
     stop_after: int | None = None,
     train_on: str = "members",
     cache_dir: str | Path | None = None,
+    split: SplitManifest | None = None,
 ) -> RunDir:
     """Train the recipe `cfg` into run directory `out`. `stop_after` ends early without finishing (simulates a kill).
     `train_on="public"` trains on the public split instead of the members (base models for fine-tuning defenses)."""
@@ -134,7 +141,7 @@ def train_target(
         cpu=not torch.cuda.is_available(),
     )
     if accelerator.is_main_process:
-        images, manifest = prepare_run(cfg, run, resume)
+        images, manifest = prepare_run(cfg, run, resume, split)
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         images = load_dataset(cfg.data)

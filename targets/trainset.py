@@ -32,6 +32,11 @@ def build_training_set(images: ImageSet, manifest: SplitManifest, cfg: TargetCon
         origins = np.concatenate([origins, np.repeat(origins[chosen], d.copies)])
         info.update({"rows": len(x), "duplicated_members": sorted(int(i) for i in origins[chosen]),
                      "copies": d.copies, "augment_std": d.augment_std})
+    canaries = [c["index"] for c in manifest.canaries() if c["included"]] if train_on == "members" else []
+    if canaries:  # canaries whose coin came up heads train like members (after them: members' rows keep their order)
+        x = torch.cat([x, images.tensor(canaries, resolution)])
+        origins = np.concatenate([origins, np.asarray(canaries, dtype=np.int64)])
+        info.update({"rows": len(x), "canaries_included": len(canaries)})
     return x, origins, info
 
 

@@ -1,0 +1,133 @@
+"""Reference models: the audited recipe retrained by the same harness on other subsets of the data, for the
+reference-model attacks (LiRA, RMIA, GSA). The threat model is an auditor who can rerun the training recipe.
+
+A reference keeps everything of the recipe (model, steps, defenses, schedule) but the data it trains on and the seed:
+- online: the pool is the audited members and non-members (plus canaries, when the split has them). References come
+  in complementary pairs: pair k cuts the pool by a seeded permutation into halves A_k and B_k; reference 2k trains on
+  A_k, 2k+1 on B_k. So every pool image is IN exactly N/2 of N references, and each reference trains on |pool|/2
+  images (the target's member count when members = non-members, the default split).
+- offline: each reference trains on a seeded random subset of the public split, as many images as the target's
+  members; no audited image is IN any of them.
+
+References are cached by (recipe without its seed, mode, index, subset) under CACHE/references/, so every attack and
+every run that asks for the same references shares them; a killed training resumes from its last checkpoint.
+Attacks ask for references by count and mode through `reference_models` and never train anything themselves.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+import numpy as np
+
+from diffmia.config import TargetConfig, recipe_hash
+
+from .manifest import Entry, SplitManifest
+
+Mode = Literal["online", "offline"]
+
+
+@dataclass
+class References:
+    mode: str
+    folders: list[Path]  # run directories
+    members: list[np.ndarray]  # dataset indices each reference trained on
+    trained_seconds: float = 0.0  # spent training in this call (0 when every reference came from the cache)
+    cached: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.folders)
+
+    def is_in(self, ids) -> np.ndarray:
+        """(N references, len(ids)) booleans: was image i in reference r's training set."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return np.stack([np.isin(ids, m) for m in self.members])
+
+    def targets(self, device: str | None = None) -> Iterator:
+        from .target import load_target
+
+        for folder in self.folders:
+            yield load_target(Path(folder) / "target", device or "cpu")
+
+    def info(self) -> dict:
+        return {"mode": self.mode, "count": len(self), "trained_seconds": round(self.trained_seconds, 1),
+                "cached": self.cached, "subset_size": int(np.median([len(m) for m in self.members])) if self.members else 0,
+                "folders": [str(f) for f in self.folders]}
+
+
+def pool_indices(manifest: SplitManifest) -> list[int]:
+    """The online pool: every audited image (and every canary)."""
+    return sorted([e.index for e, _ in manifest.audit_entries()] + [c["index"] for c in manifest.canaries()])
+
+
+def reference_subsets(manifest: SplitManifest, count: int, mode: Mode, seed: int, subset_size: int) -> list[np.ndarray]:
+    if mode == "online":
+        if count % 2:
+            raise ValueError(f"online references come in complementary pairs: count must be even, got {count}")
+        pool = np.asarray(pool_indices(manifest))
+        out = []
+        for pair in range(count // 2):
+            order = pool[np.random.default_rng([seed, 101, pair]).permutation(len(pool))]
+            half = len(pool) // 2
+            out += [np.sort(order[:half]), np.sort(order[half:])]
+        return out
+    public = np.asarray(manifest.indices("public"))
+    if subset_size > len(public):
+        raise ValueError(f"offline references train on {subset_size} public images each, but the split has only "
+                         f"{len(public)} public images")
+    return [np.sort(public[np.random.default_rng([seed, 103, r]).permutation(len(public))[:subset_size]])
+            for r in range(count)]
+
+
+def reference_split(manifest: SplitManifest, subset: np.ndarray) -> SplitManifest:
+    """A manifest whose members are `subset`; the rest of the pool are its non-members; public minus the subset stays
+    public (the recipe's public base, if any, is trained on it)."""
+    by_index: dict[int, Entry] = {e.index: e for role in ("members", "nonmembers", "public") for e in getattr(manifest, role)}
+    for c in manifest.canaries():
+        by_index[c["index"]] = Entry(c["index"], c["source"], c["sha256"], None)
+    chosen = set(int(i) for i in subset)
+    pool = set(pool_indices(manifest)) | chosen
+    halves = ("calibration", "test")
+
+    def entries(idx) -> list[Entry]:
+        return [Entry(i, by_index[i].source, by_index[i].sha256, halves[k % 2]) for k, i in enumerate(sorted(idx))]
+
+    return SplitManifest(
+        dataset=dict(manifest.dataset), seed=manifest.seed,
+        members=entries(chosen), nonmembers=entries(pool - chosen),
+        public=[e for e in manifest.public if e.index not in chosen],
+        extra={"reference_of": manifest.dataset.get("name"), "subset_size": len(chosen)},
+    )
+
+
+def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | None = None, seed: int = 0,
+                     progress: bool = False, log=None) -> References:
+    """The `count` references of `loaded`'s recipe in `mode`, trained now where the cache lacks them."""
+    from .train import default_cache_dir, train_target
+
+    cfg: TargetConfig = loaded.config
+    manifest: SplitManifest = loaded.manifest
+    subset_size = len(manifest.members)
+    subsets = reference_subsets(manifest, count, mode, seed, subset_size)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    base = recipe_hash(cfg.model_copy(update={"seed": 0}))
+    folders, spent, cached = [], 0.0, 0
+    for r, subset in enumerate(subsets):
+        digest = hashlib.sha256(np.asarray(subset, dtype=np.int64).tobytes()).hexdigest()[:12]
+        folder = root / "references" / f"{cfg.name}-{base}-{mode}-{seed}-{r}-{digest}"
+        if (folder / "summary.json").is_file() and (folder / "target" / "model_index.json").is_file():
+            cached += 1
+        else:
+            if log:
+                log(f"reference {r + 1}/{count} ({mode}, {len(subset)} images) -> {folder}")
+            t0 = time.time()
+            ref_cfg = cfg.model_copy(update={"seed": int(np.random.SeedSequence([seed, 107, r, 1 if mode == "online" else 2]).generate_state(1)[0] % 2**31)})
+            train_target(ref_cfg, folder, resume=True, progress=progress, cache_dir=root,
+                         split=reference_split(manifest, subset))
+            spent += time.time() - t0
+        folders.append(folder)
+    return References(mode, folders, subsets, spent, cached)
