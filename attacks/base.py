@@ -32,10 +32,11 @@ class AttackBatch:
 
 class Attack:
     name: ClassVar[str]
-    access: ClassVar[str]  # "gray-box" (needs eps_theta) or "black-box" (generations only)
+    access: ClassVar[str]  # "white-box" (weights), "gray-box" (needs eps_theta) or "black-box" (generations only)
     paper: ClassVar[str]
     Params: ClassVar[type[AttackParams]]
     needs_captions: ClassVar[bool] = False  # only for text-conditioned targets
+    needs_references: ClassVar[bool] = False  # trains reference models (the same recipe on other data) in prepare()
     # Attacks whose final score needs population statistics return named components from score() and turn them
     # into the score in combine(frame), fitting anything they fit on the calibration rows only.
     components: tuple[str, ...] = ()

@@ -35,12 +35,56 @@ class AttackResult:
     csv_path: Path
 
 
+def score_batches(loaded: LoadedRun, attack: Attack, entries, batch_size: int = 128, progress: bool = True):
+    """Score `entries` batch by batch, checking the counted queries and generated images against the attack's
+    declaration; yields one list of CSV rows (COLUMNS + the attack's components) per batch. prepare() is the caller's."""
+    target = loaded.target
+    declared = attack.queries_per_sample(target)
+    generations = attack.generations_per_sample(target)
+    captions = loaded.images.captions
+    bar = tqdm(total=len(entries), desc=attack.name, unit="img", disable=not progress)
+    for start in range(0, len(entries), batch_size):
+        chunk = entries[start : start + batch_size]
+        ids = [e.index for e, _ in chunk]
+        batch = AttackBatch(
+            images=loaded.images.tensor(ids, loaded.resolution),
+            ids=ids,
+            captions=[captions[i] for i in ids] if target.conditional else None,
+        )
+        before = (target.queries.sample_queries, target.queries.generations)
+        dropped_before = set(attack.dropped_ids())
+        scores = attack.score(target, batch)
+        dropped = set(attack.dropped_ids()) - dropped_before
+        scored = len(ids) - len(dropped)
+        after = (target.queries.sample_queries, target.queries.generations)
+        for what, per_image, b, a in zip(("queries", "generations"), (declared, generations), before, after):
+            if a - b != per_image * scored:
+                raise QueryCountMismatch(f"{attack.name}: declared {per_image} {what} per image, "
+                                         f"made {(a - b) / max(scored, 1):g}")
+        parts = [scores[c].tolist() for c in attack.components] if attack.components else []
+        main = [float("nan")] * len(ids) if attack.components else scores.tolist()
+        rows = []
+        for row, ((entry, is_member), s) in enumerate(zip(chunk, main)):
+            if entry.index in dropped:  # listed in the JSON, never scored
+                continue
+            rows.append([entry.index, entry.source, entry.half, int(is_member), float(s), *(float(p[row]) for p in parts)])
+        yield rows
+        bar.update(len(ids))
+    bar.close()
+
+
+def check_attack_fits(loaded: LoadedRun, attack: Attack) -> None:
+    if attack.needs_captions and not loaded.target.conditional:
+        raise ConfigError(f"attack {attack.name} needs a text-conditioned target; {loaded.run.root} is unconditional")
+
+
 def run_attack(
     loaded: LoadedRun,
     attack: Attack,
     out_dir: str | Path | None = None,
     batch_size: int = 128,
     progress: bool = True,
+    tuned: dict | None = None,
 ) -> AttackResult:
     out_dir = Path(out_dir) if out_dir is not None else loaded.run.scores
     csv_path = out_dir / f"{attack.name}.csv"
@@ -48,45 +92,19 @@ def run_attack(
     target = loaded.target
     declared = attack.queries_per_sample(target)
     generations = attack.generations_per_sample(target)
-    captions = loaded.images.captions
-    if attack.needs_captions and not target.conditional:
-        raise ConfigError(f"attack {attack.name} needs a text-conditioned target; {loaded.run.root} is unconditional")
+    check_attack_fits(loaded, attack)
+    t_prepare = time.time()
     attack.prepare(loaded, loaded.run.root / ".cache")  # e.g. the feature network trained on the public split
+    prepare_seconds = time.time() - t_prepare
     columns = COLUMNS + list(attack.components)
     target.queries.reset()
     t0 = time.time()
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
-        bar = tqdm(total=len(entries), desc=attack.name, unit="img", disable=not progress)
-        for start in range(0, len(entries), batch_size):
-            chunk = entries[start : start + batch_size]
-            ids = [e.index for e, _ in chunk]
-            batch = AttackBatch(
-                images=loaded.images.tensor(ids, loaded.resolution),
-                ids=ids,
-                captions=[captions[i] for i in ids] if target.conditional else None,
-            )
-            before = (target.queries.sample_queries, target.queries.generations)
-            dropped_before = set(attack.dropped_ids())
-            scores = attack.score(target, batch)
-            dropped = set(attack.dropped_ids()) - dropped_before
-            scored = len(ids) - len(dropped)
-            after = (target.queries.sample_queries, target.queries.generations)
-            for what, per_image, b, a in zip(("queries", "generations"), (declared, generations), before, after):
-                if a - b != per_image * scored:
-                    raise QueryCountMismatch(f"{attack.name}: declared {per_image} {what} per image, "
-                                             f"made {(a - b) / max(scored, 1):g}")
-            parts = [scores[c].tolist() for c in attack.components] if attack.components else []
-            main = [float("nan")] * len(ids) if attack.components else scores.tolist()
-            for row, ((entry, is_member), s) in enumerate(zip(chunk, main)):
-                if entry.index in dropped:  # listed in the JSON, never scored
-                    continue
-                writer.writerow([entry.index, entry.source, entry.half, int(is_member), repr(float(s)),
-                                 *(repr(float(p[row])) for p in parts)])
+        for rows in score_batches(loaded, attack, entries, batch_size, progress):
+            writer.writerows([*r[:4], *(repr(v) for v in r[4:])] for r in rows)
             f.flush()
-            bar.update(len(ids))
-        bar.close()
         f.close()
         if attack.components:  # the final score needs every image (fits on the calibration rows)
             frame = pd.read_csv(tmp)
@@ -105,9 +123,11 @@ def run_attack(
         "samples": len(entries) - len(attack.dropped_ids()),
         "dropped": {"count": len(attack.dropped_ids()), "ids": sorted(attack.dropped_ids())},
         "seconds": round(seconds, 3),
+        "prepare_seconds": round(prepare_seconds, 3),
         "seconds_per_sample": round(seconds / max(len(entries), 1), 6),
         "run": str(loaded.run.root),
         **attack.extra_info(),
+        **({"tuned": tuned} if tuned else {}),
     }
     write_json(out_dir / f"{attack.name}.json", info)
     return AttackResult(pd.read_csv(csv_path), info, csv_path)

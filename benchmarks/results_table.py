@@ -27,7 +27,7 @@ def main() -> None:
     results = json.loads((args.results / "results.json").read_text())
     if args.all:
         print("| recipe | attack | queries (generated images) | AUC [95% CI] | TPR@1%FPR calibrated [95% CI] | achieved FPR | "
-              "TPR@0.1%FPR | TPR@1%FPR oracle | ASR | epsilon lower bound |")
+              "TPR@0.1%FPR | TPR@1%FPR oracle | ASR | epsilon (single-threshold heuristic) |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for _, r in df.iterrows():
             print(f"| {r.recipe} | {r.attack} | {queries_text(r)} | {r.auc:.3f} [{r.auc_ci_lo:.3f}, {r.auc_ci_hi:.3f}] "
@@ -36,7 +36,7 @@ def main() -> None:
                   f"| {r.asr:.3f} | {r.epsilon_lower_bound:.2f} |")
         return
     print("| recipe | defenses | DP epsilon (accountant) | strongest attack | AUC [95% CI] | TPR@1%FPR calibrated [95% CI] "
-          "| epsilon lower bound | FID (floor) | duplicated members: AUC |")
+          "| epsilon (single-threshold heuristic) | FID (floor) | duplicated members: AUC |")
     print("|---|---|---|---|---|---|---|---|---|")
     for recipe, rows in df.groupby("recipe", sort=False):
         top = rows.assign(gap=rows["tpr@1%fpr"] - rows["fpr@1%fpr_achieved"]).sort_values(["gap", "auc"]).iloc[-1]

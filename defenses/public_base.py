@@ -30,6 +30,9 @@ def ensure_public_base(ctx: DefenseContext, steps: int, learning_rate: float, pr
     base_cfg.train.steps = steps
     base_cfg.train.learning_rate = learning_rate
     base_cfg.name = "public-base"  # the recipe's name does not change the base
+    # the split's seed, not the recipe's: a reference model (the recipe retrained with another seed on another subset,
+    # targets/references.py) fine-tunes the very base the target was fine-tuned from, as with a public checkpoint
+    base_cfg.seed = ctx.manifest.seed
     key = recipe_hash(base_cfg)
     folder = ctx.cache_dir / f"public-base-{key}"
     run = train_target(base_cfg, folder, resume=True, progress=progress, train_on="public")

@@ -122,8 +122,11 @@ def data(
 @user_errors
 def attack(
     run: Path = typer.Argument(..., help="A trained run directory."),
-    attack_name: str = typer.Option("all", "--attack", "-a", help="Attack name, or 'all' for every gray-box attack that fits the target."),
+    attack_name: str = typer.Option("all", "--attack", "-a", help="Attack name, or 'all' for every gray-box attack that "
+                                    "fits the target and needs no reference models."),
     set_: Optional[List[str]] = SetOption,
+    tune_: Optional[List[str]] = typer.Option(None, "--tune", help="Choose a parameter on the calibration split: "
+                                              "--tune timestep=50,100,200 (repeatable)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the attack's noise draws."),
     batch_size: int = typer.Option(128, "--batch-size", min=1, max=65536, help="Images per batch of model calls."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the scores (default: RUN/scores)."),
@@ -143,17 +146,29 @@ def attack(
         keys, value = parse_override(text)
         params[".".join(keys)] = value
     loaded = load_run(run)
-    if attack_name == "all":  # every gray-box attack that fits the target
-        names = [n for n in ATTACKS.names() if ATTACKS.get(n).access == "gray-box"
+    grid = {}
+    for text in tune_ or []:
+        keys, value = parse_override(text)
+        values = value if isinstance(value, list) else [parse_override(f"x={v}")[1] for v in str(value).split(",")]
+        grid[".".join(keys)] = values
+    if attack_name == "all":  # every gray-box attack that fits the target (reference attacks train models: name them)
+        names = [n for n in ATTACKS.names() if ATTACKS.get(n).access == "gray-box" and not ATTACKS.get(n).needs_references
                  and (loaded.target.conditional or not ATTACKS.get(n).needs_captions)]
-        if params:
-            raise ConfigError("--set applies to one attack; name it with --attack")
+        if params or grid:
+            raise ConfigError("--set and --tune apply to one attack; name it with --attack")
     else:
         names = [attack_name]
     attacks = [build_attack(name, params, seed=seed) for name in names]  # validate all before any work
     typer.echo(f"{'attack':<20} {'AUC':>6} {'TPR@1%FPR':>10} {'queries':>8} {'images':>7} {'seconds':>8}   (test halves)")
     for atk in attacks:
-        result = run_attack(loaded, atk, out, batch_size=batch_size, progress=progress)
+        tuned = None
+        if grid:
+            from diffmia.attacks.tuning import tune
+
+            chosen, tuned = tune(loaded, atk.name, params, grid, seed, batch_size)
+            typer.echo(f"{atk.name}: chosen on the calibration split: {chosen}")
+            atk = build_attack(atk.name, {**params, **chosen}, seed=seed)
+        result = run_attack(loaded, atk, out, batch_size=batch_size, progress=progress, tuned=tuned)
         test = result.scores[result.scores.split == "test"]
         typer.echo(
             f"{atk.name:<20} {auc(test.is_member, test.score):6.3f} {tpr_at_fpr(test.is_member, test.score, 0.01):10.3f}"
@@ -183,13 +198,15 @@ def evaluate(
     from diffmia.rundir import RunDir
     from diffmia.targets.runs import RunError
 
+    from diffmia.evaluate.audit import one_run_audit
     from diffmia.evaluate.setlevel import set_level
 
     scores = sorted(RunDir(run).scores.rglob("*.csv"))
     if not scores:
         raise RunError(f"{RunDir(run).scores}: no score files; run `diffmia attack {run}` first")
     results = {}
-    typer.echo(f"{'attack':<20} {'AUC [95% CI]':>22} {'TPR@1%FPR cal.':>15} {'ASR':>6} {'eps >=':>7}   (test halves)")
+    typer.echo(f"{'attack':<20} {'AUC [95% CI]':>22} {'TPR@1%FPR cal.':>15} {'ASR':>6} {'eps heur.':>9} "
+               f"{'eps 1-run':>9}   (test halves; eps 1-run from the canaries)")
     sizes = tuple(int(x) for x in set_sizes.split(",")) if set_sizes else ()
     for path in scores:
         df = pd.read_csv(path)
@@ -199,10 +216,14 @@ def evaluate(
         m["queries_per_sample"] = queries
         if sizes:
             m["set_level"] = set_level(df.is_member, df.score, df.split, sizes, seed=seed)
+        canary = df[df.split == "canary"]
+        audit = one_run_audit(canary.score, canary.is_member, delta) if len(canary) else None
+        m["one_run_audit"] = audit.to_dict() if audit else None
         results[label] = m
         lo, hi = m["auc_ci"]
+        one_run = f"{audit.epsilon:9.2f}" if audit else f"{'-':>9}"
         typer.echo(f"{label:<20} {m['auc']:.3f} [{lo:.3f}, {hi:.3f}] {m['tpr@1%fpr']:15.3f} {m['asr']:6.3f} "
-                   f"{m['epsilon_lower_bound']:7.2f}  queries {queries}"
+                   f"{m['epsilon_lower_bound']:9.2f} {one_run}  queries {queries}"
                    + ("  set AUC " + " ".join(f"L={r['set_size']}:{r['auc']:.3f}" for r in m["set_level"]) if sizes else ""))
     target = out or RunDir(run).root / "metrics.json"
     write_json(target, results)

@@ -35,6 +35,8 @@ class AttackEntry(StrictModel):
     name: str
     label: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.+=,()-]+$", description="name in tables (default: name)")
     params: dict[str, Any] = Field(default_factory=dict)
+    tune: dict[str, list[Any]] = Field(default_factory=dict, description="parameters chosen on the calibration split: "
+                                       "{name: [candidates]} (attacks/tuning.py)")
 
     @property
     def display(self) -> str:
@@ -103,6 +105,8 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                log=print) -> dict:
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import run_attack
+    from diffmia.attacks.tuning import tune
+    from diffmia.evaluate.audit import one_run_audit
     from diffmia.evaluate.fid import compute_utility
     from diffmia.evaluate.metrics import evaluate_scores
     from diffmia.evaluate.report import write_report
@@ -149,15 +153,25 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
         for attack_entry in bench.attacks:
             attack = build_attack(attack_entry.name, attack_entry.params, seed=bench.attack_seed)
             label = attack_entry.display
-            cell_hash = config_hash({"recipe": recipe_hash, "attack": attack.name,
-                                     "params": attack.params.model_dump(mode="json"), "seed": bench.attack_seed})
+            cell = {"recipe": recipe_hash, "attack": attack.name, "params": attack.params.model_dump(mode="json"),
+                    "seed": bench.attack_seed}
+            if attack_entry.tune:
+                cell["tune"] = attack_entry.tune
+            cell_hash = config_hash(cell)
             scores_dir = run_dir / "scores" / f"{_slug(label)}-{cell_hash}"
             csv_path = scores_dir / f"{attack.name}.csv"
             if csv_path.is_file() and (scores_dir / f"{attack.name}.json").is_file():
                 scores, info = pd.read_csv(csv_path), read_json(scores_dir / f"{attack.name}.json")
             else:
                 log(f"[{entry.name}] attack {label}")
-                result = run_attack(loaded, attack, scores_dir, batch_size=bench.attack_batch_size, progress=progress)
+                tuned = None
+                if attack_entry.tune:
+                    chosen, tuned = tune(loaded, attack_entry.name, attack_entry.params, attack_entry.tune,
+                                         bench.attack_seed, bench.attack_batch_size)
+                    log(f"[{entry.name}] {label}: chosen on calibration {chosen}")
+                    attack = build_attack(attack_entry.name, {**attack_entry.params, **chosen}, seed=bench.attack_seed)
+                result = run_attack(loaded, attack, scores_dir, batch_size=bench.attack_batch_size, progress=progress,
+                                    tuned=tuned)
                 scores, info = result.scores, result.info
             ev = bench.evaluation
             metrics = evaluate_scores(scores.is_member, scores.score, scores.split, ev.delta, tuple(ev.fprs),
@@ -170,6 +184,8 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                                     ev.seed, ev.alpha)
                 dup_metrics = {"dup_members": len(duplicated), "dup_auc": d["auc"], "dup_auc_ci_lo": d["auc_ci"][0],
                                "dup_auc_ci_hi": d["auc_ci"][1], "dup_tpr@1%fpr": d["tpr@1%fpr"]}
+            canary = scores[scores.split == "canary"]
+            audit = one_run_audit(canary.score, canary.is_member, ev.delta) if len(canary) else None
             if ev.set_sizes:
                 recipe_info[entry.name].setdefault("set_level", {})[label] = set_level(
                     scores.is_member, scores.score, scores.split, tuple(ev.set_sizes), ev.set_samples, ev.seed)
@@ -182,6 +198,11 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                 **_flatten(metrics),
                 "defenses": "+".join(d["name"] for d in cfg.defenses) or "none",
                 "dp_epsilon": summary.get("dp_epsilon"),
+                "epsilon_one_run": audit.epsilon if audit else None,
+                "one_run_guesses": f"{audit.correct}/{audit.guesses} of {audit.canaries}" if audit else None,
+                "reference_seconds": (info.get("references") or {}).get("trained_seconds"),
+                "references": (info.get("references") or {}).get("count"),
+                "tuned": json.dumps(info["tuned"]["chosen"]) if info.get("tuned") else None,
                 **dup_metrics,
                 "fid": utility["fid"] if utility else None, "fid_floor": utility["fid_floor"] if utility else None,
                 "kid": utility["kid"] if utility else None, "fid_label": utility["fid_label"] if utility else None,

@@ -17,6 +17,7 @@ from diffmia.io import write_text
 from .plots import histogram_plot, privacy_utility_plot, roc_plot
 
 ACCESS = {
+    "white-box": "needs the model's weights (it reads gradients)",
     "gray-box": "needs the model's noise predictions, i.e. the weights or an API that exposes them",
     "black-box": "needs only images the model generates",
 }
@@ -55,7 +56,7 @@ def risk_summary(recipe: str, rows: list[dict], info: dict, delta: float) -> str
         f"{top['tpr@1%fpr']:.1%} of training images (95% CI {top['tpr@1%fpr_ci_lo']:.1%}-{top['tpr@1%fpr_ci_hi']:.1%}) "
         f"while wrongly flagging {top['fpr@1%fpr_achieved']:.1%} of held-out images, with a threshold fixed beforehand "
         f"on separate calibration data. AUC {top['auc']:.3f} (95% CI {top['auc_ci_lo']:.3f}-{top['auc_ci_hi']:.3f}). "
-        f"{_epsilon_sentence(top['epsilon_lower_bound'], delta)}{utility} Audited on {counts['members']} members and {counts['nonmembers']} non-members."
+        f"{_epsilon_sentence(top['epsilon_lower_bound'], delta, rows)}{utility} Audited on {counts['members']} members and {counts['nonmembers']} non-members."
     )
     if top.get("defenses", "none") != "none":
         text += f" Defenses in this recipe: {top['defenses']}."
@@ -100,11 +101,25 @@ def _set_level_sentence(curves: dict | None) -> str:
     return text + "."
 
 
-def _epsilon_sentence(eps: float, delta: float) -> str:
+def _epsilon_sentence(eps: float, delta: float, rows: list[dict] | None = None) -> str:
+    """The headline epsilon: the one-run audit's bound (valid for this one model) where the recipe has canaries;
+    otherwise the single-threshold figure, labelled as the heuristic it is."""
+    audited = [r for r in rows or [] if r.get("epsilon_one_run") is not None and r["epsilon_one_run"] == r["epsilon_one_run"]]
+    if audited:
+        best = max(audited, key=lambda r: r["epsilon_one_run"])
+        if best["epsilon_one_run"] <= 0:
+            return (f"One-run audit ({len(audited)} attacks on the canaries): no epsilon above 0 could be shown at "
+                    f"delta={delta:g}.")
+        return (f"One-run audit (Steinke et al.): epsilon >= {best['epsilon_one_run']:.2f} at delta={delta:g} from "
+                f"{best['attack']} on the canaries ({best.get('one_run_guesses')} guesses right; the largest over "
+                f"{len(audited)} attacks, each at 95% confidence): any differential-privacy guarantee claimed for this "
+                f"recipe must be at least this weak.")
     if eps <= 0:
-        return f"No empirical lower bound on epsilon could be shown at delta={delta:g} (95% confidence)."
-    return (f"Empirical privacy lower bound: epsilon >= {eps:.2f} at delta={delta:g} (95% confidence): any "
-            f"differential-privacy guarantee claimed for this recipe must be at least this weak.")
+        return (f"The single-threshold epsilon heuristic (not a valid bound for one model) is 0 at delta={delta:g}; "
+                f"no canaries were audited.")
+    return (f"Single-threshold epsilon heuristic (Jagielski et al.; it assumes repeated independent trials, which one "
+            f"model does not give, so it is not a valid bound): {eps:.2f} at delta={delta:g}. Add canaries "
+            f"(data.canaries) for the one-run audit's valid bound.")
 
 
 CAVEATS = [
@@ -141,7 +156,8 @@ def queries_text(r: dict) -> str:
 
 def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     header = ["recipe", "defenses", "DP epsilon (accountant)", "attack", "access", "queries (generated images)", "AUC [95% CI]", "TPR@1%FPR calibrated [95% CI]",
-              "achieved FPR", "TPR@0.1%FPR calibrated", "ASR", "TPR@1%FPR oracle", "epsilon lower bound", "FID (floor)"]
+              "achieved FPR", "TPR@0.1%FPR calibrated", "ASR", "TPR@1%FPR oracle", "epsilon (single-threshold heuristic)",
+              "epsilon one-run (canaries)", "FID (floor)"]
     body = []
     for r in rows:
         fid = "" if r.get("fid") is None else f"{r['fid']:.2f} ({r['fid_floor']:.2f})"
@@ -153,7 +169,9 @@ def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             f"{_pct(r['tpr@1%fpr'])} [{_pct(r['tpr@1%fpr_ci_lo'])}, {_pct(r['tpr@1%fpr_ci_hi'])}]",
             _pct(r["fpr@1%fpr_achieved"]),
             f"{_pct(r.get('tpr@0.1%fpr'))} [{_pct(r.get('tpr@0.1%fpr_ci_lo'))}, {_pct(r.get('tpr@0.1%fpr_ci_hi'))}]",
-            f"{r['asr']:.3f}", _pct(r["tpr@1%fpr_oracle"]), f"{r['epsilon_lower_bound']:.2f}", fid,
+            f"{r['asr']:.3f}", _pct(r["tpr@1%fpr_oracle"]), f"{r['epsilon_lower_bound']:.2f}",
+            "" if r.get("epsilon_one_run") is None or r["epsilon_one_run"] != r["epsilon_one_run"]
+            else f"{r['epsilon_one_run']:.2f} ({r.get('one_run_guesses')})", fid,
         ])
     return header, body
 

@@ -69,6 +69,43 @@ class Target:
         out = self._forward(x_t.to(self.device), t.to(self.device), cond)
         return out.float().cpu()
 
+    def gradient_norms(self, x0: torch.Tensor, timesteps: Sequence[int], noises: torch.Tensor,
+                       cond: Sequence[str] | None = None, per_timestep: bool = False) -> torch.Tensor:
+        """White-box access (GSA): per image, the squared gradient norm of the denoising loss w.r.t. each parameter
+        tensor of the denoiser, (B, n_tensors). `noises` is (K, B, *sample_shape), one draw per timestep. GSA1
+        (per_timestep=False): the gradient of the mean loss over the K timesteps; GSA2: the mean over timesteps of
+        each timestep's squared norms. K model evaluations per image, counted."""
+        module = self.unet
+        params = list(module.parameters())
+        flags = [p.requires_grad for p in params]
+        for p in params:
+            p.requires_grad_(True)
+        t = torch.as_tensor(list(timesteps), dtype=torch.long)
+        abar = self.alphas_cumprod[t].float().view(-1, *[1] * (noises.ndim - 2))
+        out = []
+        try:
+            for i in range(len(x0)):
+                z = self.encode(x0[i : i + 1])
+                eps = noises[:, i]
+                x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
+                self.queries.add(len(t))
+                with torch.enable_grad():
+                    pred = self._forward(x_t.to(self.device), t.to(self.device), [cond[i]] * len(t) if cond else None)
+                    losses = ((pred.float().cpu() - eps) ** 2).flatten(1).mean(1)
+                    if per_timestep:
+                        norms = torch.zeros(len(params), dtype=torch.float64)
+                        for k in range(len(t)):
+                            grads = torch.autograd.grad(losses[k], params, retain_graph=k + 1 < len(t), allow_unused=True)
+                            norms += torch.stack([(g.double() ** 2).sum() if g is not None else torch.zeros((), dtype=torch.float64) for g in grads])
+                        out.append(norms / len(t))
+                    else:
+                        grads = torch.autograd.grad(losses.mean(), params, allow_unused=True)
+                        out.append(torch.stack([(g.double() ** 2).sum() if g is not None else torch.zeros((), dtype=torch.float64) for g in grads]))
+        finally:
+            for p, f in zip(params, flags):
+                p.requires_grad_(f)
+        return torch.stack(out)
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] -> the space the diffusion runs in (identity for pixel models)."""
         return images

@@ -9,6 +9,26 @@ from diffmia.config import TargetConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
+# small settings for the attacks whose defaults take long (the pixel and the text contract tests)
+SMALL = {"rediffuse": {"repeats": 2, "steps": 3}, "sd_mia": {"generations": 2, "steps": 3},
+         "clid": {"timesteps": [440]}, "lira": {"references": 2, "draws": 1}, "rmia": {"references": 2, "draws": 1,
+         "population": 40}, "gsa": {"references": 2, "timesteps": 3, "trees": 20},
+         "quantile_regression": {"statistic": "loss", "bags": 2, "max_iter": 20},
+         "sima": {"candidates": [10, 100]}}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_cache(tmp_path_factory):
+    """Reference models and public bases of the test session go to a fresh cache, never the user's."""
+    import os
+
+    old = os.environ.get("DIFFMIA_CACHE")
+    os.environ["DIFFMIA_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield Path(os.environ["DIFFMIA_CACHE"])
+    if old is None:
+        os.environ.pop("DIFFMIA_CACHE", None)
+    else:
+        os.environ["DIFFMIA_CACHE"] = old
 
 
 @pytest.fixture

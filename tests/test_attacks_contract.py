@@ -6,6 +6,7 @@ from diffmia.attacks import ATTACKS, AttackBatch, build_attack
 from diffmia.config import ConfigError
 from diffmia.registry import UnknownNameError
 from diffmia.targets.runs import load_run
+from tests.conftest import SMALL
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +27,11 @@ def test_text_only_attacks_are_few():
 
 @pytest.mark.parametrize("name", PIXEL_ATTACKS)
 def test_contract(loaded, name):
-    attack = build_attack(name, {"repeats": 2, "steps": 3} if name == "rediffuse" else None, seed=3)
-    assert attack.access in {"gray-box", "black-box"} and attack.paper
+    attack = build_attack(name, SMALL.get(name), seed=3)
+    assert attack.access in {"white-box", "gray-box", "black-box"} and attack.paper
     ids = loaded.manifest.indices("members")[:5] + loaded.manifest.indices("nonmembers")[:5]
     target = loaded.target
+    attack.prepare(loaded, loaded.run.root / ".cache")  # references, public-split helpers, calibration tuning
     target.queries.reset()
     scores = attack.score(target, batch_of(loaded, ids))
     assert scores.shape == (10,) and scores.dtype == torch.float32 and torch.isfinite(scores).all()

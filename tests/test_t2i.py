@@ -15,11 +15,10 @@ from diffmia.config import ConfigError, load_config
 from diffmia.evaluate.setlevel import set_level
 from diffmia.targets.runs import load_run
 from diffmia.targets.train import train_target
-from tests.conftest import REPO
+from tests.conftest import REPO, SMALL
 
 TINY_T2I = REPO / "configs" / "tiny-t2i.yaml"
-SMALL = {"rediffuse": {"repeats": 2, "steps": 3}, "sd_mia": {"generations": 2, "steps": 3},
-         "clid": {"timesteps": [440]}}
+
 
 
 def test_text_pipeline_round_trip_and_prompts(text_run, tmp_path):

@@ -1,0 +1,51 @@
+"""Hyperparameters chosen on data, never on the test halves: every combination of the listed values is scored on the
+calibration halves only, and the one with the best calibration TPR at 1% FPR is used (ties: the higher calibration
+AUC, then the first listed). The table of every candidate is recorded with the attack's scores.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from diffmia.evaluate.metrics import auc, rates_at, threshold_for_fpr
+
+from .base import build_attack
+from .runner import COLUMNS, check_attack_fits, score_batches
+
+
+def calibration_rows(loaded):
+    return [(e, m) for e, m in loaded.manifest.audit_entries() if e.half == "calibration"]
+
+
+def tune(loaded, name: str, params: dict[str, Any], grid: dict[str, list], seed: int = 0, batch_size: int = 256,
+         target_fpr: float = 0.01) -> tuple[dict[str, Any], dict]:
+    """The best values for the parameters in `grid` (the others from `params`) by calibration TPR at `target_fpr`."""
+    keys = list(grid)
+    entries = calibration_rows(loaded)
+    table, best, best_key = [], None, None
+    queries = 0
+    for values in itertools.product(*(grid[k] for k in keys)):
+        combo = dict(zip(keys, values))
+        attack = build_attack(name, {**params, **combo}, seed=seed)
+        check_attack_fits(loaded, attack)
+        attack.prepare(loaded, loaded.run.root / ".cache")
+        before = loaded.target.queries.sample_queries
+        rows = [r for chunk in score_batches(loaded, attack, entries, batch_size, progress=False) for r in chunk]
+        queries += loaded.target.queries.sample_queries - before
+        frame = pd.DataFrame(rows, columns=COLUMNS + list(attack.components))
+        if attack.components:
+            frame["score"] = attack.combine(frame)
+        member = frame.is_member.to_numpy().astype(bool)
+        score = frame.score.to_numpy(dtype=np.float64)
+        tpr = rates_at(member, score, threshold_for_fpr(score[~member], target_fpr)).tpr
+        area = auc(member, score)
+        table.append({**combo, "calibration_tpr": float(tpr), "calibration_auc": float(area)})
+        key = (tpr, area)
+        if best_key is None or key > best_key:
+            best, best_key = combo, key
+    return best, {"grid": {k: list(v) for k, v in grid.items()}, "chosen": best, "criterion":
+                  f"calibration TPR at {target_fpr:.1%} FPR, then AUC", "candidates": table,
+                  "calibration_queries": queries}

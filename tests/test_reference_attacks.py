@@ -1,0 +1,188 @@
+"""Reference models, the reference-model attacks (LiRA, RMIA, GSA), quantile regression, SimA, calibration tuning,
+canaries and the one-run epsilon audit, each against a computation written here by hand."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import binom
+
+from diffmia.attacks import AttackBatch, build_attack
+from diffmia.attacks.base import per_sample_noise
+from diffmia.attacks.rmia import rmia_scores
+from diffmia.attacks.runner import run_attack
+from diffmia.attacks.tuning import tune
+from diffmia.config import ConfigError, load_config
+from diffmia.evaluate.audit import epsilon_lower_bound, guess_grid, one_run_audit, p_value
+from diffmia.targets.references import pool_indices, reference_models
+from diffmia.targets.runs import load_run
+from diffmia.targets.train import train_target
+from tests.conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_run):
+    return load_run(tiny_run)
+
+
+def test_online_references_are_balanced_and_cached(loaded):
+    refs = reference_models(loaded, 4, "online", seed=5)
+    pool = pool_indices(loaded.manifest)
+    is_in = refs.is_in(pool)
+    assert (is_in.sum(0) == 2).all()  # every pool image IN exactly N/2 references
+    assert all(len(m) == len(pool) // 2 for m in refs.members)
+    assert (is_in[0] ^ is_in[1]).all() and (is_in[2] ^ is_in[3]).all()  # complementary pairs
+    again = reference_models(loaded, 4, "online", seed=5)
+    assert again.cached == 4 and again.trained_seconds == 0 and again.folders == refs.folders
+    # a reference is the same recipe on another subset: its manifest's members are the subset
+    import json
+
+    manifest = json.loads((refs.folders[0] / "manifest.json").read_text())
+    assert sorted(e["index"] for e in manifest["members"]) == refs.members[0].tolist()
+    with pytest.raises(ConfigError, match="must be even"):
+        build_attack("lira", {"references": 3})
+
+
+def test_offline_references_never_see_an_audited_image(loaded):
+    refs = reference_models(loaded, 2, "offline", seed=5)
+    assert not refs.is_in(pool_indices(loaded.manifest)).any()
+    public = set(loaded.manifest.indices("public"))
+    assert all(set(m.tolist()) <= public and len(m) == len(loaded.manifest.members) for m in refs.members)
+
+
+def _phi(model, loaded, ids, t=100, draws=2, seed=0):
+    """LiRA's statistic from the raw UNet: mean over draws of log ||eps - eps_theta(x_t, t)||^2 / D."""
+    x0 = loaded.images.tensor(ids).double()
+    abar = model.noise_scheduler.alphas_cumprod.double()[t]
+    unet = model.unet.double()
+    vals = []
+    for d in range(draws):
+        eps = per_sample_noise(ids, x0.shape[1:], seed, d).double()
+        with torch.no_grad():
+            pred = unet(abar.sqrt() * x0 + (1 - abar).sqrt() * eps, torch.full((len(ids),), t)).sample
+        vals.append(torch.log(((pred - eps) ** 2).flatten(1).mean(1)))
+    unet.float()
+    return torch.stack(vals).mean(0).numpy()
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_lira_against_a_hand_computation(loaded, mode):
+    attack = build_attack("lira", {"references": 2, "draws": 2, "mode": mode})
+    attack.prepare(loaded, None)
+    ids = loaded.manifest.indices("members")[:3] + loaded.manifest.indices("nonmembers")[:3]
+    pool = pool_indices(loaded.manifest)
+    refs = attack.refs
+    stats = np.stack([_phi(ref, loaded, pool) for ref in refs.targets()])
+    is_in = refs.is_in(pool)
+    k = [pool.index(i) for i in ids]
+    phi = _phi(loaded.target, loaded, ids)
+    s_out = np.std(stats[~is_in])
+    mu_out = np.array([np.median(stats[~is_in[:, j], j]) for j in k])
+    if mode == "offline":
+        ref = (mu_out - phi) / s_out
+    else:
+        s_in = np.std(stats[is_in])
+        mu_in = np.array([np.median(stats[is_in[:, j], j]) for j in k])
+        ref = (-0.5 * ((phi - mu_in) / s_in) ** 2 - np.log(s_in)) - (-0.5 * ((phi - mu_out) / s_out) ** 2 - np.log(s_out))
+    out = attack.score(loaded.target, AttackBatch(loaded.images.tensor(ids), ids)).numpy()
+    assert np.allclose(out, ref, rtol=1e-3, atol=1e-3), (out, ref)
+    info = attack.extra_info()
+    assert info["references"]["count"] == 2 and info["reference_queries"] == 2 * 2 * len(pool)
+
+
+def test_rmia_fraction_of_population_dominated():
+    ratio_z = np.array([0.5, 1.0, 2.0, 4.0])
+    # LR(x, z) = ratio_x / ratio_z >= gamma  <=>  ratio_z <= ratio_x / gamma
+    assert list(rmia_scores(np.array([2.0, 8.0, 0.1]), ratio_z, gamma=2.0)) == [0.5, 1.0, 0.0]
+    assert list(rmia_scores(np.array([1.0]), ratio_z, gamma=1.0)) == [0.5]
+
+
+def test_rmia_scores_from_references(loaded):
+    attack = build_attack("rmia", {"references": 2, "draws": 1, "population": 50})
+    attack.prepare(loaded, None)
+    assert 0.0 <= attack.a <= 1.0 and attack.tau > 0 and len(attack.population) == 50
+    ids = loaded.manifest.indices("members")[:4] + loaded.manifest.indices("nonmembers")[:4]
+    scores = attack.score(loaded.target, AttackBatch(loaded.images.tensor(ids), ids))
+    assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_quantile_regression_targets_its_false_positive_rate(loaded):
+    attack = build_attack("quantile_regression", {"statistic": "loss", "alpha": 0.1, "bags": 3, "max_iter": 50})
+    attack.prepare(loaded, None)
+    assert abs(attack.public_fpr - 0.1) < 0.08  # in-sample share of public images under their predicted quantile
+    assert attack.queries_per_sample(loaded.target) == 1
+    secmi = build_attack("quantile_regression")
+    assert secmi.queries_per_sample(loaded.target) == 11  # SecMI's t-error by default, as in the paper
+
+
+def test_gsa_gradient_norms_by_hand(loaded):
+    target = loaded.target
+    ids = loaded.manifest.indices("members")[:2]
+    x0 = loaded.images.tensor(ids)
+    steps = [99, 499]
+    noises = torch.stack([per_sample_noise(ids, x0.shape[1:], 0, d) for d in range(2)])
+    out = target.gradient_norms(x0, steps, noises, per_timestep=False)
+    unet = target.unet
+    params = list(unet.parameters())
+    abar = target.alphas_cumprod[torch.tensor(steps)].float().view(-1, 1, 1, 1)
+    x_t = abar.sqrt() * x0[1:2] + (1 - abar).sqrt() * noises[:, 1]
+    loss = ((unet(x_t, torch.tensor(steps)).sample - noises[:, 1]) ** 2).flatten(1).mean(1).mean()
+    grads = torch.autograd.grad(loss, params)
+    ref = torch.stack([(g.double() ** 2).sum() for g in grads])
+    assert out.shape == (2, len(params)) and torch.allclose(out[1], ref, rtol=1e-4)
+    assert not any(p.grad is not None for p in params)
+
+
+def test_sima_by_hand_and_tuned_on_calibration_only(loaded):
+    ids = loaded.manifest.indices("members")[:3]
+    x0 = loaded.images.tensor(ids)
+    with torch.no_grad():
+        eps = loaded.target.unet(x0, torch.full((3,), 25)).sample
+    out = build_attack("sima", {"timestep": 25}).score(loaded.target, AttackBatch(x0, ids))
+    assert torch.allclose(out, -(eps.abs() ** 4).flatten(1).sum(1), rtol=1e-5)
+    chosen, record = tune(loaded, "sima", {}, {"timestep": [10, 100, 300]})
+    cal = sum(1 for e, _ in loaded.manifest.audit_entries() if e.half == "calibration")
+    assert record["calibration_queries"] == 3 * cal  # only calibration images were scored
+    best = max(record["candidates"], key=lambda r: (r["calibration_tpr"], r["calibration_auc"]))
+    assert chosen == {"timestep": best["timestep"]}
+    attack = build_attack("sima", {"candidates": [10, 100, 300]})
+    attack.prepare(loaded, None)
+    assert attack.timestep == chosen["timestep"] and attack.extra_info()["tuned"]["chosen"] == chosen
+
+
+def test_one_run_p_value_against_the_formula():
+    # all guesses right: the paper's ceilings (m = 1000): r = 100 -> 3.49, r = 1000 -> 5.81
+    assert epsilon_lower_bound(100, 100, 1000) == pytest.approx(3.49, abs=0.01)
+    assert epsilon_lower_bound(1000, 1000, 1000) == pytest.approx(5.81, abs=0.01)
+    # the delta term by hand for a small case: alpha = max_i Pr[v > B >= v - i] / i
+    r, v, m, eps, delta = 10, 8, 40, 1.0, 1e-3
+    q = math.exp(eps) / (1 + math.exp(eps))
+    alpha = max(sum(binom.pmf(j, r, q) for j in range(v - i, v)) / i for i in range(1, v + 1))
+    assert p_value(eps, r, v, m, delta) == pytest.approx(binom.sf(v - 1, r, q) + alpha * delta * 2 * m)
+    assert p_value(0.0, 10, 5, 40) == pytest.approx(binom.sf(4, 10, 0.5))
+    # random guesses show nothing; perfect scores show something, paid for by Bonferroni over the grid
+    rng = np.random.default_rng(0)
+    coins = rng.random(200) < 0.5
+    assert one_run_audit(rng.normal(size=200), coins).epsilon < 0.5
+    perfect = one_run_audit(coins.astype(float), coins)
+    assert perfect.epsilon > 1.0 and perfect.grid_size == len(guess_grid(200))
+    assert perfect.epsilon < epsilon_lower_bound(perfect.guesses, perfect.guesses, 200)  # the correction costs
+
+
+def test_canaries_are_bookkept_trained_and_scored(tmp_path):
+    cfg = load_config(TINY, ["data.canaries=20", "train.steps=4"])
+    run = train_target(cfg, tmp_path / "run", progress=False)
+    loaded = load_run(run.root)
+    canaries = loaded.manifest.canaries()
+    assert len(canaries) == 20 and 0 < sum(c["included"] for c in canaries) < 20
+    audited = {e.index for e, _ in loaded.manifest.audit_entries()} | set(loaded.manifest.indices("public"))
+    assert not {c["index"] for c in canaries} & audited
+    assert loaded.manifest.extra["training_set"]["canaries_included"] == sum(c["included"] for c in canaries)
+    result = run_attack(loaded, build_attack("naive_loss"), tmp_path / "scores", progress=False)
+    rows = result.scores[result.scores.split == "canary"]
+    assert len(rows) == 20 and (rows.is_member.to_numpy() == [c["included"] for c in canaries]).all()
+    from diffmia.evaluate.metrics import evaluate_scores
+
+    m = evaluate_scores(result.scores.is_member, result.scores.score, result.scores.split, n_boot=10)
+    assert m["n_test_members"] + m["n_calibration_members"] == len(loaded.manifest.members)  # canaries not counted
