@@ -29,3 +29,28 @@ def test_data_train_sample(tmp_path):
 def test_missing_run_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["sample", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "run directory not found" in result.output
+
+
+def test_attack_tune_and_evaluate_one_run(tmp_path):
+    """`--tune` chooses on the calibration split and records the candidates; `evaluate` prints the one-run epsilon of
+    a run with canaries."""
+    import json
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    ok = runner.invoke(app, ["train", str(TINY), "--out", str(run), "--set", "train.steps=30", "--set", "data.canaries=20",
+                             "--no-progress"])
+    assert ok.exit_code == 0, ok.output
+    tuned = runner.invoke(app, ["attack", str(run), "--attack", "naive_loss", "--tune", "timestep=50,200", "--no-progress"])
+    assert tuned.exit_code == 0, tuned.output
+    assert "chosen on the calibration split" in tuned.output
+    info = json.loads((run / "scores" / "naive_loss.json").read_text())
+    assert info["tuned"]["chosen"]["timestep"] in (50, 200) and len(info["tuned"]["candidates"]) == 2
+    assert info["params"]["timestep"] == info["tuned"]["chosen"]["timestep"]
+    shown = runner.invoke(app, ["evaluate", str(run), "--bootstrap", "10"])
+    assert shown.exit_code == 0, shown.output
+    assert "eps 1-run" in shown.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["naive_loss"]["one_run_audit"]["canaries"] == 20
+    refused = runner.invoke(app, ["attack", str(run), "--tune", "timestep=50,200"])
+    assert refused.exit_code == 2 and "name it with --attack" in refused.output

@@ -190,19 +190,9 @@ def test_canaries_are_bookkept_trained_and_scored(tmp_path):
 
 def test_references_of_a_stable_diffusion_lora_recipe(tmp_path):
     """The same code path for latent text-to-image recipes: a tiny random SD folder, LoRA, online references."""
-    import json as _json
+    from tests.test_t2i import tiny_sd_recipe
 
-    from tests.test_data import make_imagefolder
-    from tests.test_t2i import TINY_T2I, make_tiny_sd
-
-    data = make_imagefolder(tmp_path / "imgs", n=32, size=(16, 16))
-    captions = [_json.loads(x)["text"] for x in (data / "metadata.jsonl").read_text().splitlines()]
-    make_tiny_sd(tmp_path / "sd", captions)
-    cfg = load_config(TINY_T2I, [
-        "model.kind=stable-diffusion", f"model.pretrained={tmp_path / 'sd'}", "data.dataset=imagefolder",
-        f"data.path={data}", "data.resolution=8", "data.members=8", "data.nonmembers=8", "train.steps=3",
-        "defenses=[{name: lora, rank: 2}]",
-    ])
+    cfg = tiny_sd_recipe(tmp_path, "[{name: lora, rank: 2}]", images=32, steps=3)
     run = train_target(cfg, tmp_path / "run", progress=False)
     loaded = load_run(run.root)
     result = run_attack(loaded, build_attack("lira", {"references": 2, "draws": 1}), tmp_path / "scores", progress=False)

@@ -173,18 +173,23 @@ def make_tiny_sd(folder, captions):
                             ).save_pretrained(folder, safe_serialization=True)
 
 
-@pytest.mark.parametrize("defenses", ["[]", "[{name: lora, rank: 2}]"])
-def test_stable_diffusion_from_local_folder(tmp_path, defenses):
+def tiny_sd_recipe(tmp_path, defenses: str, images: int = 24, steps: int = 4):
+    """A tiny random Stable Diffusion folder and a recipe fine-tuning it on a tiny captioned image folder."""
     from tests.test_data import make_imagefolder
 
-    data = make_imagefolder(tmp_path / "imgs", n=24, size=(16, 16))
+    data = make_imagefolder(tmp_path / "imgs", n=images, size=(16, 16))
     captions = [json.loads(x)["text"] for x in (data / "metadata.jsonl").read_text().splitlines()]
     make_tiny_sd(tmp_path / "sd", captions)
-    cfg = load_config(TINY_T2I, [
+    return load_config(TINY_T2I, [
         "model.kind=stable-diffusion", f"model.pretrained={tmp_path / 'sd'}", "data.dataset=imagefolder",
-        f"data.path={data}", "data.resolution=8", "data.members=8", "data.nonmembers=8", "train.steps=4",
+        f"data.path={data}", "data.resolution=8", "data.members=8", "data.nonmembers=8", f"train.steps={steps}",
         f"defenses={defenses}",
     ])
+
+
+@pytest.mark.parametrize("defenses", ["[]", "[{name: lora, rank: 2}]"])
+def test_stable_diffusion_from_local_folder(tmp_path, defenses):
+    cfg = tiny_sd_recipe(tmp_path, defenses)
     run = train_target(cfg, tmp_path / "run", progress=False)
     loaded = load_run(run.root)
     assert type(loaded.target).__name__ == "LatentTextTarget" and loaded.target.latent
