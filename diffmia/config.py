@@ -32,7 +32,7 @@ class DuplicatesConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    dataset: Literal["digits", "cifar10", "imagefolder"] = "digits"
+    dataset: Literal["digits", "mnist", "cifar10", "imagefolder"] = "digits"
     path: Optional[str] = Field(None, description="folder for cifar10 / imagefolder")
     resolution: Optional[int] = Field(None, ge=4, le=1024, description="resize to this size (None: native)")
     caption_column: str = Field("text", description="imagefolder: caption key in metadata.jsonl")

