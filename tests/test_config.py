@@ -34,7 +34,7 @@ def test_unknown_key_names_file_field_and_suggestion(tmp_path):
     [
         ("train:\n  steps: many\n", "train.steps", "integer"),
         ("train:\n  steps: 0\n", "train.steps", "greater than or equal to 1"),
-        ("data:\n  dataset: mnist\n", "data.dataset", "digits"),
+        ("data:\n  dataset: svhn\n", "data.dataset", "digits"),
         ("data:\n  calibration_fraction: 1.5\n", "data.calibration_fraction", "less than 1"),
         ("model:\n  norm_num_groups: 5\n", "model", "does not divide"),
         ("data:\n  dataset: cifar10\n", "data", "needs data.path"),
