@@ -114,6 +114,9 @@ def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | Non
     subset_size = len(manifest.members)
     subsets = reference_subsets(manifest, count, mode, seed, subset_size)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    # helpers the recipe's defenses cache (a public base) come from where the target's came from: trained once
+    base = (manifest.extra.get("public_base") or {}).get("folder")
+    helpers = Path(base).parent if base and Path(base).is_dir() else root
     base = recipe_hash(cfg.model_copy(update={"seed": 0}))
     folders, spent, cached = [], 0.0, 0
     for r, subset in enumerate(subsets):
@@ -126,7 +129,7 @@ def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | Non
                 log(f"reference {r + 1}/{count} ({mode}, {len(subset)} images) -> {folder}")
             t0 = time.time()
             ref_cfg = cfg.model_copy(update={"seed": int(np.random.SeedSequence([seed, 107, r, 1 if mode == "online" else 2]).generate_state(1)[0] % 2**31)})
-            train_target(ref_cfg, folder, resume=True, progress=progress, cache_dir=root,
+            train_target(ref_cfg, folder, resume=True, progress=progress, cache_dir=helpers,
                          split=reference_split(manifest, subset))
             spent += time.time() - t0
         folders.append(folder)

@@ -199,3 +199,14 @@ def test_references_of_a_stable_diffusion_lora_recipe(tmp_path):
     assert np.isfinite(result.scores.score).all() and result.info["references"]["count"] == 2
     refs = reference_models(loaded, 2, "online", seed=0)
     assert refs.cached == 2 and all((f / "adapter" / "adapter_model.safetensors").is_file() for f in refs.folders)
+
+
+def test_references_fine_tune_the_targets_own_public_base(tmp_path):
+    """A LoRA recipe's references start from the very base the target was fine-tuned from (trained once)."""
+    cfg = load_config(TINY, ["train.steps=4", "defenses=[{name: lora, rank: 2, base_steps: 4}]"])
+    run = train_target(cfg, tmp_path / "run", progress=False, cache_dir=tmp_path / "bases")
+    loaded = load_run(run.root)
+    refs = reference_models(loaded, 2, "online", cache_dir=tmp_path / "refs")
+    assert len(list((tmp_path / "bases").glob("public-base-*"))) == 1
+    assert not list((tmp_path / "refs").glob("public-base-*"))  # not trained again next to the references
+    assert all((f / "adapter" / "adapter_model.safetensors").is_file() for f in refs.folders)
