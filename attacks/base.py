@@ -29,6 +29,20 @@ class AttackBatch:
     ids: Sequence[int]  # dataset indices: seed the per-sample noise
     captions: Sequence[str] | None = None
 
+    def chunks(self, size: int):
+        """Consecutive sub-batches of at most `size` images."""
+        for start in range(0, len(self.ids), size):
+            sl = slice(start, start + size)
+            yield AttackBatch(self.images[sl], list(self.ids[sl]),
+                              None if self.captions is None else list(self.captions[sl]))
+
+
+def batch_of(loaded, ids: Sequence[int]) -> AttackBatch:
+    """The images of dataset indices `ids` at the run's resolution, with their captions for text targets."""
+    ids = list(ids)
+    captions = [loaded.images.captions[i] for i in ids] if loaded.target.conditional else None
+    return AttackBatch(loaded.images.tensor(ids, loaded.resolution), ids, captions)
+
 
 class Attack:
     name: ClassVar[str]

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from pydantic import Field
 
-from .base import Attack, AttackBatch, AttackParams, add_noise, per_sample_noise, register_attack
+from .base import Attack, AttackBatch, AttackParams, add_noise, batch_of, per_sample_noise, register_attack
 
 
 class CLiDParams(AttackParams):
@@ -75,30 +75,31 @@ class CLiD(Attack):
 
     def prepare(self, loaded, cache_dir) -> None:
         """Rank the vocabulary by each word's effect on the conditional loss over public images."""
-        self.pad_for = loaded.target.pad_text
         public = loaded.manifest.indices("public")[: self.params.importance_images]
         if not public:
             return
-        before = loaded.target.queries.sample_queries
+        target = loaded.target
+        before = target.queries.sample_queries
         effects: dict[str, list[float]] = defaultdict(list)
-        captions = [loaded.images.captions[i] for i in public]
-        z = loaded.target.encode(loaded.images.tensor(public, loaded.resolution))
+        batch = batch_of(loaded, public)
+        captions = batch.captions
+        z = target.encode(batch.images)
         for k, t in enumerate(self.params.timesteps):
             eps = per_sample_noise(public, z.shape[1:], self.seed + 1_000_003, k)  # not the audit's draws
-            x_t = add_noise(loaded.target, z, eps, t)
-            full = _loss(loaded.target, x_t, t, captions, eps)
+            x_t = add_noise(target, z, eps, t)
+            full = _loss(target, x_t, t, captions, eps)
             longest = max(len(c.split()) for c in captions)
             for pos in range(longest):
                 rows = [r for r, c in enumerate(captions) if pos < len(c.split())]
-                padded = [pad_words(captions[r], {pos}, self.pad_for) for r in rows]
-                delta = _loss(loaded.target, x_t[rows], t, padded, eps[rows]) - full[rows]
+                padded = [pad_words(captions[r], {pos}, target.pad_text) for r in rows]
+                delta = _loss(target, x_t[rows], t, padded, eps[rows]) - full[rows]
                 for r, d in zip(rows, delta.tolist()):
                     effects[captions[r].split()[pos].lower()].append(d)
         self.importance = {w: float(np.mean(v)) for w, v in effects.items()}
-        self.public_queries = loaded.target.queries.sample_queries - before
+        self.public_queries = target.queries.sample_queries - before
 
-    def reduced(self, captions):
-        pad_for = getattr(self, "pad_for", lambda w: "")
+    def reduced(self, captions, pad_for):
+        """The reduced captions per rate (and the null caption); pad_for(word) is the target's in-place padding."""
         out = [[reduce_caption(c, r, self.importance, pad_for) for c in captions] for r in self.params.rates]
         if self.params.null_caption:
             out.append([""] * len(captions))
@@ -107,7 +108,7 @@ class CLiD(Attack):
     def score(self, target, batch: AttackBatch) -> dict[str, torch.Tensor]:
         captions = list(batch.captions or [""] * len(batch.ids))
         z = target.encode(batch.images)
-        reduced = self.reduced(captions)
+        reduced = self.reduced(captions, target.pad_text)
         disc = torch.zeros(len(captions))
         loss = torch.zeros(len(captions))
         for i, t in enumerate(self.params.timesteps):

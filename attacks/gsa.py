@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from .base import AttackBatch, AttackParams, per_sample_noise, register_attack
-from .lira import ReferenceAttack
-from .statistics import images_of
+from .base import AttackBatch, AttackParams, batch_of, per_sample_noise, register_attack
+from .reference_attack import ReferenceAttack
 
 
 class GSAParams(AttackParams):
@@ -45,11 +44,11 @@ class GSA(ReferenceAttack):
         total, k = target.num_train_timesteps, self.params.timesteps
         return [(i + 1) * total // k - 1 for i in range(k)]
 
-    def features(self, model, images, ids, captions) -> np.ndarray:
+    def features(self, model, batch: AttackBatch) -> np.ndarray:
         steps = self.steps(model)
-        z_shape = model.encode(images[:1]).shape[1:]
-        noises = torch.stack([per_sample_noise(ids, z_shape, self.seed, d) for d in range(len(steps))])
-        norms = model.gradient_norms(images, steps, noises, captions, per_timestep=self.params.variant == "gsa2")
+        noises = torch.stack([per_sample_noise(batch.ids, model.sample_shape, self.seed, d) for d in range(len(steps))])
+        norms = model.gradient_norms(batch.images, steps, noises, batch.captions,
+                                     per_timestep=self.params.variant == "gsa2")
         return np.log(norms.numpy() + 1e-30)
 
     def prepare(self, loaded, cache_dir) -> None:
@@ -60,18 +59,17 @@ class GSA(ReferenceAttack):
         p = self.params
         refs = self.build_references(loaded, p.mode)
         rng = np.random.default_rng([self.seed, 503])
-        x, y = [], []
-        for r, ref in enumerate(refs.targets(loaded.target.device)):
+
+        def own_members_and_nonmembers(r, ref):
             if p.mode == "online":
                 ids = pool_indices(loaded.manifest)
             else:  # its public training images and as many other public images
                 members = refs.members[r].tolist()
                 others = sorted(set(loaded.manifest.indices("public")) - set(members))
                 ids = sorted(members + rng.permutation(others)[: len(members)].tolist())
-            images, captions = images_of(loaded, ids)
-            x.append(self.features(ref, images, ids, captions))
-            y.append(refs.is_in(ids)[r])
-            self.reference_queries += ref.queries.sample_queries
+            return self.features(ref, batch_of(loaded, ids)), refs.is_in(ids)[r]
+
+        x, y = zip(*self.over_references(loaded, own_members_and_nonmembers))
         self.classifier = GradientBoostingClassifier(n_estimators=p.trees, random_state=self.seed)
         self.classifier.fit(np.concatenate(x), np.concatenate(y))
         self.trained_on = int(sum(len(v) for v in y))
@@ -79,7 +77,7 @@ class GSA(ReferenceAttack):
     def score(self, target, batch: AttackBatch) -> torch.Tensor:
         if self.refs is None:
             raise RuntimeError("gsa: prepare() was not called (the runner does this)")
-        feats = self.features(target, batch.images, list(batch.ids), batch.captions)
+        feats = self.features(target, batch)
         proba = self.classifier.predict_proba(feats)[:, 1].clip(1e-12, 1 - 1e-12)
         return torch.as_tensor(np.log(proba) - np.log1p(-proba), dtype=torch.float32)
 

@@ -31,21 +31,20 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from diffmia.targets.captions import DIGIT_NAMES, STYLE_WORDS
+from diffmia.targets.captions import SYNONYMS as CAPTION_SYNONYMS
+
 FLOORS = {"token": 0.9, "style": 0.8, "semantic": 0.6}
-STYLE_MODIFIERS = ["handwritten", "scanned", "ink", "pencil", "grayscale", "sketched", "photorealistic", "cinematic",
-                   "watercolor", "cartoon", "charcoal", "digital art"]
+# the digits captions' own style words and synonyms first (targets/captions.py), then generic ones
+STYLE_MODIFIERS = STYLE_WORDS + ["photorealistic", "cinematic", "watercolor", "cartoon", "charcoal", "digital art"]
 SUBJECT_GROUPS = [
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"],
+    DIGIT_NAMES,
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
 ]
 GENERIC_SUBJECTS = ["cat", "dog", "house", "tree", "car", "flower", "bird", "boat"]
 STOP = {"a", "an", "the", "of", "in", "on", "with", "and", "at", "to"}
 NOUNS = {"digit", "photo", "picture", "image"}  # never swapped: a token rewrite reorders modifiers only
-SYNONYM_SETS = [
-    ["large", "big"], ["small", "little"], ["medium", "mid-sized"], ["thick", "bold"], ["thin", "fine"],
-    ["regular", "normal"], ["upright", "straight"], ["left-slanted", "left-leaning"],
-    ["right-slanted", "right-leaning"], ["photo", "picture"],
-]
+SYNONYM_SETS = list(CAPTION_SYNONYMS.values()) + [["photo", "picture"]]
 SYNONYMS = {w: [o for o in group if o != w] for group in SYNONYM_SETS for w in group}
 WORD = re.compile(r"[\w'-]+|[^\w\s]")
 

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from .base import Attack, AttackBatch, AttackParams, build_attack, register_attack
-from .statistics import images_of
+from .base import Attack, AttackBatch, AttackParams, batch_of, build_attack, register_attack
 
 
 class QuantileRegressionParams(AttackParams):
@@ -51,25 +50,19 @@ class QuantileRegression(Attack):
     def queries_per_sample(self, target) -> int:
         return self.statistic.queries_per_sample(target)
 
-    def stat(self, target, images, ids, captions) -> np.ndarray:
+    def stat(self, target, batch: AttackBatch) -> np.ndarray:
         """The statistic, lower = member (the negated score of the underlying attack)."""
-        out = []
-        for start in range(0, len(ids), 256):
-            sl = slice(start, start + 256)
-            batch = AttackBatch(images[sl], list(ids[sl]), None if captions is None else list(captions[sl]))
-            out.append(-self.statistic.score(target, batch).double().numpy())
-        return np.concatenate(out)
+        return np.concatenate([-self.statistic.score(target, part).double().numpy() for part in batch.chunks(256)])
 
     def prepare(self, loaded, cache_dir) -> None:
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         p = self.params
-        public = loaded.manifest.indices("public")
-        images, captions = images_of(loaded, public)
+        public = batch_of(loaded, loaded.manifest.indices("public"))
         before = loaded.target.queries.sample_queries
-        values = self.stat(loaded.target, images, public, captions)
+        values = self.stat(loaded.target, public)
         self.public_queries = loaded.target.queries.sample_queries - before
-        x = image_features(images)
+        x = image_features(public.images)
         rng = np.random.default_rng([self.seed, 401])
         self.models = []
         for b in range(p.bags):
@@ -83,7 +76,7 @@ class QuantileRegression(Attack):
     def score(self, target, batch: AttackBatch) -> torch.Tensor:
         if not self.models:
             raise RuntimeError("quantile_regression: prepare() was not called (the runner does this)")
-        values = self.stat(target, batch.images, list(batch.ids), batch.captions)
+        values = self.stat(target, batch)
         q = np.mean([m.predict(image_features(batch.images)) for m in self.models], 0)
         return torch.as_tensor(q - values, dtype=torch.float32)
 

@@ -19,11 +19,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from diffmia.config import ConfigError
-
-from .base import AttackBatch, AttackParams, register_attack
-from .lira import ReferenceAttack
-from .statistics import denoising_losses, images_of
+from .base import AttackBatch, AttackParams, batch_of, register_attack
+from .reference_attack import ReferenceAttack
+from .statistics import denoising_losses
 
 
 class RMIAParams(AttackParams):
@@ -52,8 +50,8 @@ class RMIA(ReferenceAttack):
     def queries_per_sample(self, target) -> int:
         return self.params.draws
 
-    def losses(self, model, images, ids, captions) -> np.ndarray:
-        return denoising_losses(model, images, ids, captions, self.params.timestep, self.params.draws, self.seed).mean(1)
+    def losses(self, model, batch: AttackBatch) -> np.ndarray:
+        return denoising_losses(model, batch, self.params.timestep, self.params.draws, self.seed).mean(1)
 
     def prepare(self, loaded, cache_dir) -> None:
         from diffmia.targets.references import pool_indices
@@ -65,23 +63,17 @@ class RMIA(ReferenceAttack):
         self.population = sorted(rng.permutation(public)[: p.population].tolist())
         pool = pool_indices(loaded.manifest)
         ids = sorted(set(pool) | set(public))  # public: population points and the a-fit's candidates
-        images, captions = images_of(loaded, ids)
-        ref_losses = []
-        for ref in refs.targets(loaded.target.device):
-            ref_losses.append(self.losses(ref, images, ids, captions))
-            self.reference_queries += ref.queries.sample_queries
-        ref_losses = np.stack(ref_losses)  # (N, n)
-        pos = {i: k for k, i in enumerate(ids)}
+        everyone = batch_of(loaded, ids)
+        ref_losses = np.stack(self.over_references(loaded, lambda r, ref: self.losses(ref, everyone)))  # (N, n)
+        self.position = {i: k for k, i in enumerate(ids)}
         before = loaded.target.queries.sample_queries
-        z_images, z_captions = images_of(loaded, self.population)
-        z_loss = self.losses(loaded.target, z_images, self.population, z_captions)
+        z_loss = self.losses(loaded.target, batch_of(loaded, self.population))
         self.population_queries = loaded.target.queries.sample_queries - before
         self.tau = float(np.median(z_loss))
-        is_in = refs.is_in(ids)
+        self.is_in = refs.is_in(ids)
         self.pr_refs = np.exp(-ref_losses / self.tau)  # (N, n)
-        self.is_in, self.pos = is_in, pos
         self.a = p.a if p.a is not None else (self.fit_a(public) if p.mode == "offline" and len(refs) > 1 else 0.3)
-        zk = np.asarray([pos[i] for i in self.population])
+        zk = self.positions(self.population)
         self.ratio_z = np.exp(-z_loss / self.tau) / self.marginal(zk, self.a)
 
     def marginal(self, k: np.ndarray, a: float, exclude: Optional[int] = None) -> np.ndarray:
@@ -100,7 +92,7 @@ class RMIA(ReferenceAttack):
         """Attack reference 0 with the others: its public training images vs the rest of the public split."""
         from sklearn.metrics import roc_auc_score
 
-        k = np.asarray([self.pos[i] for i in public])
+        k = self.positions(public)
         labels = self.is_in[0, k]
         if labels.all() or not labels.any():
             return 0.3
@@ -116,13 +108,8 @@ class RMIA(ReferenceAttack):
         return best
 
     def score(self, target, batch: AttackBatch) -> torch.Tensor:
-        if self.refs is None:
-            raise RuntimeError("rmia: prepare() was not called (the runner does this)")
-        missing = [int(i) for i in batch.ids if int(i) not in self.pos]
-        if missing:
-            raise ConfigError(f"attack rmia: images {missing[:5]} are neither in the audit pool nor public")
-        k = np.asarray([self.pos[int(i)] for i in batch.ids])
-        loss = self.losses(target, batch.images, list(batch.ids), batch.captions)
+        k = self.positions(batch.ids)
+        loss = self.losses(target, batch)
         ratio = np.exp(-loss / self.tau) / self.marginal(k, self.a)
         return torch.as_tensor(rmia_scores(ratio, self.ratio_z, self.params.gamma), dtype=torch.float32)
 

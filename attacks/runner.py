@@ -19,7 +19,7 @@ from diffmia.config import ConfigError
 from diffmia.io import atomic_path, write_json
 from diffmia.targets.runs import LoadedRun
 
-from .base import Attack, AttackBatch
+from .base import Attack, batch_of
 
 COLUMNS = ["sample_id", "source", "split", "is_member", "score"]
 
@@ -41,16 +41,11 @@ def score_batches(loaded: LoadedRun, attack: Attack, entries, batch_size: int = 
     target = loaded.target
     declared = attack.queries_per_sample(target)
     generations = attack.generations_per_sample(target)
-    captions = loaded.images.captions
     bar = tqdm(total=len(entries), desc=attack.name, unit="img", disable=not progress)
     for start in range(0, len(entries), batch_size):
         chunk = entries[start : start + batch_size]
         ids = [e.index for e, _ in chunk]
-        batch = AttackBatch(
-            images=loaded.images.tensor(ids, loaded.resolution),
-            ids=ids,
-            captions=[captions[i] for i in ids] if target.conditional else None,
-        )
+        batch = batch_of(loaded, ids)
         before = (target.queries.sample_queries, target.queries.generations)
         dropped_before = set(attack.dropped_ids())
         scores = attack.score(target, batch)

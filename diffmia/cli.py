@@ -198,7 +198,7 @@ def evaluate(
     from diffmia.rundir import RunDir
     from diffmia.targets.runs import RunError
 
-    from diffmia.evaluate.audit import one_run_audit
+    from diffmia.evaluate.audit import canary_audit
     from diffmia.evaluate.setlevel import set_level
 
     scores = sorted(RunDir(run).scores.rglob("*.csv"))
@@ -216,8 +216,7 @@ def evaluate(
         m["queries_per_sample"] = queries
         if sizes:
             m["set_level"] = set_level(df.is_member, df.score, df.split, sizes, seed=seed)
-        canary = df[df.split == "canary"]
-        audit = one_run_audit(canary.score, canary.is_member, delta) if len(canary) else None
+        audit = canary_audit(df, delta)
         m["one_run_audit"] = audit.to_dict() if audit else None
         results[label] = m
         lo, hi = m["auc_ci"]

@@ -106,7 +106,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import run_attack
     from diffmia.attacks.tuning import tune
-    from diffmia.evaluate.audit import one_run_audit
+    from diffmia.evaluate.audit import canary_audit
     from diffmia.evaluate.fid import compute_utility
     from diffmia.evaluate.metrics import evaluate_scores
     from diffmia.evaluate.report import write_report
@@ -184,8 +184,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                                     ev.seed, ev.alpha)
                 dup_metrics = {"dup_members": len(duplicated), "dup_auc": d["auc"], "dup_auc_ci_lo": d["auc_ci"][0],
                                "dup_auc_ci_hi": d["auc_ci"][1], "dup_tpr@1%fpr": d["tpr@1%fpr"]}
-            canary = scores[scores.split == "canary"]
-            audit = one_run_audit(canary.score, canary.is_member, ev.delta) if len(canary) else None
+            audit = canary_audit(scores, ev.delta)
             if ev.set_sizes:
                 recipe_info[entry.name].setdefault("set_level", {})[label] = set_level(
                     scores.is_member, scores.score, scores.split, tuple(ev.set_sizes), ev.set_samples, ev.seed)

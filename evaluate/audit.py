@@ -75,6 +75,12 @@ class OneRunAudit:
         return dict(self.__dict__)
 
 
+def canary_audit(frame, delta: float = 0.0, level: float = 0.05) -> OneRunAudit | None:
+    """The one-run audit of a score file's canary rows (split "canary", is_member = the coin); None without them."""
+    canary = frame[frame.split == "canary"]
+    return one_run_audit(canary.score, canary.is_member, delta, level)
+
+
 def one_run_audit(scores, included, delta: float = 0.0, level: float = 0.05) -> OneRunAudit | None:
     """The one-run epsilon lower bound from canary scores (higher = more likely IN) and their coin flips.
     None without canaries."""

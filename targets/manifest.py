@@ -139,8 +139,8 @@ class SplitManifest:
     def verify(self, images: ImageSet, source: str = "manifest") -> None:
         """Refuse if any recorded image is missing from or different in `images`."""
         hashes = images.hashes()
-        canaries = [Entry(c["index"], c["source"], c["sha256"]) for c in self.canaries()]
-        for role, listed in [(r, getattr(self, r)) for r in ROLES] + [("canaries", canaries)]:
+        canaries = [e for e, _ in self.canary_entries()]
+        for listed in [getattr(self, r) for r in ROLES] + [canaries]:
             for e in listed:
                 if e.index >= len(images):
                     raise ManifestError(f"{source}: image {e.index} ({e.source}) is not in the data ({len(images)} images)")

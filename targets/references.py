@@ -87,8 +87,7 @@ def reference_split(manifest: SplitManifest, subset: np.ndarray) -> SplitManifes
     """A manifest whose members are `subset`; the rest of the pool are its non-members; public minus the subset stays
     public (the recipe's public base, if any, is trained on it)."""
     by_index: dict[int, Entry] = {e.index: e for role in ("members", "nonmembers", "public") for e in getattr(manifest, role)}
-    for c in manifest.canaries():
-        by_index[c["index"]] = Entry(c["index"], c["source"], c["sha256"], None)
+    by_index.update({e.index: e for e, _ in manifest.canary_entries()})
     chosen = set(int(i) for i in subset)
     pool = set(pool_indices(manifest)) | chosen
     halves = ("calibration", "test")
@@ -115,13 +114,13 @@ def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | Non
     subsets = reference_subsets(manifest, count, mode, seed, subset_size)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     # helpers the recipe's defenses cache (a public base) come from where the target's came from: trained once
-    base = (manifest.extra.get("public_base") or {}).get("folder")
-    helpers = Path(base).parent if base and Path(base).is_dir() else root
-    base = recipe_hash(cfg.model_copy(update={"seed": 0}))
+    public_base = (manifest.extra.get("public_base") or {}).get("folder")
+    helpers = Path(public_base).parent if public_base and Path(public_base).is_dir() else root
+    recipe = recipe_hash(cfg.model_copy(update={"seed": 0}))
     folders, spent, cached = [], 0.0, 0
     for r, subset in enumerate(subsets):
         digest = hashlib.sha256(np.asarray(subset, dtype=np.int64).tobytes()).hexdigest()[:12]
-        folder = root / "references" / f"{cfg.name}-{base}-{mode}-{seed}-{r}-{digest}"
+        folder = root / "references" / f"{cfg.name}-{recipe}-{mode}-{seed}-{r}-{digest}"
         if (folder / "summary.json").is_file() and (folder / "target" / "model_index.json").is_file():
             cached += 1
         else:

@@ -82,6 +82,12 @@ class Target:
             p.requires_grad_(True)
         t = torch.as_tensor(list(timesteps), dtype=torch.long)
         abar = self.alphas_cumprod[t].float().view(-1, *[1] * (noises.ndim - 2))
+
+        def squared_norms(loss, retain: bool = False) -> torch.Tensor:
+            grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
+            return torch.stack([(g.double() ** 2).sum() if g is not None else torch.zeros((), dtype=torch.float64)
+                                for g in grads])
+
         out = []
         try:
             for i in range(len(x0)):
@@ -93,14 +99,9 @@ class Target:
                     pred = self._forward(x_t.to(self.device), t.to(self.device), [cond[i]] * len(t) if cond else None)
                     losses = ((pred.float().cpu() - eps) ** 2).flatten(1).mean(1)
                     if per_timestep:
-                        norms = torch.zeros(len(params), dtype=torch.float64)
-                        for k in range(len(t)):
-                            grads = torch.autograd.grad(losses[k], params, retain_graph=k + 1 < len(t), allow_unused=True)
-                            norms += torch.stack([(g.double() ** 2).sum() if g is not None else torch.zeros((), dtype=torch.float64) for g in grads])
-                        out.append(norms / len(t))
+                        out.append(sum(squared_norms(losses[k], k + 1 < len(t)) for k in range(len(t))) / len(t))
                     else:
-                        grads = torch.autograd.grad(losses.mean(), params, allow_unused=True)
-                        out.append(torch.stack([(g.double() ** 2).sum() if g is not None else torch.zeros((), dtype=torch.float64) for g in grads]))
+                        out.append(squared_norms(losses.mean()))
         finally:
             for p, f in zip(params, flags):
                 p.requires_grad_(f)

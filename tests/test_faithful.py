@@ -77,7 +77,7 @@ def test_clid_pads_the_most_important_words_in_place(text_run):
         assert len(full_ids) == len(red_ids)  # in place: every other word keeps its position
         kept = [a == b for a, b in zip(full_ids, red_ids)]
         assert sum(not k for k in kept) == len(drop) and all(red_ids[i + 1] == 0 for i in drop)
-    assert attack.reduced(captions)[0] == reduced
+    assert attack.reduced(captions, target.pad_text)[0] == reduced
     # D and L from the raw UNet and text encoder
     unet, text, tok = target.unet, target.text_encoder, target.tokenizer
 
