@@ -15,6 +15,32 @@ app = typer.Typer(
     help="diffmia: does this diffusion training recipe leak which images it was trained on?",
 )
 
+def _version(value: bool) -> None:
+    if value:
+        from diffmia import __version__
+
+        typer.echo(f"diffmia {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=1024, help="torch CPU threads (default: the CPUs "
+                                          "this process may use, from its affinity and cgroup quota; env DIFFMIA_THREADS)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=256, help="Reference models trained at once, each "
+                                       "in its own process with threads/jobs threads (default 1; env DIFFMIA_JOBS)."),
+) -> None:
+    """diffmia: does this diffusion training recipe leak which images it was trained on?"""
+    from diffmia import parallel
+
+    try:
+        parallel.configure(threads, jobs)
+    except ValueError as exc:  # a bad DIFFMIA_THREADS / DIFFMIA_JOBS in the environment
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 SetOption = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set train.steps=500 (repeatable).")
 
 
@@ -237,14 +263,22 @@ def run(
     set_: Optional[List[str]] = SetOption,
     show_examples: bool = typer.Option(False, "--show-examples", help="Embed the most exposed member images in the report."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this recipe (repeatable); results and report "
+                                             "then cover only these. Rerun without it to collect every cached recipe."),
 ) -> None:
     """Train every recipe, run every attack, measure FID, and write results.csv/json, plots and report.html.
 
     Finished cells are cached by a hash of their config: rerun the same command to resume after a kill."""
+    from diffmia.config import ConfigError
     from diffmia.evaluate.report import write_report
     from diffmia.matrix import load_benchmark, run_matrix
 
     bench, recipes = load_benchmark(config, set_ or [])
+    if only:
+        unknown = sorted(set(only) - set(recipes))
+        if unknown:
+            raise ConfigError(f"--only: {config} has no recipe {', '.join(unknown)}; it has {', '.join(recipes)}")
+        bench = bench.model_copy(update={"recipes": [r for r in bench.recipes if r.name in only]})
     out = out or Path("runs") / bench.name
     results = run_matrix(bench, recipes, out, progress=progress, log=typer.echo)
     report = write_report(out, results, show_examples=show_examples) if show_examples else results["report"]

@@ -23,6 +23,7 @@ from typing import Iterator, Literal
 
 import numpy as np
 
+from diffmia import parallel
 from diffmia.config import TargetConfig, recipe_hash
 
 from .manifest import Entry, SplitManifest
@@ -56,7 +57,7 @@ class References:
     def info(self) -> dict:
         return {"mode": self.mode, "count": len(self), "trained_seconds": round(self.trained_seconds, 1),
                 "cached": self.cached, "subset_size": int(np.median([len(m) for m in self.members])) if self.members else 0,
-                "folders": [str(f) for f in self.folders]}
+                "folders": [str(f) for f in self.folders], **self.extra}
 
 
 def pool_indices(manifest: SplitManifest) -> list[int]:
@@ -106,7 +107,7 @@ def reference_split(manifest: SplitManifest, subset: np.ndarray) -> SplitManifes
 def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | None = None, seed: int = 0,
                      progress: bool = False, log=None) -> References:
     """The `count` references of `loaded`'s recipe in `mode`, trained now where the cache lacks them."""
-    from .train import default_cache_dir, train_target
+    from .train import default_cache_dir
 
     cfg: TargetConfig = loaded.config
     manifest: SplitManifest = loaded.manifest
@@ -117,19 +118,61 @@ def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | Non
     public_base = (manifest.extra.get("public_base") or {}).get("folder")
     helpers = Path(public_base).parent if public_base and Path(public_base).is_dir() else root
     recipe = recipe_hash(cfg.model_copy(update={"seed": 0}))
-    folders, spent, cached = [], 0.0, 0
+    folders, missing, cached = [], [], 0
     for r, subset in enumerate(subsets):
         digest = hashlib.sha256(np.asarray(subset, dtype=np.int64).tobytes()).hexdigest()[:12]
         folder = root / "references" / f"{cfg.name}-{recipe}-{mode}-{seed}-{r}-{digest}"
         if (folder / "summary.json").is_file() and (folder / "target" / "model_index.json").is_file():
             cached += 1
         else:
-            if log:
-                log(f"reference {r + 1}/{count} ({mode}, {len(subset)} images) -> {folder}")
-            t0 = time.time()
             ref_cfg = cfg.model_copy(update={"seed": int(np.random.SeedSequence([seed, 107, r, 1 if mode == "online" else 2]).generate_state(1)[0] % 2**31)})
-            train_target(ref_cfg, folder, resume=True, progress=progress, cache_dir=helpers,
-                         split=reference_split(manifest, subset))
-            spent += time.time() - t0
+            missing.append((r, ref_cfg, folder, reference_split(manifest, subset)))
         folders.append(folder)
-    return References(mode, folders, subsets, spent, cached)
+    t0 = time.time()
+    workers = min(parallel.jobs(), len(missing))
+    if workers > 1 and public_base and not Path(public_base).is_dir():
+        # the recipe's helper (a public base) is missing: the first reference trains it alone, the rest share it
+        _train_one(missing[0], count, mode, helpers, progress, log)
+        missing = missing[1:]
+    if workers > 1 and len(missing) > 1:
+        _train_parallel(missing, count, mode, helpers, workers, log)
+    else:
+        for job in missing:
+            _train_one(job, count, mode, helpers, progress, log)
+    spent = time.time() - t0 if missing else 0.0
+    return References(mode, folders, subsets, spent, cached, {"jobs": max(1, workers)} if workers > 1 else {})
+
+
+def _train_one(job, count: int, mode: str, helpers: Path, progress: bool, log) -> None:
+    from .train import train_target
+
+    r, ref_cfg, folder, split = job
+    if log:
+        log(f"reference {r + 1}/{count} ({mode}, {len(split.members)} images) -> {folder}")
+    train_target(ref_cfg, folder, resume=True, progress=progress, cache_dir=helpers, split=split)
+
+
+def _train_in_worker(job, helpers: Path, threads: int) -> str:
+    from diffmia.parallel import set_threads
+
+    set_threads(threads)
+    _train_one(job, 0, "", helpers, False, None)
+    return str(job[2])
+
+
+def _train_parallel(missing: list, count: int, mode: str, helpers: Path, workers: int, log) -> None:
+    """Independent references in `workers` processes (spawned: no torch state is forked), each with its share of the
+    CPUs. A worker that dies loses only its own reference, which resumes from its checkpoint on the next call."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = parallel.worker_threads(workers)
+    if log:
+        log(f"references: {len(missing)} to train in {workers} processes x {threads} threads")
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_in_worker, job, helpers, threads): job for job in missing}
+        for done, future in enumerate(as_completed(futures), 1):
+            r, _, folder, split = futures[future]
+            future.result()  # re-raises a worker's error here
+            if log:
+                log(f"reference {r + 1}/{count} ({mode}, {len(split.members)} images) done [{done}/{len(missing)}] -> {folder}")

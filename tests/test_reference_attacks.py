@@ -210,3 +210,22 @@ def test_references_fine_tune_the_targets_own_public_base(tmp_path):
     assert len(list((tmp_path / "bases").glob("public-base-*"))) == 1
     assert not list((tmp_path / "refs").glob("public-base-*"))  # not trained again next to the references
     assert all((f / "adapter" / "adapter_model.safetensors").is_file() for f in refs.folders)
+
+
+def test_references_train_in_parallel_processes_like_one_process(loaded, tmp_path, monkeypatch):
+    """--jobs 2: the missing references train in two spawned processes; same subsets, seeds and folders as one
+    process and, at the same thread count (1 per worker), the same weights."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # float32 sums depend on the thread count: compare like with like
+    try:
+        serial = reference_models(loaded, 2, "offline", cache_dir=tmp_path / "serial", seed=9)
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setenv("DIFFMIA_JOBS", "2")
+    par = reference_models(loaded, 2, "offline", cache_dir=tmp_path / "parallel", seed=9)
+    assert par.extra == {"jobs": 2} and par.cached == 0 and par.info()["jobs"] == 2
+    assert [f.name for f in par.folders] == [f.name for f in serial.folders]
+    for a, b in zip(serial.targets(), par.targets()):
+        for (name, x), (_, y) in zip(a.unet.state_dict().items(), b.unet.state_dict().items()):
+            assert torch.equal(x, y), name
+    assert reference_models(loaded, 2, "offline", cache_dir=tmp_path / "parallel", seed=9).cached == 2
