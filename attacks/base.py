@@ -68,6 +68,18 @@ class Attack:
     def queries_per_sample(self, target: Target) -> int:
         raise NotImplementedError
 
+    def timesteps_used(self) -> list[int]:
+        """The diffusion timesteps the attack queries at, as far as its parameters fix them (checked against the
+        target's schedule before any work). Default: its `timestep` / `timesteps` parameters."""
+        used = []
+        for name in ("timestep", "timesteps"):
+            value = getattr(self.params, name, None)
+            if isinstance(value, int) and name == "timestep":
+                used.append(value)
+            elif isinstance(value, list):
+                used += [int(v) for v in value]
+        return used
+
     def generations_per_sample(self, target: Target) -> int:
         """Images generated (generate() or vary()) per audited image; 0 for attacks that only query the denoiser."""
         return 0

@@ -37,6 +37,9 @@ class GSA(ReferenceAttack):
     paper = "Pang et al., GSA, arXiv 2308.06405"
     Params = GSAParams
 
+    def timesteps_used(self) -> list[int]:
+        return []  # K equidistant over the target's own schedule
+
     def queries_per_sample(self, target) -> int:
         return self.params.timesteps
 

@@ -109,6 +109,9 @@ class NoiseAggregation(Attack):
             )
         return steps
 
+    def timesteps_used(self) -> list[int]:
+        return [] if self.params.sigma is not None else [self.params.timestep]  # sigma: mapped on the target's schedule
+
     def queries_per_sample(self, target) -> int:
         return self.params.k * self.params.draws
 

@@ -71,6 +71,12 @@ def score_batches(loaded: LoadedRun, attack: Attack, entries, batch_size: int = 
 def check_attack_fits(loaded: LoadedRun, attack: Attack) -> None:
     if attack.needs_captions and not loaded.target.conditional:
         raise ConfigError(f"attack {attack.name} needs a text-conditioned target; {loaded.run.root} is unconditional")
+    limit = loaded.target.num_train_timesteps
+    beyond = [t for t in attack.timesteps_used() if t >= limit]
+    if beyond:
+        raise ConfigError(f"attack {attack.name}: timestep {max(beyond)} is beyond {loaded.run.root}'s schedule of "
+                          f"{limit} diffusion steps (0..{limit - 1}); give one below {limit}, e.g. --set timestep="
+                          f"{max(1, limit // 10)}")
 
 
 def run_attack(
@@ -88,6 +94,8 @@ def run_attack(
     declared = attack.queries_per_sample(target)
     generations = attack.generations_per_sample(target)
     check_attack_fits(loaded, attack)
+    for stale in out_dir.glob(f".{attack.name}.*.tmp") if out_dir.is_dir() else []:  # a killed earlier write
+        stale.unlink(missing_ok=True)
     t_prepare = time.time()
     attack.prepare(loaded, loaded.run.root / ".cache")  # e.g. the feature network trained on the public split
     prepare_seconds = time.time() - t_prepare
@@ -106,7 +114,10 @@ def run_attack(
             frame["score"] = attack.combine(frame)
             frame.to_csv(tmp, index=False, float_format="%.17g")
     seconds = time.time() - t0
+    from diffmia.environment import environment
+
     info = {
+        "environment": environment(),
         "attack": attack.name,
         "access": attack.access,
         "paper": attack.paper,

@@ -27,6 +27,8 @@ from pydantic import Field, model_validator
 
 from diffmia.config import ConfigError
 
+MAX_SIGMA = 1e6  # opacus.accountants.utils.MAX_SIGMA: get_noise_multiplier gives up beyond it
+
 from .base import Defense, DefenseParams, register_defense
 
 
@@ -63,6 +65,15 @@ class DPSGD(Defense):
         return PrivateTraining(self.params, model, optimizer, n_train, batch_size, steps, seed)
 
 
+def smallest_epsilon(p: "DPSGDParams", sample_rate: float, steps: int) -> float:
+    """The epsilon at opacus' largest noise multiplier: nothing smaller is reachable with these steps and rate."""
+    from opacus.accountants import create_accountant
+
+    accountant = create_accountant(p.accountant)
+    accountant.history = [(MAX_SIGMA, sample_rate, steps)]
+    return float(accountant.get_epsilon(delta=p.delta))
+
+
 class PrivateTraining:
     """Owns the opacus pieces for one training run; the loop asks it for batches and steps."""
 
@@ -84,10 +95,17 @@ class PrivateTraining:
         if p.noise_multiplier is not None:
             self.noise_multiplier = p.noise_multiplier
         else:
-            self.noise_multiplier = float(get_noise_multiplier(
-                target_epsilon=p.epsilon, target_delta=p.delta, sample_rate=self.sample_rate, steps=steps,
-                accountant=p.accountant,
-            ))
+            try:
+                self.noise_multiplier = float(get_noise_multiplier(
+                    target_epsilon=p.epsilon, target_delta=p.delta, sample_rate=self.sample_rate, steps=steps,
+                    accountant=p.accountant,
+                ))
+            except ValueError as exc:  # opacus: "The privacy budget is too low."
+                raise ConfigError(
+                    f"defense dp_sgd: epsilon {p.epsilon:g} is out of reach at delta {p.delta:g} with {steps} steps at "
+                    f"sample rate {self.sample_rate:.4g} (batch {batch_size} of {n_train}): the smallest epsilon opacus "
+                    f"can reach there (noise multiplier {MAX_SIGMA:g}) is {smallest_epsilon(p, self.sample_rate, steps):.3g}"
+                    f"; raise epsilon or delta, or train fewer steps ({exc})") from None
         # force_functorch: opacus' hook-based per-sample gradients come out zero or wrong for the conv layers that
         # follow diffusers' attention blocks (measured here against torch.func; tests/test_defenses.py checks it);
         # the functorch path is exact for every layer, at about 1.4x the cost of the hooks.

@@ -57,20 +57,61 @@ def user_errors(fn: Callable) -> Callable:
         from diffmia.targets.denoiser import ModelError
         from diffmia.targets.train import TrainingError
 
+        import os
+
         try:
             return fn(*args, **kwargs)
         except (ConfigError, DataError, RunError, TrainingError, UnknownNameError, ModelError, FeatureError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except OSError as exc:  # a full disk, a read-only folder, a path that is a file: one line (DIFFMIA_DEBUG=1: all)
+            if os.environ.get("DIFFMIA_DEBUG"):
+                raise
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            typer.echo(f"error: {where}{exc.strerror or exc} (nothing half-written is kept; rerun when fixed)", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo(f"\ninterrupted. {INTERRUPTED.get(fn.__name__, 'Nothing half-written is kept.')}", err=True)
+            raise typer.Exit(130) from None
 
     return wrapper
+
+
+INTERRUPTED = {
+    "run": "Finished cells are cached: rerun the same command to resume.",
+    "attack": "Score files are written whole or not at all: rerun the same command.",
+}
+
+
+def out_path(value: Optional[str], flag: str = "--out", file: bool = False) -> Optional[Path]:
+    """Check an output path before any work: not empty (an unset shell variable), a folder where a folder is
+    written (a file where a file is), and somewhere writable."""
+    import os
+
+    from diffmia.config import ConfigError
+
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigError(f"{flag} is empty (an unset shell variable?): name the {'file' if file else 'folder'} to write")
+    path = Path(value)
+    if file and path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; name a file to write")
+    if not file and path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: exists and is not a folder")
+    existing = path if path.exists() else next((a for a in path.absolute().parents if a.exists()), Path("/"))
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {existing} is not writable")
+    return path
 
 
 @app.command()
 @user_errors
 def train(
     config: Path = typer.Argument(..., help="Target recipe (YAML), e.g. configs/digits-ddpm.yaml."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (target, manifest, log, checkpoints)."),
+    out: str = typer.Option(..., "--out", "-o", help="Run directory to write (target, manifest, log, checkpoints)."),
     set_: Optional[List[str]] = SetOption,
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
@@ -80,8 +121,19 @@ def train(
     from diffmia.io import read_json
     from diffmia.targets.train import train_target
 
+    out = out_path(out)
     cfg = load_config(config, set_ or [])
-    run = train_target(cfg, out, resume=resume, progress=progress)
+    try:
+        run = train_target(cfg, out, resume=resume, progress=progress)
+    except KeyboardInterrupt:
+        from diffmia.rundir import RunDir
+        from diffmia.targets.train import latest_checkpoint
+
+        last = latest_checkpoint(RunDir(out))
+        where = f"the last checkpoint is {last}" if last else "no checkpoint was written yet"
+        typer.echo(f"\ninterrupted: {where}. Resume with: diffmia train {config} --out {out} --resume"
+                   + "".join(f" --set {s_!r}" for s_ in set_ or []), err=True)
+        raise typer.Exit(130) from None
     summary = read_json(run.summary)
     typer.echo(f"target: {run.target}")
     for t, row in summary["gap"].items():
@@ -92,7 +144,7 @@ def train(
 @user_errors
 def sample(
     run: Path = typer.Argument(..., help="A trained run directory."),
-    out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="PNG grid to write."),
+    out: str = typer.Option("samples.png", "--out", "-o", help="PNG grid to write."),
     n: int = typer.Option(64, "--n", min=1, max=4096, help="Number of images."),
     steps: int = typer.Option(50, "--steps", min=1, max=1000, help="Denoising steps."),
     sampler: str = typer.Option("ddim", "--sampler", help="ddim (eta=0) or ddpm (ancestral)."),
@@ -107,6 +159,7 @@ def sample(
     from diffmia.targets.images import grid_png
     from diffmia.targets.runs import load_run
 
+    out = out_path(out, file=True)
     if sampler not in ("ddim", "ddpm"):
         raise ConfigError(f"--sampler: expected ddim or ddpm, got {sampler!r}")
     loaded = load_run(run)
@@ -122,7 +175,7 @@ def sample(
 @user_errors
 def data(
     config: Path = typer.Argument(..., help="Target recipe (YAML); only its data section and seed are used."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for manifest.json and the member / non-member grids."),
+    out: str = typer.Option(..., "--out", "-o", help="Folder for manifest.json and the member / non-member grids."),
     set_: Optional[List[str]] = SetOption,
 ) -> None:
     """Make the split manifest for a recipe and show its members and non-members as PNG grids."""
@@ -131,6 +184,7 @@ def data(
     from diffmia.targets.images import grid_png
     from diffmia.targets.manifest import SplitManifest
 
+    out = out_path(out)
     cfg = load_config(config, set_ or [])
     images = load_dataset(cfg.data)
     dataset = {"name": cfg.data.dataset, "path": cfg.data.path, "resolution": cfg.data.resolution}
@@ -155,7 +209,7 @@ def attack(
                                               "--tune timestep=50,100,200 (repeatable)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the attack's noise draws."),
     batch_size: int = typer.Option(128, "--batch-size", min=1, max=65536, help="Images per batch of model calls."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for the scores (default: RUN/scores)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Folder for the scores (default: RUN/scores)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Score the run's members and non-members with an attack; write scores/NAME.csv and print test-half metrics.
@@ -167,6 +221,7 @@ def attack(
     from diffmia.evaluate.metrics import auc, tpr_at_fpr
     from diffmia.targets.runs import load_run
 
+    out = out_path(out)
     params = {}
     for text in set_ or []:
         keys, value = parse_override(text)
@@ -185,6 +240,10 @@ def attack(
     else:
         names = [attack_name]
     attacks = [build_attack(name, params, seed=seed) for name in names]  # validate all before any work
+    from diffmia.attacks.runner import check_attack_fits
+
+    for atk in attacks:
+        check_attack_fits(loaded, atk)
     typer.echo(f"{'attack':<20} {'AUC':>6} {'TPR@1%FPR':>10} {'queries':>8} {'images':>7} {'seconds':>8}   (test halves)")
     for atk in attacks:
         tuned = None
@@ -210,7 +269,7 @@ def evaluate(
     delta: float = typer.Option(1e-5, "--delta", min=0.0, max=1.0, help="delta of the empirical epsilon bound."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, max=100000, help="Bootstrap resamples for intervals."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON file to write (default: RUN/metrics.json)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="JSON file to write (default: RUN/metrics.json)."),
     set_sizes: Optional[str] = typer.Option(None, "--set-sizes", help="Also set-level AUC for these set sizes, e.g. 1,5,10,30."),
 ) -> None:
     """Metrics for every score file of a run: calibrated AUC, TPR at 1% / 0.1% FPR, ASR, intervals, epsilon bound.
@@ -227,15 +286,34 @@ def evaluate(
     from diffmia.evaluate.audit import canary_audit
     from diffmia.evaluate.setlevel import set_level
 
-    scores = sorted(RunDir(run).scores.rglob("*.csv"))
+    from diffmia.config import ConfigError
+    from diffmia.evaluate.scores import ScoreFileError, read_scores
+    from diffmia.targets.manifest import SplitManifest
+
+    out = out_path(out, file=True)
+    if not Path(run).is_dir():
+        raise RunError(f"{run}: folder not found")
+    try:
+        sizes = tuple(int(x) for x in set_sizes.split(",")) if set_sizes else ()
+    except ValueError:
+        raise ConfigError(f"--set-sizes: expected comma-separated integers such as 1,5,10, got {set_sizes!r}") from None
+    if any(n < 1 for n in sizes):
+        raise ConfigError(f"--set-sizes: set sizes must be at least 1, got {set_sizes!r}")
+    scores = sorted(p for p in RunDir(run).scores.rglob("*.csv") if not p.name.startswith("."))
     if not scores:
         raise RunError(f"{RunDir(run).scores}: no score files; run `diffmia attack {run}` first")
+    manifest = SplitManifest.load(RunDir(run).manifest) if RunDir(run).manifest.is_file() else None
+    frames = {}
+    for path in scores:  # every file checked before any metric is printed
+        try:
+            frames[path] = read_scores(path, manifest)
+        except ScoreFileError as exc:
+            raise RunError(str(exc)) from None
     results = {}
     typer.echo(f"{'attack':<20} {'AUC [95% CI]':>22} {'TPR@1%FPR cal.':>15} {'ASR':>6} {'eps heur.':>9} "
                f"{'eps 1-run':>9}   (test halves; eps 1-run from the canaries)")
-    sizes = tuple(int(x) for x in set_sizes.split(",")) if set_sizes else ()
     for path in scores:
-        df = pd.read_csv(path)
+        df = frames[path]
         label = path.stem if path.parent == RunDir(run).scores else path.parent.name.rsplit("-", 1)[0]
         m = evaluate_scores(df.is_member, df.score, df.split, delta, (0.01, 0.001), bootstrap, seed)
         queries = json.loads(path.with_suffix(".json").read_text())["queries_per_sample"] if path.with_suffix(".json").is_file() else None
@@ -259,7 +337,7 @@ def evaluate(
 @user_errors
 def run(
     config: Path = typer.Argument(..., help="Benchmark config (YAML): recipes x attacks, utility, evaluation."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Results folder (default: runs/NAME)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Results folder (default: runs/NAME)."),
     set_: Optional[List[str]] = SetOption,
     show_examples: bool = typer.Option(False, "--show-examples", help="Embed the most exposed member images in the report."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -273,6 +351,7 @@ def run(
     from diffmia.evaluate.report import write_report
     from diffmia.matrix import load_benchmark, run_matrix
 
+    out = out_path(out)
     bench, recipes = load_benchmark(config, set_ or [])
     if only:
         unknown = sorted(set(only) - set(recipes))

@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class DuplicatesConfig(StrictModel):
@@ -40,6 +40,7 @@ class DataConfig(StrictModel):
     nonmembers: int = Field(256, ge=2, description="held-out images the attacks must tell apart")
     calibration_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of each side used to fit thresholds")
     max_images: Optional[int] = Field(None, ge=4, description="use only the first N images of the dataset")
+    partial: bool = Field(False, description="cifar10: accept a folder that lacks some of its batch files")
     canaries: int = Field(0, ge=0, description="one-run audit: images outside the audit split, each trained on by a "
                                                "seeded fair coin (Steinke et al. 2023)")
     duplicates: DuplicatesConfig = DuplicatesConfig()
@@ -218,8 +219,8 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
-    if data is None:
-        data = {}
+    if data is None or data == {}:
+        raise ConfigError(f"{path}: the config is empty; start from one in configs/ (e.g. configs/digits-ddpm.yaml)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys to values")
     return data

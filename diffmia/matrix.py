@@ -110,6 +110,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
     from diffmia.evaluate.fid import compute_utility
     from diffmia.evaluate.metrics import evaluate_scores
     from diffmia.evaluate.report import write_report
+    from diffmia.evaluate.scores import ScoreFileError, read_scores
     from diffmia.evaluate.setlevel import set_level
     from diffmia.targets.runs import load_run
     from diffmia.targets.train import train_target
@@ -160,9 +161,15 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
             cell_hash = config_hash(cell)
             scores_dir = run_dir / "scores" / f"{_slug(label)}-{cell_hash}"
             csv_path = scores_dir / f"{attack.name}.csv"
+            scores = None
             if csv_path.is_file() and (scores_dir / f"{attack.name}.json").is_file():
-                scores, info = pd.read_csv(csv_path), read_json(scores_dir / f"{attack.name}.json")
-            else:
+                try:
+                    scores = read_scores(csv_path, loaded.manifest)
+                    info = read_json(scores_dir / f"{attack.name}.json")
+                except (ScoreFileError, ValueError) as exc:  # never read a partial cell: score it again
+                    log(f"[{entry.name}] {label}: cached scores unusable ({exc}); scoring again")
+                    scores = None
+            if scores is None:
                 log(f"[{entry.name}] attack {label}")
                 tuned = None
                 if attack_entry.tune:
@@ -209,8 +216,10 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
             })
         log(f"[{entry.name}] done in {time.time() - t0:.0f}s")
 
+    from diffmia.environment import environment
+
     results = {"benchmark": bench.name, "recipes": recipe_info, "rows": rows,
-               "evaluation": bench.evaluation.model_dump(mode="json")}
+               "evaluation": bench.evaluation.model_dump(mode="json"), "environment": environment()}
     write_json(out / "results.json", results)
     frame = pd.DataFrame(rows)
     write_text(out / "results.csv", frame.to_csv(index=False))

@@ -158,6 +158,9 @@ def bootstrap_ci(labels, scores, statistic, n_boot: int = 1000, seed: int = 0, l
 
 
 # -- everything for one attack on one target ----------------------------------------------------------------------
+MIN_FALSE_POSITIVES = 10  # a calibrated rate resting on fewer false positives is shown greyed out, not as a finding
+
+
 def evaluate_scores(
     is_member,
     scores,
@@ -187,8 +190,13 @@ def evaluate_scores(
     out["asr_oracle"] = best_balanced_accuracy(ly, sy)
     for fpr in fprs:
         key = _fpr_key(fpr)
-        r = rates_at(ly, sy, threshold_for_fpr(sc[~lc], fpr))
+        threshold = threshold_for_fpr(sc[~lc], fpr)
+        r = rates_at(ly, sy, threshold)
         out[f"tpr@{key}"] = r.tpr
+        # how many false positives the rate rests on: calibration non-members at or above the threshold (what fixed
+        # it) and test non-members flagged; under MIN_FALSE_POSITIVES the report greys the rate out
+        out[f"fp@{key}_calibration"] = rates_at(lc, sc, threshold).fp
+        out[f"fp@{key}"] = r.fp
         out[f"tpr@{key}_ci"] = clopper_pearson(r.tp, r.n_pos, alpha)
         out[f"fpr@{key}_achieved"] = r.fpr
         out[f"fpr@{key}_achieved_ci"] = clopper_pearson(r.fp, r.n_neg, alpha)

@@ -47,6 +47,8 @@ def roc_plot(title: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], pa
             ax.set_yscale("log")
             ax.set_xlim(min(floor, 1e-3) / 2, 1)
             ax.set_ylim(min(floor, 1e-3) / 2, 1.02)
+            ax.axvline(floor, ls="-.", color="#c0392b", lw=0.8, label=f"1/{n_neg}: one false positive")
+            ax.legend(fontsize=7, loc="lower right")
             ax.set_title(f"{title}: log-log (FPR floor 1/{n_neg})")
         else:
             ax.set_xlim(0, 1)

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from diffmia import __version__
+from diffmia.environment import describe
+from diffmia.evaluate.metrics import MIN_FALSE_POSITIVES
 from diffmia.io import write_text
 
 from .plots import histogram_plot, privacy_utility_plot, roc_plot
@@ -156,9 +158,9 @@ def queries_text(r: dict) -> str:
 
 def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     header = ["recipe", "defenses", "DP epsilon (accountant)", "attack", "access", "queries (generated images)", "AUC [95% CI]", "TPR@1%FPR calibrated [95% CI]",
-              "achieved FPR", "TPR@0.1%FPR calibrated", "ASR", "TPR@1%FPR oracle", "epsilon (single-threshold heuristic)",
-              "epsilon one-run (canaries)", "FID (floor)"]
-    body = []
+              "achieved FPR (test FPs)", "TPR@0.1%FPR calibrated [95% CI]", "achieved FPR (test FPs)", "ASR",
+              "TPR@1%FPR oracle", "epsilon (single-threshold heuristic)", "epsilon one-run (canaries)", "FID (floor)"]
+    body, thin = [], []
     for r in rows:
         fid = "" if r.get("fid") is None else f"{r['fid']:.2f} ({r['fid_floor']:.2f})"
         dp = r.get("dp_epsilon")
@@ -167,13 +169,28 @@ def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             r["attack"], r["access"], queries_text(r),
             f"{r['auc']:.3f} [{r['auc_ci_lo']:.3f}, {r['auc_ci_hi']:.3f}]",
             f"{_pct(r['tpr@1%fpr'])} [{_pct(r['tpr@1%fpr_ci_lo'])}, {_pct(r['tpr@1%fpr_ci_hi'])}]",
-            _pct(r["fpr@1%fpr_achieved"]),
+            _achieved(r, "1%fpr"),
             f"{_pct(r.get('tpr@0.1%fpr'))} [{_pct(r.get('tpr@0.1%fpr_ci_lo'))}, {_pct(r.get('tpr@0.1%fpr_ci_hi'))}]",
+            _achieved(r, "0.1%fpr"),
             f"{r['asr']:.3f}", _pct(r["tpr@1%fpr_oracle"]), f"{r['epsilon_lower_bound']:.2f}",
             "" if r.get("epsilon_one_run") is None or r["epsilon_one_run"] != r["epsilon_one_run"]
             else f"{r['epsilon_one_run']:.2f} ({r.get('one_run_guesses')})", fid,
         ])
-    return header, body
+        thin.append({7: _thin(r, "1%fpr"), 8: _thin(r, "1%fpr"), 9: _thin(r, "0.1%fpr"), 10: _thin(r, "0.1%fpr")})
+    return header, body, thin
+
+
+def _thin(r: dict, key: str) -> bool:
+    """The calibrated rate rests on fewer than MIN_FALSE_POSITIVES calibration false positives (or none was asked)."""
+    fp = r.get(f"fp@{key}_calibration")
+    return fp is None or fp != fp or fp < MIN_FALSE_POSITIVES
+
+
+def _achieved(r: dict, key: str) -> str:
+    fpr, fp = r.get(f"fpr@{key}_achieved"), r.get(f"fp@{key}")
+    if fpr is None or fpr != fpr:
+        return ""
+    return _pct(fpr) + ("" if fp is None or fp != fp else f" ({int(fp)})")
 
 
 def make_plots(out: Path, results: dict) -> dict[str, list[Path]]:
@@ -226,6 +243,12 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
 
 
+THIN_NOTE = (f"Greyed out (marked 'thin' in Markdown): calibrated rates whose threshold rests on fewer than "
+             f"{MIN_FALSE_POSITIVES} calibration false positives: with n calibration non-members a target FPR f leaves "
+             f"floor(f*n) of them above the threshold (0.1% of 1000 is 1), so the threshold, and the rate, are set by "
+             f"one or a few images. Achieved FPR: measured on the test non-members, with their false-positive count.")
+
+
 def write_report(out: str | Path, results: dict, show_examples: bool = False) -> Path:
     out = Path(out)
     plots = make_plots(out, results)
@@ -236,7 +259,8 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
         by_recipe.setdefault(r["recipe"], []).append(r)
     summaries = {recipe: risk_summary(recipe, rr, results["recipes"][recipe], delta) for recipe, rr in by_recipe.items()}
     examples = {recipe: example_grid(out, results, recipe) for recipe in by_recipe} if show_examples else {}
-    header, body = results_table(rows)
+    header, body, thin = results_table(rows)
+    env = results.get("environment")
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
     audited = []
@@ -260,11 +284,14 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
            "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 7px;"
            "text-align:left}th{background:#f2f2f2}img{max-width:100%;margin:.5em 0;border:1px solid #eee}"
            ".risk{padding:.6em 1em;margin:.6em 0;border-left:5px solid #999;background:#fafafa}"
-           ".HIGH{border-color:#c0392b}.MODERATE{border-color:#e67e22}.LOW{border-color:#27ae60}")
+           ".HIGH{border-color:#c0392b}.MODERATE{border-color:#e67e22}.LOW{border-color:#27ae60}"
+           "td.thin{color:#aaa}")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>diffmia audit: {html.escape(results['benchmark'])}"
              f"</title><style>{css}</style></head><body>",
              f"<h1>Membership-inference audit: {html.escape(results['benchmark'])}</h1>",
              f"<p>diffmia {__version__}, {when}. Does each training recipe leak which images it was trained on?</p>",
+             (f"<p><small>Environment: {html.escape(describe(env))}. Scores are bit-reproducible on the same CPU "
+              f"capability, thread count and packages (results.json lists them all).</small></p>" if env else ""),
              "<h2>Risk summary</h2>"]
     for recipe, text in summaries.items():
         level = risk_level(strongest(by_recipe[recipe])).split()[0]
@@ -275,9 +302,10 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     parts.append("</table><h2>Results</h2><p>Calibrated: threshold fitted on the calibration halves, applied to the "
                  "test halves. Oracle: best threshold on the test halves (for comparison with papers only).</p><table><tr>")
     parts.append("".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
-    for line in body:
-        parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>")
-    parts.append("</table><h2>Plots</h2>")
+    for line, grey in zip(body, thin):
+        parts.append("<tr>" + "".join(f"<td class='thin'>{html.escape(c)}</td>" if grey.get(i) else f"<td>{html.escape(c)}</td>"
+                                      for i, c in enumerate(line)) + "</tr>")
+    parts.append(f"</table><p><small>{THIN_NOTE}</small></p><h2>Plots</h2>")
     for p in plots["privacy_utility"] + plots["recipes"]:
         parts.append(_img(p))
     for recipe, info in results["recipes"].items():
@@ -293,13 +321,15 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     write_text(out / "report.html", "\n".join(parts))
 
     # ---- Markdown ----
-    md = [f"# Membership-inference audit: {results['benchmark']}", "", f"diffmia {__version__}, {when}.", "",
-          "## Risk summary", ""]
+    md = [f"# Membership-inference audit: {results['benchmark']}", "", f"diffmia {__version__}, {when}."
+          + (f" Environment: {describe(env)}." if env else ""), "", "## Risk summary", ""]
     md += [f"- {text}" for text in summaries.values()]
     md += ["", "## What was audited", "", "| " + " | ".join(audited[0]) + " |", "|" + "---|" * len(audited[0])]
     md += ["| " + " | ".join(str(v) for v in a.values()) + " |" for a in audited]
     md += ["", "## Results", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(line) + " |" for line in body]
+    md += ["| " + " | ".join(f"{c} (thin)" if grey.get(i) and c else c for i, c in enumerate(line)) + " |"
+           for line, grey in zip(body, thin)]
+    md += ["", THIN_NOTE]
     md += ["", "## Plots", ""]
     md += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in plots["privacy_utility"] + plots["recipes"]]
     md += [f"![examples {recipe}]({g.relative_to(out).as_posix()})" for recipe, g in examples.items() if g]

@@ -145,6 +145,10 @@ def load_cifar10(cfg: DataConfig) -> ImageSet:
     present = [f for f in CIFAR10_FILES if (root / f).is_file()]
     if not present:
         raise DataError(f"{root}: no CIFAR-10 batch files (expected {', '.join(CIFAR10_FILES)})")
+    missing = [f for f in CIFAR10_FILES if f not in present]
+    if missing and not cfg.partial:
+        raise DataError(f"{root}: CIFAR-10 folder lacks {', '.join(missing)} (an interrupted download?); restore them, "
+                        f"or set data.partial=true to use the {len(present)} batch file(s) present")
     pixels, sources, captions, all_labels = [], [], [], []
     for fname in present:
         batch = _unpickle(root / fname)

@@ -323,11 +323,24 @@ def load_target(folder: str | Path, device: str | torch.device = "cpu") -> Targe
     """Open a saved target folder as the Target its pipeline class calls for."""
     import json
 
+    from .denoiser import ModelError
+
     folder = Path(folder)
     index = folder / "model_index.json"
     if not index.is_file():
-        raise FileNotFoundError(f"{folder}: not a saved diffusers target (model_index.json missing)")
-    kind = json.loads(index.read_text()).get("_class_name")
+        raise ModelError(f"{folder}: not a saved diffusers target (model_index.json missing)")
+    try:
+        kind = json.loads(index.read_text()).get("_class_name")
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        raise ModelError(f"{index}: not valid JSON (truncated or corrupt)") from None
     if kind not in TARGET_KINDS:
-        raise ValueError(f"{folder}: pipeline class {kind!r} is not a known target kind ({', '.join(TARGET_KINDS)})")
-    return TARGET_KINDS[kind].from_folder(folder, device)
+        raise ModelError(f"{index}: pipeline class {kind!r} is not a known target kind ({', '.join(TARGET_KINDS)})")
+    try:
+        return TARGET_KINDS[kind].from_folder(folder, device)
+    except ModelError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, EnvironmentError) as exc:
+        # diffusers / safetensors on a missing, truncated or corrupt weight file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{folder}: cannot load the {kind} weights ({type(exc).__name__}: {first[:300]}); the folder is "
+                         f"incomplete or corrupt: retrain it or restore it from a copy") from None

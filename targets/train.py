@@ -72,7 +72,7 @@ def prepare_run(cfg: TargetConfig, run: RunDir, resume: bool,
         saved = _read_yaml(run.config)
         if not resume:
             raise TrainingError(f"{run.root}: already holds a run; pass --resume to continue it or choose another --out")
-        if _without_steps(saved) != _without_steps(resolved):
+        if not _same_recipe(saved, cfg):
             raise TrainingError(f"{run.config}: the saved config differs from this one; resume needs the same recipe")
     images = load_dataset(cfg.data)
     if run.manifest.exists() and resume:
@@ -97,6 +97,18 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _same_recipe(saved: dict[str, Any], cfg: TargetConfig) -> bool:
+    """The saved config (filled with today's defaults, so a field added since does not count) equals `cfg` but for
+    train.steps (a resume may extend the training)."""
+    from pydantic import ValidationError
+
+    try:
+        saved = dump_config(TargetConfig.model_validate(saved))
+    except ValidationError:
+        return False
+    return _without_steps(saved) == _without_steps(dump_config(cfg))
 
 
 def _without_steps(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -128,11 +140,39 @@ def train_target(
     split: SplitManifest | None = None,
 ) -> RunDir:
     """Train the recipe `cfg` into run directory `out`. `stop_after` ends early without finishing (simulates a kill).
-    `train_on="public"` trains on the public split instead of the members (base models for fine-tuning defenses)."""
+    `train_on="public"` trains on the public split instead of the members (base models for fine-tuning defenses).
+
+    A run that fails before its first checkpoint (a bad config found late, e.g. an unreachable DP budget) leaves
+    nothing behind in a folder it created; a run with checkpoints keeps them for --resume."""
+    run = RunDir(out)
+    if run.root.exists() and not run.root.is_dir():
+        raise TrainingError(f"{run.root}: exists and is not a folder; choose another --out")
+    if run.checkpoints.is_dir() and os.environ.get("RANK", "0") == "0":  # a killed checkpoint write: never read
+        for stale in run.checkpoints.glob(".step-*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+    fresh = not run.root.exists() or not any(run.root.iterdir())
+    existed = run.root.exists()
+    try:
+        return _train_target(cfg, run, resume, progress, stop_after, train_on, cache_dir, split)
+    except Exception:
+        if fresh and latest_checkpoint(run) is None and not run.is_trained() and run.root.is_dir():
+            if existed:  # the user's empty folder: empty it again
+                for child in run.root.iterdir():
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            else:
+                shutil.rmtree(run.root, ignore_errors=True)
+        raise
+
+
+def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, stop_after: int | None, train_on: str,
+                  cache_dir, split: SplitManifest | None) -> RunDir:
     from diffmia.defenses import DefenseContext, build_defenses
 
-    run = RunDir(out)
     if resume and run.is_trained():
+        saved = _read_yaml(run.config) if run.config.is_file() else None
+        if saved is not None and not _same_recipe(saved, cfg):
+            raise TrainingError(f"{run.config}: this finished run was trained with a different recipe; --resume needs "
+                                f"the same one (choose another --out to train this recipe)")
         return run
     tc = cfg.train
     accelerator = Accelerator(
@@ -350,14 +390,20 @@ def save_checkpoint(accelerator: Accelerator, run: RunDir, step: int, kept: int)
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        write_json(tmp / "step.json", {"step": step})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in sorted(run.checkpoints.glob("step-*"))[:-kept]:
-            shutil.rmtree(old)
+    try:
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            write_json(tmp / "step.json", {"step": step})
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for old in sorted(run.checkpoints.glob("step-*"))[:-kept]:
+                shutil.rmtree(old)
+    except OSError as exc:  # a full disk, a read-only folder: say so, keep the last complete checkpoint
+        shutil.rmtree(tmp, ignore_errors=True)
+        last = latest_checkpoint(run)
+        raise TrainingError(f"{final}: could not write the checkpoint ({exc.strerror or exc}); "
+                            + (f"the last complete one is {last}" if last else "no complete checkpoint yet")) from None
     accelerator.wait_for_everyone()
 
 

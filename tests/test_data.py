@@ -43,7 +43,9 @@ def make_cifar(root, n=12):
 
 def test_cifar10_folder(tmp_path):
     root = make_cifar(tmp_path / "cifar")
-    images = load_dataset(DataConfig(dataset="cifar10", path=str(root)))
+    with pytest.raises(DataError, match="lacks data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch"):
+        load_dataset(DataConfig(dataset="cifar10", path=str(root)))
+    images = load_dataset(DataConfig(dataset="cifar10", path=str(root), partial=True))
     assert len(images) == 12 and images.pixels.shape[1:] == (32, 32, 3)
     assert images.sources[3] == "data_batch_1:3" and images.captions[3] == "a photo of a thing3"
     assert images.tensor([0]).shape == (1, 3, 32, 32)
@@ -58,7 +60,7 @@ def test_cifar10_errors(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "data_batch_1").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="data_batch_1: not a readable"):
-        load_dataset(DataConfig(dataset="cifar10", path=str(tmp_path / "bad")))
+        load_dataset(DataConfig(dataset="cifar10", path=str(tmp_path / "bad"), partial=True))
 
 
 def make_imagefolder(root, n=5, size=(20, 14)):
