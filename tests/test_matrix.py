@@ -155,3 +155,47 @@ def test_report_renders_in_headless_chromium(matrix, tmp_path):
     loaded, total = check.check(out / "report.html", tmp_path / "shot.png")
     assert total >= 5 and loaded == total
     assert Path(tmp_path / "shot.png").stat().st_size > 10000
+
+
+@pytest.mark.slow
+def test_run_killed_inside_and_between_cells_resumes_to_the_same_results(tmp_path):
+    """Fault injection: kill -9 `diffmia run` while a recipe trains (after its first checkpoint) and again between
+    attack cells, rerun the same command each time: results equal a run never interrupted (timings aside)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    bench = str(REPO / "configs" / "tiny-benchmark.yaml")
+
+    def command(out):
+        return [sys.executable, "-m", "diffmia", "run", bench, "--only", "short", "--set", "utility.enabled=false",
+                "--out", str(out), "--no-progress"]
+
+    def kill_when(out, pattern):
+        proc = subprocess.Popen(command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline and not list(out.glob(pattern)):
+            time.sleep(0.02)
+        killed = proc.poll() is None
+        if killed:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return killed
+
+    clean, hurt = tmp_path / "clean", tmp_path / "hurt"
+    subprocess.run(command(clean), env=env, check=True, capture_output=True)
+    kills = [kill_when(hurt, "recipes/short-*/checkpoints/step-*"),  # inside the training cell
+             kill_when(hurt, "recipes/short-*/scores/naive_loss-*/naive_loss.csv")]  # between attack cells
+    assert any(kills)  # at least one kill landed before the run finished on its own
+    subprocess.run(command(hurt), env=env, check=True, capture_output=True)
+    timing = ["attack_seconds", "train_seconds", "reference_seconds"]
+    a = pd.read_csv(clean / "results.csv").drop(columns=timing)
+    b = pd.read_csv(hurt / "results.csv").drop(columns=timing)
+    pd.testing.assert_frame_equal(a, b)
+    for path in sorted(clean.glob("recipes/*/scores/*/*.csv")):
+        assert path.read_bytes() == (hurt / path.relative_to(clean)).read_bytes(), path
+    assert not list(hurt.rglob("*.tmp"))
