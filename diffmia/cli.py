@@ -367,6 +367,44 @@ def run(
 
 @app.command()
 @user_errors
+def audit(
+    model: Path = typer.Argument(..., help="A local diffusers pipeline folder trained elsewhere (DDPMPipeline, "
+                                 "diffmia's text pipeline, StableDiffusionPipeline)."),
+    members: Path = typer.Option(..., "--members", "-m", help="Training images: a folder (metadata.jsonl captions for "
+                                 "text models) or a CSV with a path (and text) column."),
+    nonmembers: Path = typer.Option(..., "--nonmembers", "-n", help="Images known not to be in training, same form."),
+    access: str = typer.Option("gray-box", "--access", help="What the attacker may use: gray-box (noise "
+                               "predictions), black-box (generated images only) or white-box (gradients)."),
+    public: Optional[Path] = typer.Option(None, "--public", help="Other non-member images the attacker may learn from "
+                                          "(needed by quantile regression and SD-MIA's feature network)."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="The training recipe (reference-model attacks)."),
+    attack_names: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Only these attacks (repeatable)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Results folder (default: runs/audit-MODELNAME)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the halves' hash and of the attacks' noise."),
+    calibration_fraction: float = typer.Option(0.5, "--calibration-fraction", min=0.05, max=0.95),
+    near_duplicates: float = typer.Option(0.01, "--near-duplicates", min=0.0, max=1.0, help="Refuse member/non-member "
+                                          "pairs this close (RMS pixel difference, 0-1 scale, 16x16 thumbnails); 0: exact only."),
+    batch_size: int = typer.Option(128, "--batch-size", min=1, max=65536),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, max=100000),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members;
+    score files, results, exposure.csv and the report as `diffmia run` writes them. Nothing is retrained."""
+    from diffmia.audit import audit_model
+
+    out = out_path(out) or Path("runs") / f"audit-{model.resolve().name}"
+    results = audit_model(model, members, nonmembers, out, access, public, recipe, seed, calibration_fraction,
+                          near_duplicates, attack_names, batch_size, bootstrap, progress=progress, log=typer.echo)
+    for row in results["rows"]:
+        typer.echo(f"{row['attack']:<20} AUC {row['auc']:.3f}  TPR@1%FPR calibrated {row['tpr@1%fpr']:.3f} "
+                   f"(achieved FPR {row['fpr@1%fpr_achieved']:.3f})  (test halves)")
+    if not results["rows"]:
+        typer.echo("no attack applies at this access level; see the reasons above")
+    typer.echo(f"results: {out / 'results.csv'}\nexposure: {out / 'exposure.csv'}\nreport: {results['report']}")
+
+
+@app.command()
+@user_errors
 def report(
     results_dir: Path = typer.Argument(..., help="A folder written by `diffmia run` (holds results.json)."),
     show_examples: bool = typer.Option(False, "--show-examples", help="Embed the most exposed member images."),

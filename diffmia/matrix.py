@@ -180,52 +180,70 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                 result = run_attack(loaded, attack, scores_dir, batch_size=bench.attack_batch_size, progress=progress,
                                     tuned=tuned)
                 scores, info = result.scores, result.info
-            ev = bench.evaluation
-            metrics = evaluate_scores(scores.is_member, scores.score, scores.split, ev.delta, tuple(ev.fprs),
-                                      ev.bootstrap, ev.seed, ev.alpha)
-            duplicated = loaded.manifest.extra.get("training_set", {}).get("duplicated_members")
-            dup_metrics = {}
-            if duplicated:  # the originally duplicated members against all non-members
-                subset = scores[(scores.is_member == 0) | scores.sample_id.isin(duplicated)]
-                d = evaluate_scores(subset.is_member, subset.score, subset.split, ev.delta, (0.01,), ev.bootstrap,
-                                    ev.seed, ev.alpha)
-                dup_metrics = {"dup_members": len(duplicated), "dup_auc": d["auc"], "dup_auc_ci_lo": d["auc_ci"][0],
-                               "dup_auc_ci_hi": d["auc_ci"][1], "dup_tpr@1%fpr": d["tpr@1%fpr"]}
-            audit = canary_audit(scores, ev.delta)
-            if ev.set_sizes:
-                recipe_info[entry.name].setdefault("set_level", {})[label] = set_level(
-                    scores.is_member, scores.score, scores.split, tuple(ev.set_sizes), ev.set_samples, ev.seed)
-            rows.append({
-                "recipe": entry.name, "attack": label, "attack_name": attack.name, "access": attack.access,
-                "queries_per_sample": info["queries_per_sample"],
-                "generations_per_sample": info.get("generations_per_sample", attack.generations_per_sample(loaded.target)),
-                "attack_seconds": info["seconds"],
-                "scores": os.path.relpath(csv_path, out),
-                **_flatten(metrics),
-                "defenses": "+".join(d["name"] for d in cfg.defenses) or "none",
-                "dp_epsilon": summary.get("dp_epsilon"),
-                "epsilon_one_run": audit.epsilon if audit else None,
-                "one_run_guesses": f"{audit.correct}/{audit.guesses} of {audit.canaries}" if audit else None,
-                "reference_seconds": (info.get("references") or {}).get("trained_seconds"),
-                "references": (info.get("references") or {}).get("count"),
-                "tuned": json.dumps(info["tuned"]["chosen"]) if info.get("tuned") else None,
-                **dup_metrics,
-                "fid": utility["fid"] if utility else None, "fid_floor": utility["fid_floor"] if utility else None,
-                "kid": utility["kid"] if utility else None, "fid_label": utility["fid_label"] if utility else None,
-                "train_seconds": summary.get("train_seconds_this_session"),
-            })
+            rows.append(cell_row(entry.name, label, attack, scores, info, loaded, bench.evaluation,
+                                 recipe_info[entry.name], {
+                                     "defenses": "+".join(d["name"] for d in cfg.defenses) or "none",
+                                     "dp_epsilon": summary.get("dp_epsilon"),
+                                     "train_seconds": summary.get("train_seconds_this_session")},
+                                 os.path.relpath(csv_path, out), utility))
         log(f"[{entry.name}] done in {time.time() - t0:.0f}s")
 
     from diffmia.environment import environment
 
     results = {"benchmark": bench.name, "recipes": recipe_info, "rows": rows,
                "evaluation": bench.evaluation.model_dump(mode="json"), "environment": environment()}
+    from diffmia.evaluate.exposure import write_exposure
+
+    write_exposure(out, results)
     write_json(out / "results.json", results)
     frame = pd.DataFrame(rows)
     write_text(out / "results.csv", frame.to_csv(index=False))
     report = write_report(out, results)
     results["report"] = str(report)
     return results
+
+
+def cell_row(recipe: str, label: str, attack, scores: pd.DataFrame, info: dict, loaded, ev: EvaluationConfig,
+             recipe_info: dict, recipe_fields: dict, scores_path: str, utility: dict | None) -> dict:
+    """One row of results.csv: an attack's calibrated metrics, one-run audit and costs on one target (shared by
+    `diffmia run` and `diffmia audit`)."""
+    from diffmia.evaluate.audit import canary_audit
+    from diffmia.evaluate.metrics import evaluate_scores
+    from diffmia.evaluate.setlevel import set_level
+
+    metrics = evaluate_scores(scores.is_member, scores.score, scores.split, ev.delta, tuple(ev.fprs),
+                              ev.bootstrap, ev.seed, ev.alpha)
+    duplicated = loaded.manifest.extra.get("training_set", {}).get("duplicated_members")
+    dup_metrics = {}
+    if duplicated:  # the originally duplicated members against all non-members
+        subset = scores[(scores.is_member == 0) | scores.sample_id.isin(duplicated)]
+        d = evaluate_scores(subset.is_member, subset.score, subset.split, ev.delta, (0.01,), ev.bootstrap,
+                            ev.seed, ev.alpha)
+        dup_metrics = {"dup_members": len(duplicated), "dup_auc": d["auc"], "dup_auc_ci_lo": d["auc_ci"][0],
+                       "dup_auc_ci_hi": d["auc_ci"][1], "dup_tpr@1%fpr": d["tpr@1%fpr"]}
+    audit = canary_audit(scores, ev.delta)
+    if ev.set_sizes:
+        recipe_info.setdefault("set_level", {})[label] = set_level(
+            scores.is_member, scores.score, scores.split, tuple(ev.set_sizes), ev.set_samples, ev.seed)
+    return {
+        "recipe": recipe, "attack": label, "attack_name": attack.name, "access": attack.access,
+        "queries_per_sample": info["queries_per_sample"],
+        "generations_per_sample": info.get("generations_per_sample", attack.generations_per_sample(loaded.target)),
+        "attack_seconds": info["seconds"],
+        "scores": scores_path,
+        **_flatten(metrics),
+        "defenses": recipe_fields.get("defenses", "none"),
+        "dp_epsilon": recipe_fields.get("dp_epsilon"),
+        "epsilon_one_run": audit.epsilon if audit else None,
+        "one_run_guesses": f"{audit.correct}/{audit.guesses} of {audit.canaries}" if audit else None,
+        "reference_seconds": (info.get("references") or {}).get("trained_seconds"),
+        "references": (info.get("references") or {}).get("count"),
+        "tuned": json.dumps(info["tuned"]["chosen"]) if info.get("tuned") else None,
+        **dup_metrics,
+        "fid": utility["fid"] if utility else None, "fid_floor": utility["fid_floor"] if utility else None,
+        "kid": utility["kid"] if utility else None, "fid_label": utility["fid_label"] if utility else None,
+        "train_seconds": recipe_fields.get("train_seconds"),
+    }
 
 
 def _flatten(metrics: dict) -> dict:

@@ -243,6 +243,21 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
 
 
+def _exposure_lines(results: dict) -> list[str]:
+    lines = []
+    for recipe, top in (results.get("exposure") or {}).items():
+        for r in top:
+            flagged = r.get("flagged_at_1%fpr_by") or ""
+            lines.append(f"{recipe}: sample {r['sample_id']} ({r['source']}, {r['half']} half): p = {r['p_value']:.4f}"
+                         + (f"; flagged at 1% FPR by {flagged.replace(';', ', ')}" if flagged == flagged and flagged else ""))
+    return lines
+
+
+def _skipped_lines(results: dict) -> list[str]:
+    return [f"{recipe}: {name}: {why}" for recipe, info in results["recipes"].items()
+            for name, why in (info.get("skipped_attacks") or {}).items()]
+
+
 THIN_NOTE = (f"Greyed out (marked 'thin' in Markdown): calibrated rates whose threshold rests on fewer than "
              f"{MIN_FALSE_POSITIVES} calibration false positives: with n calibration non-members a target FPR f leaves "
              f"floor(f*n) of them above the threshold (0.1% of 1000 is 1), so the threshold, and the rate, are set by "
@@ -265,6 +280,21 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
 
     audited = []
     for recipe, info in results["recipes"].items():
+        if info.get("external"):  # diffmia audit: a model trained elsewhere
+            audited.append({
+                "recipe": recipe,
+                "data": f"members {info['members_from']}, non-members {info['nonmembers_from']}"
+                        + (f", public {info['public_from']}" if info.get("public_from") else ""),
+                "split": f"{info['counts']['members']} members / {info['counts']['nonmembers']} non-members "
+                         f"(halves by a seeded pixel hash, calibration fraction {info['calibration_fraction']}) / "
+                         f"{info['counts']['public']} public",
+                "training": f"trained elsewhere, not retrained ({info['parameters']} parameters; {info['model']}); "
+                            f"access granted: {info['access']}",
+                "defenses": "unknown",
+                "manifest": info["manifest_sha256"][:16],
+                "run": info["run_dir"],
+            })
+            continue
         cfg = info["config"]
         data = cfg["data"]
         audited.append({
@@ -315,6 +345,13 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     for recipe, grid in examples.items():
         if grid:
             parts.append(f"<h3>Most exposed test members of {html.escape(recipe)} (shown on request)</h3>{_img(grid)}")
+    exposed, not_run = _exposure_lines(results), _skipped_lines(results)
+    if exposed:
+        parts.append("<h2>Most exposed images</h2><p>Members with the smallest calibrated p-value under the strongest "
+                     "attack (the share of calibration non-members scoring at least as high): all of them in "
+                     "exposure.csv.</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in exposed) + "</ul>")
+    if not_run:
+        parts.append("<h2>Attacks not run</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in not_run) + "</ul>")
     parts.append("<h2>What these numbers do not show</h2><ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in CAVEATS) + "</ul>")
     parts.append("<p>Every number here is derived from the per-sample score files listed in results.csv; rerun "
                  "<code>diffmia report</code> on this folder to rebuild this page.</p></body></html>")
@@ -333,6 +370,11 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     md += ["", "## Plots", ""]
     md += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in plots["privacy_utility"] + plots["recipes"]]
     md += [f"![examples {recipe}]({g.relative_to(out).as_posix()})" for recipe, g in examples.items() if g]
+    if exposed:
+        md += ["", "## Most exposed images", "", "Members with the smallest calibrated p-value under the strongest attack "
+               "(all of them in exposure.csv):", ""] + [f"- {x}" for x in exposed]
+    if not_run:
+        md += ["", "## Attacks not run", ""] + [f"- {x}" for x in not_run]
     md += ["", "## What these numbers do not show", ""] + [f"- {c}" for c in CAVEATS] + [""]
     write_text(out / "report.md", "\n".join(md))
     return out / "report.html"

@@ -184,6 +184,11 @@ class Target:
     def sample_shape(self) -> tuple[int, ...]:
         raise NotImplementedError
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model takes (the latent shape times the VAE's scale for latent models)."""
+        return tuple(self.sample_shape)
+
     def _forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Sequence[str] | None) -> torch.Tensor:
         raise NotImplementedError
 
@@ -302,6 +307,12 @@ class LatentTextTarget(TextTarget):
     @torch.no_grad()
     def decode(self, latents):
         return self.vae.decode(latents.to(self.device) / self.scaling_factor).sample.float().cpu()
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        size = self.unet.config.sample_size * scale
+        return (int(self.vae.config.in_channels), size, size)
 
     @classmethod
     def from_folder(cls, folder, device="cpu"):

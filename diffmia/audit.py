@@ -1,0 +1,285 @@
+"""`diffmia audit`: membership inference against a model trained elsewhere. Nothing is retrained.
+
+The model is a local diffusers folder (DDPMPipeline, diffmia's text pipeline, StableDiffusionPipeline); the members
+and non-members are image folders (captions in metadata.jsonl for text models) or CSV lists of paths. Each set is cut
+into calibration and test halves by a seeded hash of each image's pixels, so an image keeps its half when a folder
+grows. Images of the wrong size or channels are refused by name; exact and near duplicates across the two sets are
+refused with the pairs listed (a duplicated image is both a member and a non-member: no attack can be scored on it).
+
+Every attack the access level allows runs through the same runner as `diffmia run` and writes the same score files,
+results.csv/json, exposure.csv and report.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from diffmia.config import ConfigError
+from diffmia.targets.data import IMAGE_SUFFIXES, DataError, ImageSet
+
+ACCESS_LEVELS = ("gray-box", "black-box", "white-box")
+
+
+@dataclass
+class ImageList:
+    paths: list[Path]
+    captions: list[str]
+
+
+def list_images(path: str | Path, role: str) -> ImageList:
+    """A folder (metadata.jsonl with file_name and text where present, else every image file, sorted) or a CSV
+    with a `path` column (and optional `text`)."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        if not rows or "path" not in rows[0]:
+            raise DataError(f"--{role} {path}: a CSV list needs a 'path' column (and optionally 'text')")
+        paths = [(path.parent / r["path"]).resolve() if not Path(r["path"]).is_absolute() else Path(r["path"]) for r in rows]
+        return ImageList(paths, [(r.get("text") or "").strip() for r in rows])
+    if not path.is_dir():
+        raise DataError(f"--{role} {path}: not found (give an image folder or a CSV list of paths)")
+    meta = path / "metadata.jsonl"
+    if meta.is_file():
+        paths, captions = [], []
+        for lineno, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                paths.append(path / str(record["file_name"]))
+                captions.append(str(record.get("text", "")).strip())
+            except (ValueError, KeyError, TypeError):
+                raise DataError(f"{meta}:{lineno}: needs a JSON object with file_name (and text)") from None
+        return ImageList(paths, captions)
+    paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return ImageList(paths, [""] * len(paths))
+
+
+def read_images(listed: ImageList, shape: tuple[int, int, int], role: str) -> np.ndarray:
+    """uint8 (N, H, W, C) at exactly the model's image shape; anything else is refused by file name."""
+    from PIL import Image, UnidentifiedImageError
+
+    channels, height, width = shape
+    want = {1: "L", 3: "RGB"}.get(channels)
+    if want is None:
+        raise ConfigError(f"the model takes {channels}-channel images; diffmia audit reads 1 (L) or 3 (RGB)")
+    if not listed.paths:
+        raise DataError(f"--{role}: no images found")
+    out = np.empty((len(listed.paths), height, width, channels), dtype=np.uint8)
+    for i, file in enumerate(listed.paths):
+        if not file.is_file():
+            raise DataError(f"{file}: image not found (listed in --{role})")
+        try:
+            with Image.open(file) as img:
+                if img.size != (width, height):
+                    raise DataError(f"{file}: {img.size[0]}x{img.size[1]} pixels; the model takes {width}x{height}")
+                mode = img.mode
+                if mode == "I;16" or mode == "I":
+                    raise DataError(f"{file}: 16/32-bit image; save it as 8-bit {want}")
+                if (want == "L" and mode not in ("L", "1")) or (want == "RGB" and mode not in ("RGB", "L", "P")):
+                    raise DataError(f"{file}: {mode} image; the model takes {channels}-channel ({want}) images")
+                arr = np.asarray(img.convert(want))
+        except (UnidentifiedImageError, OSError):
+            raise DataError(f"{file}: cannot be decoded as an image") from None
+        out[i] = arr.reshape(height, width, channels)
+    return out
+
+
+def pixel_sha256(pixels: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+def half_of(sha: str, seed: int, calibration_fraction: float) -> str:
+    """calibration or test, from a seeded hash of the image's pixels (stable when the folder grows)."""
+    u = int(hashlib.sha256(f"{seed}:{sha}".encode()).hexdigest()[:15], 16) / 16**15
+    return "calibration" if u < calibration_fraction else "test"
+
+
+def duplicates_across(a: np.ndarray, b: np.ndarray, tolerance: float) -> list[tuple[int, int, float]]:
+    """Pairs (i in a, j in b) whose images are equal or nearly so: RMS pixel difference (on a 0-1 scale, at a 16x16
+    grayscale thumbnail) at most `tolerance`. 0 finds exact copies only."""
+    from sklearn.neighbors import NearestNeighbors
+
+    def thumbs(x: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        t = torch.from_numpy(x).float().permute(0, 3, 1, 2).mean(1, keepdim=True) / 255.0
+        if t.shape[-1] > 16:
+            t = F.adaptive_avg_pool2d(t, 16)
+        return t.flatten(1).numpy()
+
+    ta, tb = thumbs(a), thumbs(b)
+    dims = ta.shape[1]
+    exact = {pixel_sha256(x): i for i, x in enumerate(a)}
+    pairs = {(exact[pixel_sha256(y)], j): 0.0 for j, y in enumerate(b) if pixel_sha256(y) in exact}
+    if tolerance > 0:
+        nn = NearestNeighbors(radius=tolerance * np.sqrt(dims)).fit(ta)
+        dist, idx = nn.radius_neighbors(tb)
+        for j, (ds, ids) in enumerate(zip(dist, idx)):
+            for d, i in zip(ds, ids):
+                pairs.setdefault((int(i), j), float(d / np.sqrt(dims)))
+    return sorted((i, j, d) for (i, j), d in pairs.items())
+
+
+def build_audit_set(model_shape, members: ImageList, nonmembers: ImageList, public: ImageList | None, seed: int,
+                    calibration_fraction: float, near_tolerance: float, need_captions: bool):
+    from diffmia.targets.manifest import Entry, SplitManifest
+
+    pm = read_images(members, model_shape, "members")
+    pn = read_images(nonmembers, model_shape, "nonmembers")
+    pp = read_images(public, model_shape, "public") if public else np.zeros((0, *pm.shape[1:]), np.uint8)
+    pairs = duplicates_across(pm, pn, near_tolerance)
+    if pairs:
+        listed = "; ".join(f"{members.paths[i]} ~ {nonmembers.paths[j]} (RMS {d:.3f})" for i, j, d in pairs[:10])
+        raise DataError(f"{len(pairs)} image(s) of --members are (near) duplicates of --nonmembers images, so they are "
+                        f"both a member and a non-member: remove one of each pair, or lower --near-duplicates: {listed}"
+                        + (" ..." if len(pairs) > 10 else ""))
+    captions = members.captions + nonmembers.captions + (public.captions if public else [])
+    if need_captions:
+        missing = [str(p) for p, c in zip(members.paths + nonmembers.paths, captions) if not c]
+        if missing:
+            raise DataError(f"the model is text-conditioned: every image needs a caption (metadata.jsonl 'text' or a "
+                            f"CSV 'text' column); none for {missing[:5]}")
+    pixels = np.concatenate([pm, pn, pp])
+    sources = [str(p) for p in members.paths + nonmembers.paths + (public.paths if public else [])]
+    images = ImageSet("audit", pixels, sources, captions, max_value=255)
+    hashes = [pixel_sha256(x) for x in pixels]
+
+    def entries(start: int, count: int, halves: bool) -> list[Entry]:
+        return [Entry(i, sources[i], hashes[i], half_of(hashes[i], seed, calibration_fraction) if halves else None)
+                for i in range(start, start + count)]
+
+    manifest = SplitManifest(
+        dataset={"name": "audit", "members": str(members.paths[0].parent), "nonmembers": str(nonmembers.paths[0].parent)},
+        seed=seed, members=entries(0, len(pm), True), nonmembers=entries(len(pm), len(pn), True),
+        public=entries(len(pm) + len(pn), len(pp), False),
+        extra={"external": True, "near_duplicate_tolerance": near_tolerance},
+    )
+    for role in ("members", "nonmembers"):
+        halves = {e.half for e in getattr(manifest, role)}
+        if halves != {"calibration", "test"}:
+            raise DataError(f"--{role}: {len(getattr(manifest, role))} image(s) fill only the {', '.join(halves)} half; "
+                            f"an audit needs images in both the calibration and the test half (give more images)")
+    return images, manifest
+
+
+def plan_attacks(target, access: str, has_public: bool, has_recipe: bool) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
+    """(attacks to run with their parameters, attacks skipped with the reason), by access level."""
+    from diffmia.attacks import ATTACKS
+
+    run, skipped = [], []
+    for name in ATTACKS.names():
+        cls = ATTACKS.get(name)
+        params: dict = {}
+        if cls.needs_captions and not target.conditional:
+            continue  # not applicable to an unconditional model: not a gap in the audit
+        if cls.needs_references:
+            skipped.append((name, "reference-model attacks retrain the recipe: not available for a model trained "
+                                  "elsewhere in this version (run the recipe with `diffmia run` to get them)"
+                            if has_recipe else "needs reference models: give --recipe CONFIG (the training recipe)"))
+            continue
+        if cls.access == "white-box" and access != "white-box":
+            skipped.append((name, f"white-box (gradients); --access is {access}"))
+            continue
+        if cls.access == "black-box" and access != "black-box":
+            skipped.append((name, "black-box (generated images only): run with --access black-box"))
+            continue
+        if cls.access == "gray-box" and access == "black-box":
+            skipped.append((name, "gray-box (noise predictions); --access is black-box"))
+            continue
+        if name == "quantile_regression" and not has_public:
+            skipped.append((name, "trains on public non-members: give --public FOLDER"))
+            continue
+        if name == "sd_mia" and not has_public:
+            skipped.append((name, "its default image features are a classifier trained on public images: give --public "
+                                  "FOLDER (or run `diffmia attack` with image_features=clip and a local CLIP)"))
+            continue
+        if name == "clid" and not has_public:
+            params = {"importance_images": 0}  # words in caption order instead of ranked on public images
+        run.append((name, params))
+    return run, skipped
+
+
+def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, out: str | Path,
+                access: str = "gray-box", public: str | Path | None = None, recipe: str | Path | None = None,
+                seed: int = 0, calibration_fraction: float = 0.5, near_tolerance: float = 0.01,
+                attacks: list[str] | None = None, batch_size: int = 128, bootstrap: int = 1000, delta: float = 1e-5,
+                progress: bool = True, log=print) -> dict:
+    from diffmia.attacks import build_attack
+    from diffmia.attacks.runner import check_attack_fits, run_attack
+    from diffmia.config import TargetConfig
+    from diffmia.environment import environment
+    from diffmia.evaluate.exposure import write_exposure
+    from diffmia.evaluate.report import write_report
+    from diffmia.io import write_json, write_text
+    from diffmia.matrix import EvaluationConfig, cell_row
+    from diffmia.rundir import RunDir
+    from diffmia.targets.runs import LoadedRun
+    from diffmia.targets.target import load_target
+
+    if access not in ACCESS_LEVELS:
+        raise ConfigError(f"--access: expected one of {', '.join(ACCESS_LEVELS)}, got {access!r}")
+    model = Path(model)
+    target = load_target(model)
+    shape = target.image_shape
+    images, manifest = build_audit_set(shape, list_images(members, "members"), list_images(nonmembers, "nonmembers"),
+                                       list_images(public, "public") if public else None, seed, calibration_fraction,
+                                       near_tolerance, target.conditional)
+    planned, skipped = plan_attacks(target, access, public is not None, recipe is not None)
+    if attacks:
+        unknown = sorted(set(attacks) - {n for n, _ in planned})
+        if unknown:
+            reasons = dict(skipped)
+            raise ConfigError("; ".join(f"--attack {n}: " + (reasons.get(n) or "not applicable to this model")
+                                        for n in unknown))
+        planned = [(n, p) for n, p in planned if n in attacks]
+    out = Path(out)
+    name = model.resolve().name
+    cfg = TargetConfig.model_validate({"name": "audit", "seed": seed, "data": {"resolution": shape[-1]}})
+    run = RunDir(out / "model")
+    loaded = LoadedRun(run, cfg, manifest, images, target)
+    built = [build_attack(n, p, seed=seed) for n, p in planned]
+    for atk in built:
+        check_attack_fits(loaded, atk)
+    out.mkdir(parents=True, exist_ok=True)  # only after every input was checked
+    manifest.save(run.manifest)
+    ev = EvaluationConfig(delta=delta, bootstrap=bootstrap, seed=seed)
+    info = {
+        "run_dir": os.path.relpath(run.root, out), "external": True, "model": str(model.resolve()),
+        "access": access, "members_from": str(members), "nonmembers_from": str(nonmembers),
+        "public_from": str(public) if public else None,
+        "counts": {r: len(getattr(manifest, r)) for r in ("members", "nonmembers", "public")},
+        "parameters": sum(p.numel() for m in target_modules(target) for p in m.parameters()),
+        "manifest_sha256": hashlib.sha256(run.manifest.read_bytes()).hexdigest(), "utility": None,
+        "skipped_attacks": dict(skipped), "calibration_fraction": calibration_fraction, "seed": seed,
+    }
+    rows = []
+    for atk in built:
+        log(f"[{name}] attack {atk.name}")
+        result = run_attack(loaded, atk, run.scores, batch_size=batch_size, progress=progress)
+        rows.append(cell_row(name, atk.name, atk, result.scores, result.info, loaded, ev, info, {"defenses": "unknown"},
+                             os.path.relpath(run.scores / f"{atk.name}.csv", out), None))
+    for n, why in skipped:
+        log(f"[{name}] skipped {n}: {why}")
+    results = {"benchmark": f"audit of {name}", "recipes": {name: info}, "rows": rows,
+               "evaluation": ev.model_dump(mode="json"), "environment": environment()}
+    if rows:
+        write_exposure(out, results)
+    write_json(out / "results.json", results)
+    import pandas as pd
+
+    write_text(out / "results.csv", pd.DataFrame(rows).to_csv(index=False))
+    results["report"] = str(write_report(out, results)) if rows else None
+    return results
+
+
+def target_modules(target) -> list:
+    return [m for m in (getattr(target, "unet", None), getattr(target, "text_encoder", None)) if m is not None]

@@ -1,0 +1,136 @@
+"""`diffmia audit` of a model trained elsewhere: a tiny target copied out of its run folder and audited from image
+folders, nothing retrained; per-image exposure; a tiny random Stable Diffusion folder audited black-box."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from diffmia.audit import half_of, pixel_sha256
+from diffmia.cli import app
+from diffmia.evaluate.exposure import calibrated_p_values
+from diffmia.targets.runs import load_run
+
+
+def export(loaded, role, folder, limit=None):
+    folder.mkdir(parents=True)
+    for e in getattr(loaded.manifest, role)[:limit]:
+        px = loaded.images.pixels[e.index][..., 0].astype(float) * 255 / loaded.images.max_value
+        Image.fromarray(np.round(px).astype(np.uint8), "L").save(folder / f"{e.index}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def elsewhere(tiny_run, tmp_path_factory):
+    """The tiny target copied out of its run, with its members and non-members as PNG files."""
+    root = tmp_path_factory.mktemp("elsewhere")
+    loaded = load_run(tiny_run)
+    shutil.copytree(tiny_run / "target", root / "model")
+    export(loaded, "members", root / "members")
+    non = export(loaded, "nonmembers", root / "nonmembers")
+    with open(root / "nonmembers.csv", "w") as f:  # the same non-members as a CSV list of paths
+        f.write("path\n" + "".join(f"nonmembers/{p.name}\n" for p in sorted(non.iterdir())))
+    return root
+
+
+def test_audit_of_a_copied_model_from_scratch(elsewhere, tmp_path):
+    out = tmp_path / "audit"
+    result = CliRunner().invoke(app, ["audit", str(elsewhere / "model"), "--members", str(elsewhere / "members"),
+                                      "--nonmembers", str(elsewhere / "nonmembers.csv"), "--attack", "naive_loss",
+                                      "--attack", "pia", "--out", str(out), "--bootstrap", "20", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out / "results.csv")
+    assert list(rows.attack) == ["naive_loss", "pia"] and rows.n_test_members.iloc[0] + rows.n_calibration_members.iloc[0] == 64
+    scores = pd.read_csv(out / rows.scores.iloc[0])
+    assert len(scores) == 128 and scores.is_member.sum() == 64
+    # halves come from the seeded pixel hash of each image
+    from PIL import Image as I
+
+    for _, r in scores.sample(10, random_state=0).iterrows():
+        pixels = np.asarray(I.open(r.source).convert("L"))[..., None]
+        assert r.split == half_of(pixel_sha256(pixels), 0, 0.5)
+    # exposure: p-value by hand for the most exposed member under the strongest attack
+    exposure = pd.read_csv(out / "exposure.csv")
+    assert len(exposure) == 64 and (exposure["rank"] == np.arange(1, 65)).all()
+    first = exposure.iloc[0]
+    strongest = pd.read_csv(out / rows.set_index("attack").scores[first.strongest_attack])
+    cal_non = strongest[(strongest.split == "calibration") & (strongest.is_member == 0)].score.to_numpy()
+    own = strongest.set_index("sample_id").score[first.sample_id]
+    assert first.p_value == pytest.approx((1 + (cal_non >= own).sum()) / (1 + len(cal_non)))
+    assert len(first.sha256) == 64
+    report = (out / "report.md").read_text()
+    assert "trained elsewhere, not retrained" in report and "Most exposed images" in report
+    assert "needs reference models: give --recipe CONFIG" in report  # attacks not run, with the reason
+    assert json.loads((out / "results.json").read_text())["environment"]["packages"]["torch"]
+
+
+def test_halves_stay_put_when_the_folder_grows():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (8, 8, 1), dtype=np.uint8) for _ in range(50)]
+    halves = [half_of(pixel_sha256(x), 3, 0.5) for x in images]
+    assert 15 < halves.count("calibration") < 35
+    assert [half_of(pixel_sha256(x), 3, 0.5) for x in images[:20]] == halves[:20]
+
+
+def test_p_values_by_hand():
+    assert calibrated_p_values(np.array([5.0, 0.0, 10.0]), np.array([1.0, 2.0, 5.0])).tolist() == [2 / 4, 4 / 4, 1 / 4]
+
+
+@pytest.mark.parametrize("case", ["duplicate", "near duplicate", "wrong size", "wrong channels", "not an image"])
+def test_bad_audit_inputs_are_refused_by_file(elsewhere, tmp_path, case):
+    members = tmp_path / "members"
+    shutil.copytree(elsewhere / "members", members)
+    nonmembers = tmp_path / "nonmembers"
+    shutil.copytree(elsewhere / "nonmembers", nonmembers)
+    first = sorted(members.iterdir())[0]
+    if case == "duplicate":
+        shutil.copy(first, nonmembers / "copy.png")
+        message = f"{first} ~ {nonmembers / 'copy.png'} (RMS 0.000)"
+    elif case == "near duplicate":
+        px = np.asarray(Image.open(first)).astype(int)
+        px[0, 0] = min(255, px[0, 0] + 3)
+        Image.fromarray(px.astype(np.uint8), "L").save(nonmembers / "near.png")
+        message = "near.png (RMS 0.00"
+    elif case == "wrong size":
+        Image.new("L", (9, 8)).save(nonmembers / "big.png")
+        message = "big.png: 9x8 pixels; the model takes 8x8"
+    elif case == "wrong channels":
+        Image.new("RGBA", (8, 8)).save(nonmembers / "rgba.png")
+        message = "rgba.png: RGBA image; the model takes 1-channel (L) images"
+    else:
+        (nonmembers / "junk.png").write_bytes(b"not a png")
+        message = "junk.png: cannot be decoded as an image"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["audit", str(elsewhere / "model"), "--members", str(members), "--nonmembers",
+                                      str(nonmembers), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not out.exists()
+
+
+def test_a_tiny_stable_diffusion_folder_audited_black_box(tmp_path):
+    from tests.test_t2i import make_tiny_sd
+
+    rng = np.random.default_rng(1)
+    for role, count in (("members", 8), ("nonmembers", 8)):
+        folder = tmp_path / role
+        folder.mkdir()
+        lines = []
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), "RGB").save(folder / f"{i}.png")
+            lines.append(json.dumps({"file_name": f"{i}.png", "text": f"picture number {i}"}))
+        (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    make_tiny_sd(tmp_path / "sd", [f"picture number {i}" for i in range(8)])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["audit", str(tmp_path / "sd"), "--members", str(tmp_path / "members"),
+                                      "--nonmembers", str(tmp_path / "nonmembers"), "--access", "black-box",
+                                      "--out", str(out), "--bootstrap", "10", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out / "results.csv")
+    assert set(rows.access) == {"black-box"} and "rediffuse" in set(rows.attack)
+    assert "sd_mia" not in set(rows.attack) and "give --public FOLDER" in (out / "report.md").read_text()
+    assert "noise_aggregation" not in set(rows.attack)  # gray-box: not granted
