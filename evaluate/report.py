@@ -253,6 +253,19 @@ def _exposure_lines(results: dict) -> list[str]:
     return lines
 
 
+def _comparison(out: Path, results: dict) -> list[str]:
+    """Every recipe against the first one (the baseline by convention: list the undefended recipe first)."""
+    from .compare import compare_recipes, comparison_lines
+
+    names = list(dict.fromkeys(r["recipe"] for r in results["rows"]))
+    if len(names) < 2:
+        return []
+    try:
+        return comparison_lines(compare_recipes(out, results, names[0], n_boot=1000))
+    except ValueError as exc:  # audited on different images
+        return [f"not paired: {exc}"]
+
+
 def _skipped_lines(results: dict) -> list[str]:
     return [f"{recipe}: {name}: {why}" for recipe, info in results["recipes"].items()
             for name, why in (info.get("skipped_attacks") or {}).items()]
@@ -346,6 +359,12 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
         if grid:
             parts.append(f"<h3>Most exposed test members of {html.escape(recipe)} (shown on request)</h3>{_img(grid)}")
     exposed, not_run = _exposure_lines(results), _skipped_lines(results)
+    compared = _comparison(out, results)
+    if compared:
+        parts.append(f"<h2>Paired comparison with {html.escape(next(iter(results['recipes'])))}</h2><p>Each recipe's "
+                     "strongest attack against the baseline's, on the same test images, with a stratified paired "
+                     "bootstrap (95% intervals; <code>diffmia compare</code> names another baseline).</p><ul>"
+                     + "".join(f"<li>{html.escape(x)}</li>" for x in compared) + "</ul>")
     if exposed:
         parts.append("<h2>Most exposed images</h2><p>Members with the smallest calibrated p-value under the strongest "
                      "attack (the share of calibration non-members scoring at least as high): all of them in "
@@ -370,6 +389,8 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     md += ["", "## Plots", ""]
     md += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in plots["privacy_utility"] + plots["recipes"]]
     md += [f"![examples {recipe}]({g.relative_to(out).as_posix()})" for recipe, g in examples.items() if g]
+    if compared:
+        md += ["", f"## Paired comparison with {next(iter(results['recipes']))}", ""] + [f"- {x}" for x in compared]
     if exposed:
         md += ["", "## Most exposed images", "", "Members with the smallest calibrated p-value under the strongest attack "
                "(all of them in exposure.csv):", ""] + [f"- {x}" for x in exposed]

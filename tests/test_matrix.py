@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -199,3 +200,43 @@ def test_run_killed_inside_and_between_cells_resumes_to_the_same_results(tmp_pat
     for path in sorted(clean.glob("recipes/*/scores/*/*.csv")):
         assert path.read_bytes() == (hurt / path.relative_to(clean)).read_bytes(), path
     assert not list(hurt.rglob("*.tmp"))
+
+
+def _frame(member_scores, nonmember_scores):
+    rows = []
+    for flag, scores in ((1, member_scores), (0, nonmember_scores)):
+        for i, s in enumerate(scores):
+            rows.append({"sample_id": flag * 10000 + i, "split": "calibration" if i % 2 else "test", "is_member": flag,
+                         "score": float(s)})
+    return pd.DataFrame(rows)
+
+
+def test_paired_comparison_verdicts_by_construction():
+    from diffmia.evaluate.compare import paired_difference, verdict
+
+    rng = np.random.default_rng(0)
+    noise_m, noise_n = rng.normal(size=400), rng.normal(size=400)
+    leaky = _frame(noise_m + 3.0, noise_n)  # members far above non-members
+    blind = _frame(rng.normal(size=400), rng.normal(size=400))
+    d = paired_difference(blind, leaky, n_boot=300)
+    assert d["paired_test_images"] == 400 and d["d_auc"] < -0.3 and verdict(d) == "leaks less, significantly"
+    assert verdict(paired_difference(leaky, blind, n_boot=300)) == "leaks more, significantly"
+    same = paired_difference(leaky, leaky, n_boot=300)
+    assert same["d_auc"] == 0 and same["d_auc_lo"] == 0 == same["d_auc_hi"]
+    assert verdict(same) == "no significant difference at this sample size"
+    other = leaky.assign(sample_id=leaky.sample_id + 50000)
+    with pytest.raises(ValueError, match="different images"):
+        paired_difference(other, leaky)
+
+
+def test_cli_compare_and_report_section(matrix):
+    out, _, _ = matrix
+    result = CliRunner().invoke(app, ["compare", str(out), "--baseline", "short", "--bootstrap", "200"])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out / "compare-short.csv")
+    assert list(frame.recipe) == ["longer"] and frame.verdict.iloc[0] in (
+        "leaks less, significantly", "leaks more, significantly", "no significant difference at this sample size")
+    assert "Paired comparison with short" in (out / "report.md").read_text()
+    assert (out / "exposure.csv").is_file()
+    bad = CliRunner().invoke(app, ["compare", str(out), "--baseline", "nope"])
+    assert bad.exit_code == 2 and "no recipe 'nope'" in bad.output
