@@ -134,3 +134,32 @@ def test_a_tiny_stable_diffusion_folder_audited_black_box(tmp_path):
     assert set(rows.access) == {"black-box"} and "rediffuse" in set(rows.attack)
     assert "sd_mia" not in set(rows.attack) and "give --public FOLDER" in (out / "report.md").read_text()
     assert "noise_aggregation" not in set(rows.attack)  # gray-box: not granted
+
+
+def test_owner_tests_hold_their_level_under_the_null_and_find_a_shift():
+    from diffmia.owner import cross_fitted, one_sided_tests
+
+    rng = np.random.default_rng(0)
+    ps = [one_sided_tests(rng.normal(size=30), rng.normal(size=30), permutations=200, seed=i)["permutation_p"]
+          for i in range(200)]
+    assert 0.02 <= np.mean(np.array(ps) < 0.05) <= 0.09  # valid level: about 5% false alarms
+    n = 200
+    features = pd.DataFrame({"a": rng.normal(size=2 * n), "b": rng.normal(size=2 * n)})
+    is_suspect = np.r_[np.ones(n, int), np.zeros(n, int)]
+    features.loc[is_suspect == 1, "b"] += 0.5  # the owner's images score higher on one attack
+    half = np.where(rng.random(2 * n) < 0.5, "calibration", "test")
+    combined = cross_fitted(features, is_suspect, half)
+    result = one_sided_tests(combined[is_suspect == 1], combined[is_suspect == 0], permutations=2000)
+    assert result["permutation_p"] < 0.01 and result["effect_size_d"] > 0.3
+
+
+def test_owner_cli_on_a_copied_model(elsewhere, tmp_path):
+    out = tmp_path / "owner"
+    result = CliRunner().invoke(app, ["owner", str(elsewhere / "model"), "--suspect", str(elsewhere / "members"),
+                                      "--reference", str(elsewhere / "nonmembers"), "--attack", "naive_loss",
+                                      "--attack", "pia", "--permutations", "500", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "owner.json").read_text())
+    assert report["suspect_images"] == 64 and report["attacks"] == ["naive_loss", "pia"]
+    assert 0 < report["combined"]["permutation_p"] <= 1 and report["size_curve"][-1]["set_size"] == 64
+    assert (out / "owner-size-curve.png").stat().st_size > 1000 and "verdict" in result.output

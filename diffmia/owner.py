@@ -1,0 +1,141 @@
+"""`diffmia owner`: the data owner's test. "Was my collection S used to train this model?"
+
+The owner holds S (suspected members) and R (images of the same distribution known NOT to be in training). Both are
+scored with every gray-box attack that needs no reference models. Single images are weak evidence; a set is strong:
+- per attack, a one-sided Welch t-test and a permutation test of "S scores higher than R";
+- combined (after CDI, arXiv 2411.12858): a logistic regression on the attacks' standardised scores, cross-fitted over
+  the two hash halves of each set (fit on one half, score the other, and vice versa), so every image's combined score
+  comes from a model that never saw its label; the same one-sided tests on the combined scores.
+Under the null (S not used: S and R exchangeable for the model), the cross-fitted scores of S and R are exchangeable
+too, so the permutation p-value is valid for the set as a whole.
+Also: the effect size (Cohen's d) and the p-value against the size of S (random subsets, median p), i.e. how many
+of the owner's images were needed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def one_sided_tests(s: np.ndarray, r: np.ndarray, permutations: int = 10000, seed: int = 0) -> dict:
+    from scipy.stats import ttest_ind
+
+    s, r = np.asarray(s, float), np.asarray(r, float)
+    welch = ttest_ind(s, r, equal_var=False, alternative="greater")
+    both = np.concatenate([s, r])
+    observed = s.mean() - r.mean()
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(permutations):
+        perm = rng.permutation(both)
+        hits += perm[: len(s)].mean() - perm[len(s):].mean() >= observed
+    pooled = np.sqrt(((len(s) - 1) * s.var(ddof=1) + (len(r) - 1) * r.var(ddof=1)) / max(1, len(s) + len(r) - 2))
+    return {"welch_p": float(welch.pvalue), "permutation_p": float((1 + hits) / (1 + permutations)),
+            "effect_size_d": float(observed / pooled) if pooled > 0 else 0.0, "mean_difference": float(observed)}
+
+
+def cross_fitted(features: pd.DataFrame, is_suspect: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """Combined score per image from a logistic regression fit on the other half only."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x = features.to_numpy(float)
+    out = np.empty(len(x))
+    for fold in np.unique(half):
+        fit, apply = half != fold, half == fold
+        if len(np.unique(is_suspect[fit])) < 2:
+            raise ValueError("each half needs suspect and reference images to fit the combination")
+        scaler = StandardScaler().fit(x[fit])
+        model = LogisticRegression(max_iter=1000).fit(scaler.transform(x[fit]), is_suspect[fit])
+        out[apply] = model.decision_function(scaler.transform(x[apply]))
+    return out
+
+
+def size_curve(s: np.ndarray, r: np.ndarray, sizes: list[int], repeats: int = 200, seed: int = 0) -> list[dict]:
+    """Median one-sided Welch p-value over random subsets of S of each size (R whole)."""
+    from scipy.stats import ttest_ind
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in sizes:
+        ps = [ttest_ind(rng.choice(s, k, replace=False), r, equal_var=False, alternative="greater").pvalue
+              for _ in range(repeats)]
+        rows.append({"set_size": int(k), "median_p": float(np.median(ps)), "share_below_0.05": float(np.mean(np.array(ps) < 0.05))})
+    return rows
+
+
+def owner_test(model: str | Path, suspect: str | Path, reference: str | Path, out: str | Path, seed: int = 0,
+               attacks: list[str] | None = None, permutations: int = 10000, batch_size: int = 128,
+               progress: bool = True, log=print) -> dict:
+    from diffmia.attacks import build_attack
+    from diffmia.attacks.runner import check_attack_fits, run_attack
+    from diffmia.audit import build_audit_set, list_images, plan_attacks
+    from diffmia.config import ConfigError, TargetConfig
+    from diffmia.environment import environment
+    from diffmia.io import write_json
+    from diffmia.rundir import RunDir
+    from diffmia.targets.runs import LoadedRun
+    from diffmia.targets.target import load_target
+
+    target = load_target(model)
+    images, manifest = build_audit_set(target.image_shape, list_images(suspect, "suspect"),
+                                       list_images(reference, "reference"), None, seed, 0.5, 0.01, target.conditional)
+    planned, _ = plan_attacks(target, "gray-box", False, False)
+    if attacks:
+        unknown = sorted(set(attacks) - {n for n, _ in planned})
+        if unknown:
+            raise ConfigError(f"--attack: {', '.join(unknown)} cannot run here (gray-box, no reference models, no public data)")
+        planned = [(n, p) for n, p in planned if n in attacks]
+    out = Path(out)
+    cfg = TargetConfig.model_validate({"name": "owner", "seed": seed, "data": {"resolution": target.image_shape[-1]}})
+    loaded = LoadedRun(RunDir(out / "model"), cfg, manifest, images, target)
+    built = [build_attack(n, p, seed=seed) for n, p in planned]
+    for atk in built:
+        check_attack_fits(loaded, atk)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest.save(loaded.run.manifest)
+    frames = {}
+    for atk in built:
+        log(f"[owner] scoring with {atk.name}")
+        frames[atk.name] = run_attack(loaded, atk, loaded.run.scores, batch_size=batch_size, progress=progress).scores
+    first = next(iter(frames.values()))
+    features = pd.DataFrame({name: df.set_index("sample_id").score for name, df in frames.items()}).loc[first.sample_id]
+    is_suspect = first.is_member.to_numpy(int)
+    half = first.split.to_numpy()
+    per_attack = {name: one_sided_tests(features[name][is_suspect == 1], features[name][is_suspect == 0], permutations, seed)
+                  for name in features}
+    combined = cross_fitted(features, is_suspect, half)
+    result = one_sided_tests(combined[is_suspect == 1], combined[is_suspect == 0], permutations, seed)
+    n_s = int(is_suspect.sum())
+    sizes = sorted({k for k in (2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000) if k <= n_s} | {n_s})
+    curve = size_curve(combined[is_suspect == 1], combined[is_suspect == 0], sizes, seed=seed)
+    needed = next((row["set_size"] for row in curve if row["median_p"] < 0.05), None)
+    verdict = ("the model was very likely trained on the suspect collection (p < 0.01)" if result["permutation_p"] < 0.01
+               else "evidence that the suspect collection was used (p < 0.05)" if result["permutation_p"] < 0.05
+               else "no evidence at this set size that the suspect collection was used (not proof that it was not)")
+    report = {"model": str(Path(model).resolve()), "suspect": str(suspect), "reference": str(reference),
+              "suspect_images": n_s, "reference_images": int((is_suspect == 0).sum()), "attacks": list(frames),
+              "combined": result, "per_attack": per_attack, "size_curve": curve, "images_needed_median_p_0.05": needed,
+              "verdict": verdict, "environment": environment(),
+              "method": "one-sided Welch t-test and permutation test of suspect > reference on cross-fitted logistic "
+                        "combinations of the attacks' scores (fit on one hash half, applied to the other)"}
+    write_json(out / "owner.json", report)
+    _plot(curve, out / "owner-size-curve.png")
+    return report
+
+
+def _plot(curve: list[dict], path: Path) -> Path:
+    from diffmia.evaluate.plots import _save, plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+    ax.plot([c["set_size"] for c in curve], [max(c["median_p"], 1e-300) for c in curve], marker="o")
+    ax.axhline(0.05, ls="--", color="grey", lw=0.8, label="p = 0.05")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("suspect images used (random subsets)")
+    ax.set_ylabel("median one-sided p-value")
+    ax.set_title("Data owner's test: evidence vs collection size")
+    ax.legend()
+    return _save(fig, path)
