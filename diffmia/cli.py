@@ -41,6 +41,10 @@ def main_options(
         raise typer.Exit(2) from None
 
 
+# the registered attacks, for --help without importing torch (tests/test_cli.py checks it against the registry)
+ATTACK_NAMES = ("clid", "gsa", "lira", "naive_loss", "noise_aggregation", "pia", "pian", "quantile_regression",
+                "rediffuse", "rmia", "sd_mia", "secmi", "sima")
+
 SetOption = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set train.steps=500 (repeatable).")
 
 
@@ -203,7 +207,7 @@ def data(
 def attack(
     run: Path = typer.Argument(..., help="A trained run directory."),
     attack_name: str = typer.Option("all", "--attack", "-a", help="Attack name, or 'all' for every gray-box attack that "
-                                    "fits the target and needs no reference models."),
+                                    "fits the target and needs no reference models. Attacks: " + ", ".join(ATTACK_NAMES) + "."),
     set_: Optional[List[str]] = SetOption,
     tune_: Optional[List[str]] = typer.Option(None, "--tune", help="Choose a parameter on the calibration split: "
                                               "--tune timestep=50,100,200 (repeatable)."),
@@ -218,7 +222,7 @@ def attack(
     from diffmia.attacks import ATTACKS, build_attack
     from diffmia.attacks.runner import run_attack
     from diffmia.config import ConfigError, parse_override
-    from diffmia.evaluate.metrics import auc, tpr_at_fpr
+    from diffmia.evaluate.metrics import auc, rates_at, threshold_for_fpr
     from diffmia.targets.runs import load_run
 
     out = out_path(out)
@@ -244,7 +248,8 @@ def attack(
 
     for atk in attacks:
         check_attack_fits(loaded, atk)
-    typer.echo(f"{'attack':<20} {'AUC':>6} {'TPR@1%FPR':>10} {'queries':>8} {'images':>7} {'seconds':>8}   (test halves)")
+    typer.echo(f"{'attack':<20} {'AUC':>6} {'TPR@1%FPR':>10} {'(FPR)':>7} {'queries':>8} {'images':>7} {'seconds':>8}"
+               "   (test halves; threshold fixed on the calibration halves)")
     for atk in attacks:
         tuned = None
         if grid:
@@ -255,8 +260,10 @@ def attack(
             atk = build_attack(atk.name, {**params, **chosen}, seed=seed)
         result = run_attack(loaded, atk, out, batch_size=batch_size, progress=progress, tuned=tuned)
         test = result.scores[result.scores.split == "test"]
+        cal = result.scores[(result.scores.split == "calibration") & (result.scores.is_member == 0)]
+        rates = rates_at(test.is_member, test.score, threshold_for_fpr(cal.score, 0.01))
         typer.echo(
-            f"{atk.name:<20} {auc(test.is_member, test.score):6.3f} {tpr_at_fpr(test.is_member, test.score, 0.01):10.3f}"
+            f"{atk.name:<20} {auc(test.is_member, test.score):6.3f} {rates.tpr:10.3f} {rates.fpr:7.3f}"
             f" {result.info['queries_per_sample']:8d} {result.info['generations_per_sample']:7d} {result.info['seconds']:8.1f}"
         )
     typer.echo(f"scores in {Path(out) if out else loaded.run.scores}")
@@ -315,6 +322,8 @@ def evaluate(
     for path in scores:
         df = frames[path]
         label = path.stem if path.parent == RunDir(run).scores else path.parent.name.rsplit("-", 1)[0]
+        if label in results:  # the same attack scored by `diffmia attack` and by `diffmia run`: keep both, apart
+            label = f"{label} ({path.parent.relative_to(RunDir(run).root)})"
         m = evaluate_scores(df.is_member, df.score, df.split, delta, (0.01, 0.001), bootstrap, seed)
         queries = json.loads(path.with_suffix(".json").read_text())["queries_per_sample"] if path.with_suffix(".json").is_file() else None
         m["queries_per_sample"] = queries

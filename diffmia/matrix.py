@@ -141,7 +141,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                 utility = read_json(util_path)
             else:
                 log(f"[{entry.name}] utility: {bench.utility.samples} samples, {bench.utility.features} features")
-                utility = compute_utility(loaded, bench.utility, out / "cache", run_dir / "samples.png")
+                utility = compute_utility(loaded, bench.utility, out / "cache", run_dir / "samples.png", progress=progress)
                 write_json(util_path, utility)
         recipe_info[entry.name] = {
             "run_dir": os.path.relpath(run_dir, out), "config_hash": recipe_hash, "config": dump_config(cfg),

@@ -62,7 +62,7 @@ def histogram_plot(title: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray
     n = len(curves)
     cols = min(n, 3)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, layout="constrained")
     for ax, (label, (labels, scores)) in zip(axes.flat, curves.items()):
         labels = np.asarray(labels, bool)
         scores = np.asarray(scores, float)
@@ -71,6 +71,9 @@ def histogram_plot(title: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray
         ax.hist(scores[labels], bins=bins, alpha=0.6, label="members", color="tab:red")
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("score (higher = member)", fontsize=8)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)  # -1.25e-4, not -0.000125
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     axes[0, 0].legend(fontsize=8)

@@ -25,9 +25,19 @@ ACCESS = {
 }
 
 
+STRONGEST_RULE = ("the strongest attack is the one with the largest lower 95% bound of TPR minus the upper 95% bound "
+                  "of the achieved FPR at its calibrated 1%-FPR threshold (ties: the larger lower bound of AUC): a "
+                  "threshold that drifted on the test half cannot inflate it")
+
+
 def strongest(rows: list[dict]) -> dict:
-    """The attack with the largest calibrated TPR - achieved FPR at the 1% FPR threshold (AUC breaks ties)."""
-    return max(rows, key=lambda r: (r["tpr@1%fpr"] - r["fpr@1%fpr_achieved"], r["auc"]))
+    """STRONGEST_RULE: a conservative lower bound of (TPR - FPR) at the calibrated 1%-FPR threshold."""
+    def key(r):
+        lo = r.get("tpr@1%fpr_ci_lo", r["tpr@1%fpr"])
+        hi = r.get("fpr@1%fpr_achieved_ci_hi", r["fpr@1%fpr_achieved"])
+        return (lo - hi, r.get("auc_ci_lo", r["auc"]))
+
+    return max(rows, key=key)
 
 
 def separates(row: dict) -> bool:
@@ -58,7 +68,10 @@ def risk_summary(recipe: str, rows: list[dict], info: dict, delta: float) -> str
         f"{top['tpr@1%fpr']:.1%} of training images (95% CI {top['tpr@1%fpr_ci_lo']:.1%}-{top['tpr@1%fpr_ci_hi']:.1%}) "
         f"while wrongly flagging {top['fpr@1%fpr_achieved']:.1%} of held-out images, with a threshold fixed beforehand "
         f"on separate calibration data. AUC {top['auc']:.3f} (95% CI {top['auc_ci_lo']:.3f}-{top['auc_ci_hi']:.3f}). "
-        f"{_epsilon_sentence(top['epsilon_lower_bound'], delta, rows)}{utility} Audited on {counts['members']} members and {counts['nonmembers']} non-members."
+        f"{_epsilon_sentence(max(r['epsilon_lower_bound'] for r in rows), delta, rows)}{utility} Rates and AUC from the "
+        f"test halves: {top['n_test_members']} members and {top['n_test_nonmembers']} non-members (thresholds fitted on "
+        f"the other {top['n_calibration_members']} + {top['n_calibration_nonmembers']}; {counts['members']} members and "
+        f"{counts['nonmembers']} non-members in all)."
     )
     if top.get("defenses", "none") != "none":
         text += f" Defenses in this recipe: {top['defenses']}."
@@ -120,11 +133,20 @@ def _epsilon_sentence(eps: float, delta: float, rows: list[dict] | None = None) 
         return (f"The single-threshold epsilon heuristic (not a valid bound for one model) is 0 at delta={delta:g}; "
                 f"no canaries were audited.")
     return (f"Single-threshold epsilon heuristic (Jagielski et al.; it assumes repeated independent trials, which one "
-            f"model does not give, so it is not a valid bound): {eps:.2f} at delta={delta:g}. Add canaries "
+            f"model does not give, so it is not a valid bound): {eps:.2f} at delta={delta:g}, the largest over the "
+            f"{len(rows or [])} attacks of this recipe. Add canaries "
             f"(data.canaries) for the one-run audit's valid bound.")
 
 
 CAVEATS = [
+    "Strongest attack: " + STRONGEST_RULE + ". Headline epsilon: the largest one-run bound over the recipe's attacks "
+    "(valid for this one model); without canaries, the largest single-threshold heuristic, labelled as such.",
+    "ASR (attack success rate): balanced accuracy, (TPR + TNR) / 2, on the test halves at the threshold that maximises "
+    "it on the calibration halves; 0.5 is chance.",
+    "Attacker's assumptions: every number uses labelled calibration data (members and non-members of the same "
+    "distribution) to fix its threshold. Gray-box attacks need the model's noise predictions (weights or a "
+    "noise-prediction API); black-box attacks only generated images; white-box ones gradients; reference-model attacks "
+    "also retrain the recipe.",
     "Risk levels are a heuristic of this report: HIGH when, at the calibrated 1%-FPR threshold, the attack flags "
     "members significantly more often than non-members with at least 5% of members found (lower 95% bound), or the AUC's "
     "lower bound is at least 0.75; MODERATE when either difference is merely significant (or the AUC's lower bound "
@@ -219,7 +241,7 @@ def make_plots(out: Path, results: dict) -> dict[str, list[Path]]:
         if info.get("set_level"):
             plots["recipes"].append(set_level_plot(info["set_level"], out / "plots" / f"set-level-{recipe}.png",
                                                    f"{recipe}: set-level inference"))
-    if points:
+    if len(points) >= 2:  # one recipe: nothing to trade off, no near-empty frame
         label = next(r["fid_label"] for r in rows if r.get("fid_label"))
         plots["privacy_utility"].append(privacy_utility_plot(points, label, out / "plots" / "privacy-utility.png"))
     return plots
@@ -324,7 +346,7 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
 
     # ---- HTML ----
     css = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222;line-height:1.45}"
-           "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 7px;"
+           "table{border-collapse:collapse;font-size:12px;margin:1em 0;width:100%}td,th{overflow-wrap:anywhere}td,th{border:1px solid #ccc;padding:4px 7px;"
            "text-align:left}th{background:#f2f2f2}img{max-width:100%;margin:.5em 0;border:1px solid #eee}"
            ".risk{padding:.6em 1em;margin:.6em 0;border-left:5px solid #999;background:#fafafa}"
            ".HIGH{border-color:#c0392b}.MODERATE{border-color:#e67e22}.LOW{border-color:#27ae60}"

@@ -36,6 +36,10 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
     if not run.root.is_dir():
         raise RunError(f"{run.root}: run directory not found")
     if not run.is_trained():
+        recipes = sorted(str(r) for r in (run.root / "recipes").glob("*") if RunDir(r).is_trained())
+        if recipes:  # a `diffmia run` results folder: its targets are one level down
+            raise RunError(f"{run.root}: a `diffmia run` results folder; its trained targets are "
+                           + ", ".join(recipes[:8]) + (" ..." if len(recipes) > 8 else "") + ": attack one of those")
         raise RunError(f"{run.root}: no finished target here (train it with `diffmia train`, or --resume it)")
     cfg = load_config(run.config)
     manifest = SplitManifest.load(run.manifest)

@@ -133,6 +133,7 @@ class Target:
         batch_size: int = 256,
         guidance_scale: float = 1.0,
         initial_noise: torch.Tensor | None = None,
+        progress: bool = False,
     ) -> torch.Tensor:
         """Draw `n` images in [-1, 1] (DDIM with eta=0, or ancestral DDPM), every denoising call counted.
         Text-conditioned targets use classifier-free guidance when guidance_scale != 1 (two calls per step)."""
@@ -144,6 +145,9 @@ class Target:
         scheduler = scheduler_cls.from_config(self.noise_scheduler.config)
         generator = generator or torch.Generator().manual_seed(0)
         out = []
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n * steps, desc="sampling", unit="step", disable=not progress, unit_scale=False)
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
             cond = list(prompts[start : start + count]) if prompts is not None else None
@@ -155,8 +159,10 @@ class Target:
             for t in scheduler.timesteps:
                 eps = self.guided_noise(x, int(t), cond, guidance_scale)
                 x = scheduler.step(eps, t, x, generator=generator).prev_sample
+                bar.update(count)
             out.append(self.decode(x).clamp(-1, 1))
             self.queries.generations += count
+        bar.close()
         return torch.cat(out)
 
     def guided_noise(self, x, t: int, cond, guidance_scale: float) -> torch.Tensor:

@@ -160,3 +160,20 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_leaves_no_temporary(tmp
     assert result.exit_code == 2, result.output
     assert "could not write the checkpoint (No space left on device); no complete checkpoint yet" in result.output
     assert not out.exists()  # failed before its first checkpoint: nothing left behind
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    import os
+    import stat
+
+    from diffmia.io import atomic_dir, write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "report.md", "x")
+        with atomic_dir(tmp_path / "folder") as tmp:
+            (tmp / "a").write_text("y")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755

@@ -54,3 +54,13 @@ def test_attack_tune_and_evaluate_one_run(tmp_path):
     assert metrics["naive_loss"]["one_run_audit"]["canaries"] == 20
     refused = runner.invoke(app, ["attack", str(run), "--tune", "timestep=50,200"])
     assert refused.exit_code == 2 and "name it with --attack" in refused.output
+
+
+def test_attack_help_lists_every_registered_attack():
+    from diffmia.attacks import ATTACKS
+    from diffmia.cli import ATTACK_NAMES
+
+    assert tuple(sorted(ATTACKS.names())) == ATTACK_NAMES
+    result = CliRunner().invoke(app, ["attack", "--help"], env={"COLUMNS": "400"})
+    assert all(name in result.output for name in ATTACK_NAMES)
+    assert CliRunner().invoke(app, ["--version"]).output.startswith("diffmia ")
