@@ -97,6 +97,11 @@ class Attack:
     def extra_info(self) -> dict[str, Any]:
         return {}
 
+    def record_dropped(self, ids) -> None:
+        """Images other processes dropped (sharded scoring): only attacks that drop images keep them."""
+        if hasattr(self, "dropped"):
+            self.dropped = sorted(set(self.dropped) | {int(i) for i in ids})
+
     def dropped_ids(self) -> list[int]:
         """Images the attack could not score (e.g. no usable rewrite): left out of the score file, listed in its JSON."""
         return []

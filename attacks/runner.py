@@ -68,6 +68,19 @@ def score_batches(loaded: LoadedRun, attack: Attack, entries, batch_size: int = 
     bar.close()
 
 
+def _processes() -> tuple[int, int]:
+    """(processes, this one's index) when launched by `accelerate launch` with several processes, else (1, 0)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 1, 0
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # on CPU: gloo
+    return state.num_processes, state.process_index
+
+
 def check_attack_fits(loaded: LoadedRun, attack: Attack) -> None:
     if attack.needs_captions and not loaded.target.conditional:
         raise ConfigError(f"attack {attack.name} needs a text-conditioned target; {loaded.run.root} is unconditional")
@@ -102,10 +115,29 @@ def run_attack(
     columns = COLUMNS + list(attack.components)
     target.queries.reset()
     t0 = time.time()
+    world, rank = _processes()
+    if world > 1:  # under `accelerate launch`: this process scores every world-th batch, the main one writes
+        batches = [entries[i : i + batch_size] for i in range(0, len(entries), batch_size)]
+        mine = [b for i, b in enumerate(batches) if i % world == rank]
+        local = list(score_batches(loaded, attack, [e for b in mine for e in b], batch_size, progress and rank == 0))
+        from accelerate.utils import gather_object
+
+        gathered = gather_object([(rank, local, sorted(attack.dropped_ids()), target.queries.forward_passes)])
+        ordered: dict[int, list] = {}
+        for r, rows_of_r, dropped_of_r, _ in gathered:
+            for k, rows in enumerate(rows_of_r):
+                ordered[r + k * world] = rows
+            attack.record_dropped(dropped_of_r)
+        target.queries.forward_passes = sum(g[3] for g in gathered)
+        all_rows = [ordered[i] for i in sorted(ordered)]
+        if rank != 0:  # only the main process writes; the others return what was gathered
+            return AttackResult(pd.DataFrame([r for rows in all_rows for r in rows], columns=columns), {}, csv_path)
+    else:
+        all_rows = score_batches(loaded, attack, entries, batch_size, progress)
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
-        for rows in score_batches(loaded, attack, entries, batch_size, progress):
+        for rows in all_rows:
             writer.writerows([*r[:4], *(repr(v) for v in r[4:])] for r in rows)
             f.flush()
         f.close()
@@ -131,6 +163,7 @@ def run_attack(
         "seconds": round(seconds, 3),
         "prepare_seconds": round(prepare_seconds, 3),
         "seconds_per_sample": round(seconds / max(len(entries), 1), 6),
+        "processes": world,
         "run": str(loaded.run.root),
         **attack.extra_info(),
         **({"tuned": tuned} if tuned else {}),

@@ -248,6 +248,10 @@ def attack(
 
     for atk in attacks:
         check_attack_fits(loaded, atk)
+    from diffmia.attacks.runner import _processes
+
+    if _processes()[1] != 0:  # under `accelerate launch`: only the main process speaks
+        typer.echo = lambda *a, **k: None  # type: ignore[assignment]
     typer.echo(f"{'attack':<20} {'AUC':>6} {'TPR@1%FPR':>10} {'(FPR)':>7} {'queries':>8} {'images':>7} {'seconds':>8}"
                "   (test halves; threshold fixed on the calibration halves)")
     for atk in attacks:
@@ -259,6 +263,8 @@ def attack(
             typer.echo(f"{atk.name}: chosen on the calibration split: {chosen}")
             atk = build_attack(atk.name, {**params, **chosen}, seed=seed)
         result = run_attack(loaded, atk, out, batch_size=batch_size, progress=progress, tuned=tuned)
+        if not result.info:  # a non-main process of a sharded run
+            continue
         test = result.scores[result.scores.split == "test"]
         cal = result.scores[(result.scores.split == "calibration") & (result.scores.is_member == 0)]
         rates = rates_at(test.is_member, test.score, threshold_for_fpr(cal.score, 0.01))

@@ -69,3 +69,23 @@ def test_batch_size_changes_scores_only_in_the_last_float32_bits(tiny_run, tmp_p
     a = run_attack(loaded, build_attack(name), tmp_path / "a", batch_size=128, progress=False).scores.score.to_numpy()
     b = run_attack(loaded, build_attack(name), tmp_path / "b", batch_size=7, progress=False).scores.score.to_numpy()
     assert abs(b - a).max() <= 1e-4 * (a.max() - a.min())
+
+
+def test_sharded_scoring_over_two_processes_is_bit_identical(tiny_run, tmp_path):
+    """torchrun (gloo on CPU) with 2 processes: each scores every other batch, the main one gathers and writes one
+    file, identical to a one-process run at the same thread count; the JSON records processes: 2."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = ["-m", "diffmia", "attack", str(tiny_run), "--attack", "secmi", "--batch-size", "24", "--no-progress"]
+    subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, check=True, capture_output=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
+    done = subprocess.run([*torchrun, *args[1:], "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "one" / "secmi.csv").read_bytes() == (tmp_path / "two" / "secmi.csv").read_bytes()
+    info = json.loads((tmp_path / "two" / "secmi.json").read_text())
+    assert info["processes"] == 2 and info["samples"] == 128
+    assert done.stdout.count("secmi ") == 1  # only the main process prints
