@@ -265,6 +265,43 @@ def _img(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
 
 
+def signoff_rows(results: dict, by_recipe: dict[str, list[dict]]) -> list[dict]:
+    """The first page: one row per recipe with what a reviewer signs off on."""
+    out = []
+    for recipe, rows in by_recipe.items():
+        info = results["recipes"][recipe]
+        top = strongest(rows)
+        one_run = [r for r in rows if r.get("epsilon_one_run") is not None and r["epsilon_one_run"] == r["epsilon_one_run"]]
+        dp = top.get("dp_epsilon")
+        u = info.get("utility")
+        accesses = sorted({r["access"] for r in rows})
+        not_tested = [f"{n} (see Attacks not run)" for n in (info.get("skipped_attacks") or {})]
+        if not one_run:
+            not_tested.append("no canaries: no valid empirical epsilon")
+        if top["n_test_nonmembers"] < 1000:
+            not_tested.append(f"TPR at 0.1% FPR unresolved ({top['n_test_nonmembers']} test non-members < 1000)")
+        if not any(r.get("references") for r in rows):
+            not_tested.append("no reference-model attack (LiRA/RMIA): the strongest known attacks were not run")
+        out.append({
+            "recipe": recipe,
+            "audited": f"{info['counts']['members']} members / {info['counts']['nonmembers']} non-members, manifest "
+                       f"{info['manifest_sha256'][:12]}",
+            "access levels tested": ", ".join(accesses),
+            "strongest attack": f"{top['attack']} ({top['access']})",
+            "TPR@1%FPR [95% CI]": f"{_pct(top['tpr@1%fpr'])} [{_pct(top['tpr@1%fpr_ci_lo'])}, {_pct(top['tpr@1%fpr_ci_hi'])}] "
+                                  f"at achieved FPR {_pct(top['fpr@1%fpr_achieved'])}",
+            "TPR@0.1%FPR [95% CI]": f"{_pct(top.get('tpr@0.1%fpr'))} [{_pct(top.get('tpr@0.1%fpr_ci_lo'))}, "
+                                    f"{_pct(top.get('tpr@0.1%fpr_ci_hi'))}]",
+            "test set": f"{top['n_test_members']} members, {top['n_test_nonmembers']} non-members",
+            "epsilon (accountant / one-run)": ("no DP" if dp is None or dp != dp else f"{dp:.2f}") + " / "
+                                              + (f"{max(r['epsilon_one_run'] for r in one_run):.2f}" if one_run else "not audited"),
+            "utility": f"{u['fid_label']} {u['fid']:.2f} (floor {u['fid_floor']:.2f})" if u else "not measured",
+            "not tested": "; ".join(not_tested) or "-",
+            "verdict": risk_level(top),
+        })
+    return out
+
+
 def _exposure_lines(results: dict) -> list[str]:
     lines = []
     for recipe, top in (results.get("exposure") or {}).items():
@@ -310,6 +347,7 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     summaries = {recipe: risk_summary(recipe, rr, results["recipes"][recipe], delta) for recipe, rr in by_recipe.items()}
     examples = {recipe: example_grid(out, results, recipe) for recipe in by_recipe} if show_examples else {}
     header, body, thin = results_table(rows)
+    signoff = signoff_rows(results, by_recipe)
     env = results.get("environment")
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -357,6 +395,11 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
              f"<p>diffmia {__version__}, {when}. Does each training recipe leak which images it was trained on?</p>",
              (f"<p><small>Environment: {html.escape(describe(env))}. Scores are bit-reproducible on the same CPU "
               f"capability, thread count and packages (results.json lists them all).</small></p>" if env else ""),
+             "<h2>Sign-off summary</h2><table><tr>" + "".join(f"<th>{html.escape(k)}</th>" for k in signoff[0])
+             + "</tr>" + "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values()) + "</tr>"
+                                 for row in signoff)
+             + "</table><p>Reviewed by: ____________________ &nbsp; Date: __________ &nbsp; Decision: accept / mitigate "
+               "/ reject</p>",
              "<h2>Risk summary</h2>"]
     for recipe, text in summaries.items():
         level = risk_level(strongest(by_recipe[recipe])).split()[0]
@@ -400,7 +443,11 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
 
     # ---- Markdown ----
     md = [f"# Membership-inference audit: {results['benchmark']}", "", f"diffmia {__version__}, {when}."
-          + (f" Environment: {describe(env)}." if env else ""), "", "## Risk summary", ""]
+          + (f" Environment: {describe(env)}." if env else ""), "", "## Sign-off summary", "",
+          "| " + " | ".join(signoff[0]) + " |", "|" + "---|" * len(signoff[0])]
+    md += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in signoff]
+    md += ["", "Reviewed by: ____________________  Date: __________  Decision: accept / mitigate / reject", "",
+           "## Risk summary", ""]
     md += [f"- {text}" for text in summaries.values()]
     md += ["", "## What was audited", "", "| " + " | ".join(audited[0]) + " |", "|" + "---|" * len(audited[0])]
     md += ["| " + " | ".join(str(v) for v in a.values()) + " |" for a in audited]

@@ -236,7 +236,9 @@ def test_cli_compare_and_report_section(matrix):
     frame = pd.read_csv(out / "compare-short.csv")
     assert list(frame.recipe) == ["longer"] and frame.verdict.iloc[0] in (
         "leaks less, significantly", "leaks more, significantly", "no significant difference at this sample size")
-    assert "Paired comparison with short" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Paired comparison with short" in report and "## Sign-off summary" in report
+    assert "no reference-model attack (LiRA/RMIA)" in report and "Reviewed by:" in report
     assert (out / "exposure.csv").is_file()
     bad = CliRunner().invoke(app, ["compare", str(out), "--baseline", "nope"])
     assert bad.exit_code == 2 and "no recipe 'nope'" in bad.output
