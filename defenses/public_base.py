@@ -35,7 +35,11 @@ def ensure_public_base(ctx: DefenseContext, steps: int, learning_rate: float, pr
     base_cfg.seed = ctx.manifest.seed
     key = recipe_hash(base_cfg)
     folder = ctx.cache_dir / f"public-base-{key}"
-    run = train_target(base_cfg, folder, resume=True, progress=progress, train_on="public")
+    from diffmia.executor import claim
+
+    # several workers (executor jobs, --jobs reference processes) may need the same base: one trains, the others wait
+    with claim(folder.with_name(folder.name + ".claim"), wait=True):
+        run = train_target(base_cfg, folder, resume=True, progress=progress, train_on="public")
     ctx.report["public_base"] = {"folder": str(folder), "steps": steps, "public_images": len(ctx.manifest.public)}
     return run.target
 

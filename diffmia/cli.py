@@ -358,6 +358,11 @@ def run(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this recipe (repeatable); results and report "
                                              "then cover only these. Rerun without it to collect every cached recipe."),
+    executor: str = typer.Option("inline", "--executor", help="inline (this process), local (one process per recipe, "
+                                 "submitit's local executor) or slurm (one Slurm job per recipe through submitit; "
+                                 "--slurm key=value sets its parameters)."),
+    slurm: Optional[List[str]] = typer.Option(None, "--slurm", help="submitit Slurm parameter, e.g. --slurm "
+                                              "slurm_partition=gpu --slurm gpus_per_node=1 (repeatable)."),
 ) -> None:
     """Train every recipe, run every attack, measure FID, and write results.csv/json, plots and report.html.
 
@@ -365,6 +370,7 @@ def run(
     from diffmia.config import ConfigError
     from diffmia.evaluate.report import write_report
     from diffmia.matrix import load_benchmark, run_matrix
+    from diffmia.targets.runs import RunError
 
     out = out_path(out)
     bench, recipes = load_benchmark(config, set_ or [])
@@ -374,6 +380,25 @@ def run(
             raise ConfigError(f"--only: {config} has no recipe {', '.join(unknown)}; it has {', '.join(recipes)}")
         bench = bench.model_copy(update={"recipes": [r for r in bench.recipes if r.name in only]})
     out = out or Path("runs") / bench.name
+    if executor not in ("inline", "local", "slurm"):
+        raise ConfigError(f"--executor: expected inline, local or slurm, got {executor!r}")
+    if executor != "inline":
+        from diffmia.config import parse_override
+        from diffmia.executor import submit
+        from diffmia.io import write_json
+
+        params = {}
+        for text in slurm or []:
+            keys, value = parse_override(text)
+            params[".".join(keys)] = value
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "benchmark.json", bench.model_dump(mode="json"))
+        pending = [r.name for r in bench.recipes]
+        try:
+            submit(config, list(set_ or []), pending, out, executor, log=typer.echo, slurm=params)
+        except RuntimeError as exc:
+            raise RunError(f"{exc}; rerun the same command to resume (finished cells are cached)") from None
+        typer.echo("all jobs done; collecting the cached cells")
     results = run_matrix(bench, recipes, out, progress=progress, log=typer.echo)
     report = write_report(out, results, show_examples=show_examples) if show_examples else results["report"]
     typer.echo(f"results: {out / 'results.csv'}")

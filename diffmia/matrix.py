@@ -102,7 +102,9 @@ def _slug(text: str) -> str:
 
 
 def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: str | Path, progress: bool = True,
-               log=print) -> dict:
+               log=print, write_outputs: bool = True) -> dict:
+    """Every recipe (claimed atomically, so several workers on one folder share the work), then results, exposure
+    and report (unless write_outputs is False: a worker job of an executor)."""
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import run_attack
     from diffmia.attacks.tuning import tune
@@ -119,7 +121,8 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "benchmark.json", bench.model_dump(mode="json"))
     rows, recipe_info = [], {}
-    for entry in bench.recipes:
+
+    def process(entry: RecipeEntry) -> None:
         cfg = recipes[entry.name]
         recipe_hash = recipe_hash_of(cfg)
         run_dir = out / "recipes" / f"{entry.name}-{recipe_hash}"
@@ -187,6 +190,27 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                                      "train_seconds": summary.get("train_seconds_this_session")},
                                  os.path.relpath(csv_path, out), utility))
         log(f"[{entry.name}] done in {time.time() - t0:.0f}s")
+
+    from diffmia.executor import claim, wait_for_claim
+
+    deferred = []
+    for entry in bench.recipes:  # a recipe another worker holds is left to it, and collected afterwards
+        claim_path = out / "claims" / f"{entry.name}-{recipe_hash_of(recipes[entry.name])}.claim"
+        with claim(claim_path) as mine:
+            if mine:
+                process(entry)
+            else:
+                log(f"[{entry.name}] another worker holds {claim_path}; collecting it when done")
+                deferred.append((entry, claim_path))
+    for entry, claim_path in deferred:
+        wait_for_claim(claim_path, log=log)
+        with claim(claim_path, wait=True) as mine:
+            process(entry)  # cached, unless the other worker died: then finished here
+    if not write_outputs:
+        return {"rows": rows, "recipes": recipe_info}
+    order = {e.name: i for i, e in enumerate(bench.recipes)}
+    rows.sort(key=lambda r: order[r["recipe"]])  # stable: attacks keep their order within a recipe
+    recipe_info = {name: recipe_info[name] for name in sorted(recipe_info, key=order.get)}
 
     from diffmia.environment import environment
 
