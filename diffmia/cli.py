@@ -504,6 +504,7 @@ def owner(
 def report(
     results_dir: Path = typer.Argument(..., help="A folder written by `diffmia run` (holds results.json)."),
     show_examples: bool = typer.Option(False, "--show-examples", help="Embed the most exposed member images."),
+    pdf: bool = typer.Option(False, "--pdf", help="Also print report.pdf with headless Chromium."),
 ) -> None:
     """Rebuild report.html and report.md (and the plots) from a results folder."""
     from diffmia.evaluate.report import write_report
@@ -512,7 +513,15 @@ def report(
 
     if not (results_dir / "results.json").is_file():
         raise RunError(f"{results_dir}: no results.json here; run `diffmia run CONFIG --out {results_dir}` first")
-    typer.echo(f"report: {write_report(results_dir, read_json(results_dir / 'results.json'), show_examples)}")
+    html_report = write_report(results_dir, read_json(results_dir / "results.json"), show_examples)
+    typer.echo(f"report: {html_report}")
+    if pdf:
+        from diffmia.evaluate.report import write_pdf
+
+        try:
+            typer.echo(f"pdf: {write_pdf(html_report)}")
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise RunError(str(exc)) from None
 
 
 def main() -> None:  # pragma: no cover - console entry

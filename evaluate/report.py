@@ -468,3 +468,28 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     md += ["", "## What these numbers do not show", ""] + [f"- {c}" for c in CAVEATS] + [""]
     write_text(out / "report.md", "\n".join(md))
     return out / "report.html"
+
+
+def write_pdf(html_path: str | Path, pdf_path: str | Path | None = None) -> Path:
+    """The report as a PDF, printed by headless Chromium (the only HTML-to-PDF engine this project relies on; its
+    absence is a clear error, not a missing page). Plots are embedded in the HTML, so nothing is fetched."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    html_path = Path(html_path)
+    pdf_path = Path(pdf_path) if pdf_path else html_path.with_suffix(".pdf")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        raise FileNotFoundError("--pdf needs Chromium (Debian: apt-get install chromium); the HTML report is written")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_pdf = Path(tmp) / "report.pdf"
+        done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp}/profile",
+                               "--no-pdf-header-footer", f"--print-to-pdf={tmp_pdf}", html_path.resolve().as_uri()],
+                              capture_output=True, text=True, timeout=180)
+        if done.returncode != 0 or not tmp_pdf.is_file():
+            raise RuntimeError(f"Chromium could not print {html_path}: {done.stderr.strip()[-300:]}")
+        from diffmia.io import write_bytes
+
+        write_bytes(pdf_path, tmp_pdf.read_bytes())
+    return pdf_path

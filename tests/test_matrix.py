@@ -242,3 +242,16 @@ def test_cli_compare_and_report_section(matrix):
     assert (out / "exposure.csv").is_file()
     bad = CliRunner().invoke(app, ["compare", str(out), "--baseline", "nope"])
     assert bad.exit_code == 2 and "no recipe 'nope'" in bad.output
+
+
+@pytest.mark.slow
+def test_report_pdf_prints_where_chromium_is(matrix):
+    import shutil
+
+    out, _, _ = matrix
+    result = CliRunner().invoke(app, ["report", str(out), "--pdf"])
+    if not (shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")):
+        assert result.exit_code == 2 and "--pdf needs Chromium" in result.output
+        pytest.skip("Chromium not installed: the PDF's absence is a clear error (checked)")
+    assert result.exit_code == 0, result.output
+    assert (out / "report.pdf").read_bytes()[:5] == b"%PDF-"
