@@ -272,7 +272,7 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
     results = {"benchmark": f"audit of {name}", "recipes": {name: info}, "rows": rows,
                "evaluation": ev.model_dump(mode="json"), "environment": environment()}
     if rows:
-        write_exposure(out, results)
+        write_exposure(out, results, {name: (images, manifest)})
     write_json(out / "results.json", results)
     import pandas as pd
 

@@ -120,7 +120,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "benchmark.json", bench.model_dump(mode="json"))
-    rows, recipe_info = [], {}
+    rows, recipe_info, data_of = [], {}, {}
 
     def process(entry: RecipeEntry) -> None:
         cfg = recipes[entry.name]
@@ -133,6 +133,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
             log(f"[{entry.name}] training ({cfg.train.steps} steps) -> {run_dir}")
             train_target(cfg, run_dir, resume=True, progress=progress, cache_dir=out / "cache")
         loaded = load_run(run_dir)
+        data_of[entry.name] = (loaded.images, loaded.manifest)
         summary = read_json(run_dir / "summary.json")
 
         utility = None
@@ -218,7 +219,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                "evaluation": bench.evaluation.model_dump(mode="json"), "environment": environment()}
     from diffmia.evaluate.exposure import write_exposure
 
-    write_exposure(out, results)
+    write_exposure(out, results, data_of)
     write_json(out / "results.json", results)
     frame = pd.DataFrame(rows)
     write_text(out / "results.csv", frame.to_csv(index=False))

@@ -50,8 +50,73 @@ def recipe_exposure(out: Path, recipe: str, rows: list[dict], manifest_sha: dict
     return table
 
 
-def write_exposure(out: str | Path, results: dict) -> Path:
-    """exposure.csv for every recipe of a results folder; results["exposure"] keeps the ten most exposed each."""
+def image_properties(images, manifest, ids: list[int]) -> pd.DataFrame:
+    """Simple, measurable properties of images `ids`: RMS pixel distance (0-1 scale, 16x16 grayscale thumbnails) to
+    the nearest public image, whether the training set duplicated it, and for captioned data the caption's rarity
+    (-log10 of its share among members and public images)."""
+    import torch
+    import torch.nn.functional as F
+    from sklearn.neighbors import NearestNeighbors
+
+    def thumbs(idx):
+        x = torch.from_numpy(images.pixels[np.asarray(idx, dtype=np.int64)]).float().permute(0, 3, 1, 2).mean(1, keepdim=True)
+        x = x / images.max_value
+        if x.shape[-1] > 16:
+            x = F.adaptive_avg_pool2d(x, 16)
+        return x.flatten(1).numpy()
+
+    out = pd.DataFrame({"sample_id": ids})
+    public = manifest.indices("public")
+    if public:
+        dims = thumbs(ids[:1]).shape[1]
+        nn = NearestNeighbors(n_neighbors=1).fit(thumbs(public))
+        out["nearest_public_distance"] = nn.kneighbors(thumbs(ids))[0][:, 0] / np.sqrt(dims)
+    duplicated = set((manifest.extra.get("training_set") or {}).get("duplicated_members") or [])
+    if duplicated:
+        out["duplicated"] = [int(i in duplicated) for i in ids]
+    captions = [images.captions[i] for i in ids]
+    if any(captions):
+        pool = [images.captions[i] for i in manifest.indices("members") + public]
+        counts = pd.Series(pool).value_counts()
+        out["caption_rarity"] = [-np.log10(counts.get(c, 1) / len(pool)) for c in captions]
+    return out
+
+
+def exposure_factors(table: pd.DataFrame, properties: pd.DataFrame, path: Path | None = None) -> list[dict]:
+    """Spearman correlation of each property (and the naive loss, where it was run) with -log10 p: positive means
+    images with more of the property are more exposed. A scatter panel per property when `path` is given."""
+    from scipy.stats import spearmanr
+
+    merged = table.merge(properties, on="sample_id", how="left")
+    merged["exposure"] = -np.log10(merged.p_value)
+    columns = [c for c in properties.columns if c != "sample_id"]
+    if "score:naive_loss" in merged and table.strongest_attack.iloc[0] != "naive_loss":  # else circular
+        merged["loss (naive_loss score = -loss)"] = merged["score:naive_loss"]
+        columns.append("loss (naive_loss score = -loss)")
+    factors = []
+    for c in columns:
+        x = merged[c].to_numpy(float)
+        if np.nanstd(x) == 0:
+            continue
+        rho, pv = spearmanr(x, merged.exposure, nan_policy="omit")
+        factors.append({"property": c, "spearman": float(rho), "p_value": float(pv), "images": int(np.isfinite(x).sum())})
+    if path is not None and factors:
+        from .plots import _save, plt
+
+        fig, axes = plt.subplots(1, len(factors), figsize=(4 * len(factors), 3.4), squeeze=False, layout="constrained")
+        for ax, f in zip(axes[0], factors):
+            ax.scatter(merged[f["property"]], merged.exposure, s=8, alpha=0.6)
+            ax.set_xlabel(f["property"], fontsize=8)
+            ax.set_ylabel("exposure: -log10 p", fontsize=8)
+            ax.set_title(f"Spearman {f['spearman']:+.2f} (p {f['p_value']:.2g})", fontsize=9)
+        fig.suptitle("What makes members exposed (strongest attack)")
+        _save(fig, path)
+    return factors
+
+
+def write_exposure(out: str | Path, results: dict, data: dict | None = None) -> Path:
+    """exposure.csv for every recipe of a results folder; results["exposure"] keeps the ten most exposed each.
+    `data`: recipe -> (ImageSet, SplitManifest), to relate exposure to image properties (exposure_factors)."""
     import json
 
     from diffmia.io import write_text
@@ -66,9 +131,15 @@ def write_exposure(out: str | Path, results: dict) -> Path:
         manifest = out / info.get("run_dir", "") / "manifest.json"
         sha = None
         if manifest.is_file():
-            data = json.loads(manifest.read_text())
-            sha = {int(e["index"]): e.get("sha256") for role in ("members", "nonmembers") for e in data.get(role, [])}
+            saved = json.loads(manifest.read_text())
+            sha = {int(e["index"]): e.get("sha256") for role in ("members", "nonmembers") for e in saved.get(role, [])}
         table = recipe_exposure(out, recipe, rows, sha)
+        if data and recipe in data:
+            images, manifest_obj = data[recipe]
+            props = image_properties(images, manifest_obj, [int(i) for i in table.sample_id])
+            results.setdefault("exposure_factors", {})[recipe] = exposure_factors(
+                table, props, out / "plots" / f"exposure-factors-{recipe}.png")
+            table = table.merge(props, on="sample_id", how="left")
         tables.append(table)
         summary[recipe] = table.head(10)[["sample_id", "source", "half", "p_value", "flagged_at_1%fpr_by"]].to_dict("records")
     path = out / "exposure.csv"

@@ -325,6 +325,11 @@ def _comparison(out: Path, results: dict) -> list[str]:
         return [f"not paired: {exc}"]
 
 
+def _factor_lines(results: dict) -> list[str]:
+    return [f"{recipe}: {f['property']}: Spearman {f['spearman']:+.2f} (p {f['p_value']:.2g}, {f['images']} members)"
+            for recipe, factors in (results.get("exposure_factors") or {}).items() for f in factors]
+
+
 def _skipped_lines(results: dict) -> list[str]:
     return [f"{recipe}: {name}: {why}" for recipe, info in results["recipes"].items()
             for name, why in (info.get("skipped_attacks") or {}).items()]
@@ -434,6 +439,15 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
         parts.append("<h2>Most exposed images</h2><p>Members with the smallest calibrated p-value under the strongest "
                      "attack (the share of calibration non-members scoring at least as high): all of them in "
                      "exposure.csv.</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in exposed) + "</ul>")
+    factors = _factor_lines(results)
+    if factors:
+        parts.append("<h2>What makes images exposed</h2><p>Spearman correlation of simple image properties with "
+                     "exposure (-log10 of the calibrated p-value under the strongest attack); positive: more of the "
+                     "property, more exposed.</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in factors) + "</ul>")
+        for recipe in results.get("exposure_factors", {}):
+            plot = out / "plots" / f"exposure-factors-{recipe}.png"
+            if plot.is_file():
+                parts.append(_img(plot))
     if not_run:
         parts.append("<h2>Attacks not run</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in not_run) + "</ul>")
     parts.append("<h2>What these numbers do not show</h2><ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in CAVEATS) + "</ul>")
@@ -463,6 +477,8 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     if exposed:
         md += ["", "## Most exposed images", "", "Members with the smallest calibrated p-value under the strongest attack "
                "(all of them in exposure.csv):", ""] + [f"- {x}" for x in exposed]
+    if factors:
+        md += ["", "## What makes images exposed", ""] + [f"- {x}" for x in factors]
     if not_run:
         md += ["", "## Attacks not run", ""] + [f"- {x}" for x in not_run]
     md += ["", "## What these numbers do not show", ""] + [f"- {c}" for c in CAVEATS] + [""]

@@ -163,3 +163,26 @@ def test_owner_cli_on_a_copied_model(elsewhere, tmp_path):
     assert report["suspect_images"] == 64 and report["attacks"] == ["naive_loss", "pia"]
     assert 0 < report["combined"]["permutation_p"] <= 1 and report["size_curve"][-1]["set_size"] == 64
     assert (out / "owner-size-curve.png").stat().st_size > 1000 and "verdict" in result.output
+
+
+def test_image_properties_by_hand():
+    from diffmia.evaluate.exposure import exposure_factors, image_properties
+    from diffmia.targets.data import ImageSet
+    from diffmia.targets.manifest import Entry, SplitManifest
+
+    pixels = np.zeros((4, 8, 8, 1), np.uint8)
+    pixels[1] = 255  # member 1 is all white; the public image 3 is a white image with one dark pixel
+    pixels[3] = 255
+    pixels[3, 0, 0] = 0
+    images = ImageSet("t", pixels, ["a", "b", "c", "d"], ["one", "two", "two", "two"], max_value=255)
+    e = lambda i, h=None: Entry(i, str(i), "0" * 64, h)  # noqa: E731
+    manifest = SplitManifest({"name": "t"}, 0, [e(0, "test"), e(1, "test")], [e(2, "test")], [e(3)],
+                             extra={"training_set": {"duplicated_members": [1]}})
+    props = image_properties(images, manifest, [0, 1])
+    # member 0 (black) vs public 3 (white but one pixel): RMS over 64 pixels = sqrt(63/64)
+    assert props.nearest_public_distance.tolist() == pytest.approx([np.sqrt(63 / 64), np.sqrt(1 / 64)])
+    assert props["duplicated"].tolist() == [0, 1]
+    assert props.caption_rarity.tolist() == pytest.approx([-np.log10(1 / 3), -np.log10(2 / 3)])
+    table = pd.DataFrame({"sample_id": [0, 1], "p_value": [0.5, 0.01], "strongest_attack": ["pia", "pia"]})
+    factors = {f["property"]: f["spearman"] for f in exposure_factors(table, props)}
+    assert factors["duplicated"] == pytest.approx(1.0) and factors["nearest_public_distance"] == pytest.approx(-1.0)
