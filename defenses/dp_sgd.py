@@ -55,14 +55,12 @@ class DPSGD(Defense):
     stage = "privacy"
 
     def engine(self, model, optimizer, n_train: int, batch_size: int, steps: int, seed: int, accelerator) -> "PrivateTraining":
-        if accelerator.num_processes > 1:
-            raise ConfigError("defense dp_sgd: runs in one process only (per-example accounting across processes is not "
-                              "implemented); launch without --num_processes")
         if accelerator.gradient_accumulation_steps > 1:
             raise ConfigError("defense dp_sgd: set train.gradient_accumulation_steps=1 (raise train.batch_size instead)")
         if accelerator.mixed_precision == "fp16":
             raise ConfigError("defense dp_sgd: fp16 is not supported; use train.mixed_precision=no or bf16")
-        return PrivateTraining(self.params, model, optimizer, n_train, batch_size, steps, seed)
+        return PrivateTraining(self.params, model, optimizer, n_train, batch_size, steps, seed,
+                               accelerator.num_processes, accelerator.process_index)
 
 
 def smallest_epsilon(p: "DPSGDParams", sample_rate: float, steps: int) -> float:
@@ -77,7 +75,7 @@ def smallest_epsilon(p: "DPSGDParams", sample_rate: float, steps: int) -> float:
 class PrivateTraining:
     """Owns the opacus pieces for one training run; the loop asks it for batches and steps."""
 
-    def __init__(self, p: DPSGDParams, model, optimizer, n_train, batch_size, steps, seed):
+    def __init__(self, p: DPSGDParams, model, optimizer, n_train, batch_size, steps, seed, world: int = 1, rank: int = 0):
         from opacus import GradSampleModule
         from opacus.accountants import create_accountant
         from opacus.accountants.utils import get_noise_multiplier
@@ -110,10 +108,23 @@ class PrivateTraining:
         # follow diffusers' attention blocks (measured here against torch.func; tests/test_defenses.py checks it);
         # the functorch path is exact for every layer, at about 1.4x the cost of the hooks.
         self.model = GradSampleModule(model, loss_reduction="mean", force_functorch=True)
-        self.optimizer = DPOptimizer(
-            optimizer, noise_multiplier=self.noise_multiplier, max_grad_norm=p.max_grad_norm,
-            expected_batch_size=batch_size, loss_reduction="mean",
-        )
+        self.world, self.rank = world, rank
+        if world > 1:
+            # several processes (opacus' distributed DP-SGD): each Poisson-samples its own share of the rows at the
+            # same rate q, the clipped sums are added across processes, the main process alone adds the noise, and
+            # the sum is divided by the expected global batch: the same mechanism, so the accountant's epsilon
+            # (sigma, q, steps) is exact
+            from opacus.optimizers import DistributedDPOptimizer
+
+            self.optimizer = DistributedDPOptimizer(
+                optimizer, noise_multiplier=self.noise_multiplier, max_grad_norm=p.max_grad_norm,
+                expected_batch_size=batch_size / world, loss_reduction="mean",
+            )
+        else:
+            self.optimizer = DPOptimizer(
+                optimizer, noise_multiplier=self.noise_multiplier, max_grad_norm=p.max_grad_norm,
+                expected_batch_size=batch_size, loss_reduction="mean",
+            )
         self.accountant = create_accountant(p.accountant)
         self.steps_done = 0
 
@@ -122,9 +133,14 @@ class PrivateTraining:
         return self.params.noise_multiplicity
 
     def batch(self, step: int, seed_fn) -> np.ndarray:
-        """Poisson sample: each training row independently with probability q."""
-        rng = np.random.default_rng(seed_fn(self.seed, step, 4))
-        return np.nonzero(rng.random(self.n_train) < self.sample_rate)[0]
+        """Poisson sample: each training row independently with probability q (with several processes, each samples
+        the rows r with r % processes == its index: together every row once, at rate q)."""
+        if self.world == 1:
+            rng = np.random.default_rng(seed_fn(self.seed, step, 4))
+            return np.nonzero(rng.random(self.n_train) < self.sample_rate)[0]
+        mine = np.arange(self.rank, self.n_train, self.world)
+        rng = np.random.default_rng(seed_fn(self.seed, step, 4, self.world, self.rank))
+        return mine[rng.random(len(mine)) < self.sample_rate]
 
     def average_rows(self, examples: int) -> None:
         """Average each example's K per-row gradients before the optimizer clips per example."""
@@ -166,4 +182,5 @@ class PrivateTraining:
             "noise_multiplier": round(self.noise_multiplier, 5), "sample_rate": round(self.sample_rate, 6),
             "steps": self.steps_done, "max_grad_norm": self.params.max_grad_norm,
             "noise_multiplicity": self.params.noise_multiplicity, "training_rows": self.n_train,
+            "processes": self.world,
         }

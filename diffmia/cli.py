@@ -138,6 +138,10 @@ def train(
         typer.echo(f"\ninterrupted: {where}. Resume with: diffmia train {config} --out {out} --resume"
                    + "".join(f" --set {s_!r}" for s_ in set_ or []), err=True)
         raise typer.Exit(130) from None
+    from diffmia.attacks.runner import _processes
+
+    if _processes()[1] != 0:  # under torchrun / accelerate launch: the main process reports
+        return
     summary = read_json(run.summary)
     typer.echo(f"target: {run.target}")
     for t, row in summary["gap"].items():

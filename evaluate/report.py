@@ -68,10 +68,7 @@ def risk_summary(recipe: str, rows: list[dict], info: dict, delta: float) -> str
         f"{top['tpr@1%fpr']:.1%} of training images (95% CI {top['tpr@1%fpr_ci_lo']:.1%}-{top['tpr@1%fpr_ci_hi']:.1%}) "
         f"while wrongly flagging {top['fpr@1%fpr_achieved']:.1%} of held-out images, with a threshold fixed beforehand "
         f"on separate calibration data. AUC {top['auc']:.3f} (95% CI {top['auc_ci_lo']:.3f}-{top['auc_ci_hi']:.3f}). "
-        f"{_epsilon_sentence(max(r['epsilon_lower_bound'] for r in rows), delta, rows)}{utility} Rates and AUC from the "
-        f"test halves: {top['n_test_members']} members and {top['n_test_nonmembers']} non-members (thresholds fitted on "
-        f"the other {top['n_calibration_members']} + {top['n_calibration_nonmembers']}; {counts['members']} members and "
-        f"{counts['nonmembers']} non-members in all)."
+        f"{_epsilon_sentence(max(r['epsilon_lower_bound'] for r in rows), delta, rows)}{utility} {_counts_sentence(top, counts)}"
     )
     if top.get("defenses", "none") != "none":
         text += f" Defenses in this recipe: {top['defenses']}."
@@ -86,6 +83,15 @@ def risk_summary(recipe: str, rows: list[dict], info: dict, delta: float) -> str
     if level.startswith("LOW"):
         text += " No leakage was detected by these attacks at this sample size; that is not evidence of privacy."
     return text
+
+
+def _counts_sentence(top: dict, counts: dict) -> str:
+    total = f"{counts['members']} members and {counts['nonmembers']} non-members"
+    if top.get("n_test_members") is None:
+        return f"Audited on {total}."
+    return (f"Rates and AUC from the test halves: {top['n_test_members']} members and {top['n_test_nonmembers']} "
+            f"non-members (thresholds fitted on the other {top['n_calibration_members']} + "
+            f"{top['n_calibration_nonmembers']}; {total} in all).")
 
 
 def _generations(r: dict) -> int:

@@ -233,7 +233,14 @@ def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, 
         engine = privacy.engine(model, optimizer, len(train_x), tc.batch_size, tc.steps, cfg.seed, accelerator)
         model, optimizer = engine.model, engine.optimizer
     step_defenses = [d for d in defenses if d.stage == "step"]
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if engine is not None and accelerator.num_processes > 1:
+        # distributed DP-SGD: opacus' DistributedDPOptimizer sums the clipped per-example gradients across processes
+        # itself (noise from the main process only); DDP's own gradient sync would be redundant, so the model is not
+        # wrapped and is checkpointed as a plain object
+        optimizer = accelerator.prepare(optimizer)
+        accelerator.register_for_checkpointing(model)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)

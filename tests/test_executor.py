@@ -59,3 +59,22 @@ def test_matrix_as_local_executor_jobs_equals_inline(tmp_path):
     b = pd.read_csv(tmp_path / "jobs" / "results.csv").drop(columns=timing)
     pd.testing.assert_frame_equal(a, b)
     assert not list((tmp_path / "jobs" / "claims").glob("*.claim"))
+
+
+def test_dp_sgd_over_two_processes_keeps_the_accountants_epsilon(tmp_path):
+    """opacus' distributed DP-SGD under torchrun (2 gloo processes): each samples its share of the rows at rate q,
+    the main process alone adds the noise; the accountant's epsilon equals one process's, the loss curve is alike."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = ["-m", "diffmia", "train", str(REPO / "configs" / "tiny.yaml"), "--set",
+            "defenses=[{name: dp_sgd, epsilon: 10}]", "--set", "train.steps=20", "--no-progress"]
+    subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, check=True, capture_output=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
+    done = subprocess.run([*torchrun, *args[1:], "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    assert two["dp_epsilon"] == one["dp_epsilon"] and 9.5 < one["dp_epsilon"] <= 10.0
+    assert two["defenses"][0]["processes"] == 2 and one["defenses"][0]["processes"] == 1
+    losses = [[json.loads(x)["loss"] for x in (tmp_path / d / "train_log.jsonl").read_text().splitlines()]
+              for d in ("one", "two")]
+    assert losses[1][-1] < losses[1][0] and abs(losses[1][-1] - losses[0][-1]) < 0.25 * losses[0][-1]
+    assert done.stdout.count("target:") == 1  # one process reports
