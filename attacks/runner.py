@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from diffmia.config import ConfigError
@@ -164,6 +165,7 @@ def run_attack(
         "prepare_seconds": round(prepare_seconds, 3),
         "seconds_per_sample": round(seconds / max(len(entries), 1), 6),
         "processes": world,
+        "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[target.autocast_dtype],
         "run": str(loaded.run.root),
         **attack.extra_info(),
         **({"tuned": tuned} if tuned else {}),

@@ -66,8 +66,18 @@ class Target:
         if isinstance(t, int) or (torch.is_tensor(t) and t.ndim == 0):
             t = torch.full((len(x_t),), int(t), dtype=torch.long)
         self.queries.add(len(x_t))
-        out = self._forward(x_t.to(self.device), t.to(self.device), cond)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            out = self._forward(x_t.to(self.device), t.to(self.device), cond)
         return out.float().cpu()
+
+    autocast_dtype: torch.dtype | None = None  # set by set_precision: bf16 / fp16 inference for attacks and FID
+
+    def set_precision(self, precision: str) -> None:
+        """fp32 (default, exact), bf16 or fp16: the denoiser runs under torch.autocast; results come back in fp32."""
+        choices = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in choices:
+            raise ValueError(f"precision must be one of {', '.join(choices)}, got {precision!r}")
+        self.autocast_dtype = choices[precision]
 
     def gradient_norms(self, x0: torch.Tensor, timesteps: Sequence[int], noises: torch.Tensor,
                        cond: Sequence[str] | None = None, per_timestep: bool = False) -> torch.Tensor:
