@@ -208,11 +208,28 @@ def plan_attacks(target, access: str, has_public: bool, has_recipe: bool) -> tup
     return run, skipped
 
 
+def apply_adapter(target, adapter: str | Path) -> None:
+    """A peft LoRA adapter folder (adapter_config.json + weights, as `save_pretrained` writes it) merged into the
+    target's denoiser: what the team deployed is base + adapter."""
+    from diffmia.targets.denoiser import ModelError
+
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file():
+        raise ModelError(f"--adapter {adapter}: not a peft adapter folder (adapter_config.json missing)")
+    from peft import PeftModel
+
+    try:
+        target.unet = PeftModel.from_pretrained(target.unet, str(adapter)).merge_and_unload().eval()
+    except (ValueError, KeyError, RuntimeError, OSError) as exc:
+        raise ModelError(f"--adapter {adapter}: does not fit the model's UNet ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]})") from None
+
+
 def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, out: str | Path,
                 access: str = "gray-box", public: str | Path | None = None, recipe: str | Path | None = None,
                 seed: int = 0, calibration_fraction: float = 0.5, near_tolerance: float = 0.01,
                 attacks: list[str] | None = None, batch_size: int = 128, bootstrap: int = 1000, delta: float = 1e-5,
-                progress: bool = True, log=print) -> dict:
+                progress: bool = True, log=print, adapter: str | Path | None = None) -> dict:
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import check_attack_fits, run_attack
     from diffmia.config import TargetConfig
@@ -229,6 +246,8 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
         raise ConfigError(f"--access: expected one of {', '.join(ACCESS_LEVELS)}, got {access!r}")
     model = Path(model)
     target = load_target(model)
+    if adapter is not None:
+        apply_adapter(target, adapter)
     shape = target.image_shape
     images, manifest = build_audit_set(shape, list_images(members, "members"), list_images(nonmembers, "nonmembers"),
                                        list_images(public, "public") if public else None, seed, calibration_fraction,
@@ -254,7 +273,7 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
     ev = EvaluationConfig(delta=delta, bootstrap=bootstrap, seed=seed)
     info = {
         "run_dir": os.path.relpath(run.root, out), "external": True, "model": str(model.resolve()),
-        "access": access, "members_from": str(members), "nonmembers_from": str(nonmembers),
+        "access": access, "adapter": str(adapter) if adapter else None, "members_from": str(members), "nonmembers_from": str(nonmembers),
         "public_from": str(public) if public else None,
         "counts": {r: len(getattr(manifest, r)) for r in ("members", "nonmembers", "public")},
         "parameters": sum(p.numel() for m in target_modules(target) for p in m.parameters()),

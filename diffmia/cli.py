@@ -428,6 +428,7 @@ def audit(
     public: Optional[Path] = typer.Option(None, "--public", help="Other non-member images the attacker may learn from "
                                           "(needed by quantile regression and SD-MIA's feature network)."),
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="The training recipe (reference-model attacks)."),
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="A peft LoRA adapter folder merged into MODEL's UNet."),
     attack_names: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Only these attacks (repeatable)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Results folder (default: runs/audit-MODELNAME)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the halves' hash and of the attacks' noise."),
@@ -444,7 +445,8 @@ def audit(
 
     out = out_path(out) or Path("runs") / f"audit-{model.resolve().name}"
     results = audit_model(model, members, nonmembers, out, access, public, recipe, seed, calibration_fraction,
-                          near_duplicates, attack_names, batch_size, bootstrap, progress=progress, log=typer.echo)
+                          near_duplicates, attack_names, batch_size, bootstrap, progress=progress, log=typer.echo,
+                          adapter=adapter)
     for row in results["rows"]:
         typer.echo(f"{row['attack']:<20} AUC {row['auc']:.3f}  TPR@1%FPR calibrated {row['tpr@1%fpr']:.3f} "
                    f"(achieved FPR {row['fpr@1%fpr_achieved']:.3f})  (test halves)")

@@ -186,3 +186,29 @@ def test_image_properties_by_hand():
     table = pd.DataFrame({"sample_id": [0, 1], "p_value": [0.5, 0.01], "strongest_attack": ["pia", "pia"]})
     factors = {f["property"]: f["spearman"] for f in exposure_factors(table, props)}
     assert factors["duplicated"] == pytest.approx(1.0) and factors["nearest_public_distance"] == pytest.approx(-1.0)
+
+
+def test_audit_merges_a_peft_lora_adapter(elsewhere, tmp_path):
+    """--adapter: a LoRA adapter saved by peft is merged into the copied model's UNet before any attack."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from diffmia.audit import apply_adapter
+    from diffmia.targets.target import load_target
+
+    base = load_target(elsewhere / "model")
+    lora = get_peft_model(base.unet, LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    plain, merged = load_target(elsewhere / "model"), load_target(elsewhere / "model")
+    apply_adapter(merged, tmp_path / "adapter")
+    x = torch.zeros(2, *plain.sample_shape)
+    assert not torch.allclose(plain.predict_noise(x, 10), merged.predict_noise(x, 10))
+    result = CliRunner().invoke(app, ["audit", str(elsewhere / "model"), "--adapter", str(tmp_path / "adapter"),
+                                      "--members", str(elsewhere / "members"), "--nonmembers", str(elsewhere / "nonmembers"),
+                                      "--attack", "naive_loss", "--out", str(tmp_path / "out"), "--bootstrap", "10",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["recipes"]["model"]["adapter"].endswith("adapter")
+    bad = CliRunner().invoke(app, ["audit", str(elsewhere / "model"), "--adapter", str(tmp_path),
+                                   "--members", str(elsewhere / "members"), "--nonmembers", str(elsewhere / "nonmembers")])
+    assert bad.exit_code == 2 and "not a peft adapter folder" in bad.output
