@@ -107,16 +107,9 @@ def duplicates_across(a: np.ndarray, b: np.ndarray, tolerance: float) -> list[tu
     grayscale thumbnail) at most `tolerance`. 0 finds exact copies only."""
     from sklearn.neighbors import NearestNeighbors
 
-    def thumbs(x: np.ndarray) -> np.ndarray:
-        import torch
-        import torch.nn.functional as F
+    from diffmia.evaluate.exposure import thumbnails
 
-        t = torch.from_numpy(x).float().permute(0, 3, 1, 2).mean(1, keepdim=True) / 255.0
-        if t.shape[-1] > 16:
-            t = F.adaptive_avg_pool2d(t, 16)
-        return t.flatten(1).numpy()
-
-    ta, tb = thumbs(a), thumbs(b)
+    ta, tb = thumbnails(a), thumbnails(b)
     dims = ta.shape[1]
     exact = {pixel_sha256(x): i for i, x in enumerate(a)}
     pairs = {(exact[pixel_sha256(y)], j): 0.0 for j, y in enumerate(b) if pixel_sha256(y) in exact}
@@ -234,10 +227,7 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
     from diffmia.attacks.runner import check_attack_fits, run_attack
     from diffmia.config import TargetConfig
     from diffmia.environment import environment
-    from diffmia.evaluate.exposure import write_exposure
-    from diffmia.evaluate.report import write_report
-    from diffmia.io import write_json, write_text
-    from diffmia.matrix import EvaluationConfig, cell_row
+    from diffmia.matrix import EvaluationConfig, cell_row, write_results
     from diffmia.rundir import RunDir
     from diffmia.targets.runs import LoadedRun
     from diffmia.targets.target import load_target
@@ -290,14 +280,7 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
         log(f"[{name}] skipped {n}: {why}")
     results = {"benchmark": f"audit of {name}", "recipes": {name: info}, "rows": rows,
                "evaluation": ev.model_dump(mode="json"), "environment": environment()}
-    if rows:
-        write_exposure(out, results, {name: (images, manifest)})
-    write_json(out / "results.json", results)
-    import pandas as pd
-
-    write_text(out / "results.csv", pd.DataFrame(rows).to_csv(index=False))
-    results["report"] = str(write_report(out, results)) if rows else None
-    return results
+    return write_results(out, results, {name: (images, manifest)})
 
 
 def target_modules(target) -> list:

@@ -87,6 +87,17 @@ INTERRUPTED = {
 }
 
 
+def dotted_values(texts: Optional[List[str]]) -> dict:
+    """key=value texts (--set of an attack, --slurm) as {dotted.key: YAML-typed value}."""
+    from diffmia.config import parse_override
+
+    out = {}
+    for text in texts or []:
+        keys, value = parse_override(text)
+        out[".".join(keys)] = value
+    return out
+
+
 def out_path(value: Optional[str], flag: str = "--out", file: bool = False) -> Optional[Path]:
     """Check an output path before any work: not empty (an unset shell variable), a folder where a folder is
     written (a file where a file is), and somewhere writable."""
@@ -232,10 +243,7 @@ def attack(
     from diffmia.targets.runs import load_run
 
     out = out_path(out)
-    params = {}
-    for text in set_ or []:
-        keys, value = parse_override(text)
-        params[".".join(keys)] = value
+    params = dotted_values(set_)
     loaded = load_run(run)
     try:
         loaded.target.set_precision(precision)
@@ -393,14 +401,10 @@ def run(
     if executor not in ("inline", "local", "slurm"):
         raise ConfigError(f"--executor: expected inline, local or slurm, got {executor!r}")
     if executor != "inline":
-        from diffmia.config import parse_override
         from diffmia.executor import submit
         from diffmia.io import write_json
 
-        params = {}
-        for text in slurm or []:
-            keys, value = parse_override(text)
-            params[".".join(keys)] = value
+        params = dotted_values(slurm)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "benchmark.json", bench.model_dump(mode="json"))
         pending = [r.name for r in bench.recipes]

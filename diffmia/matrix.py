@@ -108,12 +108,8 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import run_attack
     from diffmia.attacks.tuning import tune
-    from diffmia.evaluate.audit import canary_audit
     from diffmia.evaluate.fid import compute_utility
-    from diffmia.evaluate.metrics import evaluate_scores
-    from diffmia.evaluate.report import write_report
     from diffmia.evaluate.scores import ScoreFileError, read_scores
-    from diffmia.evaluate.setlevel import set_level
     from diffmia.targets.runs import load_run
     from diffmia.targets.train import train_target
 
@@ -217,14 +213,20 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
 
     results = {"benchmark": bench.name, "recipes": recipe_info, "rows": rows,
                "evaluation": bench.evaluation.model_dump(mode="json"), "environment": environment()}
-    from diffmia.evaluate.exposure import write_exposure
+    return write_results(out, results, data_of)
 
-    write_exposure(out, results, data_of)
+
+def write_results(out: Path, results: dict, data: dict | None = None) -> dict:
+    """exposure.csv, results.json, results.csv and the report of a results folder (`diffmia run` and `diffmia audit`;
+    with no rows, only the results files). `data`: recipe -> (ImageSet, SplitManifest) for the exposure factors."""
+    from diffmia.evaluate.exposure import write_exposure
+    from diffmia.evaluate.report import write_report
+
+    if results["rows"]:
+        write_exposure(out, results, data)
     write_json(out / "results.json", results)
-    frame = pd.DataFrame(rows)
-    write_text(out / "results.csv", frame.to_csv(index=False))
-    report = write_report(out, results)
-    results["report"] = str(report)
+    write_text(out / "results.csv", pd.DataFrame(results["rows"]).to_csv(index=False))
+    results["report"] = str(write_report(out, results)) if results["rows"] else None
     return results
 
 

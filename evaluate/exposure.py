@@ -50,20 +50,26 @@ def recipe_exposure(out: Path, recipe: str, rows: list[dict], manifest_sha: dict
     return table
 
 
+def thumbnails(pixels: np.ndarray, max_value: float = 255.0) -> np.ndarray:
+    """(N, H, W, C) pixels as flat 16x16 grayscale thumbnails on a 0-1 scale (smaller images stay as they are): the
+    space of the audit's near-duplicate check and of the distance to the nearest public image."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.asarray(pixels)).float().permute(0, 3, 1, 2).mean(1, keepdim=True) / max_value
+    if x.shape[-1] > 16:
+        x = F.adaptive_avg_pool2d(x, 16)
+    return x.flatten(1).numpy()
+
+
 def image_properties(images, manifest, ids: list[int]) -> pd.DataFrame:
     """Simple, measurable properties of images `ids`: RMS pixel distance (0-1 scale, 16x16 grayscale thumbnails) to
     the nearest public image, whether the training set duplicated it, and for captioned data the caption's rarity
     (-log10 of its share among members and public images)."""
-    import torch
-    import torch.nn.functional as F
     from sklearn.neighbors import NearestNeighbors
 
     def thumbs(idx):
-        x = torch.from_numpy(images.pixels[np.asarray(idx, dtype=np.int64)]).float().permute(0, 3, 1, 2).mean(1, keepdim=True)
-        x = x / images.max_value
-        if x.shape[-1] > 16:
-            x = F.adaptive_avg_pool2d(x, 16)
-        return x.flatten(1).numpy()
+        return thumbnails(images.pixels[np.asarray(idx, dtype=np.int64)], images.max_value)
 
     out = pd.DataFrame({"sample_id": ids})
     public = manifest.indices("public")
