@@ -82,6 +82,19 @@ def _processes() -> tuple[int, int]:
     return state.num_processes, state.process_index
 
 
+def finish_processes() -> None:
+    """End a launched run cleanly: wait for every process, then tear the process group down before the interpreter
+    exits. Without it a non-main process that finishes first can leave while the main one still writes, and gloo's
+    teardown at exit may abort it (SIGABRT, seen once in CI), failing the whole launch."""
+    if _processes()[0] <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def check_attack_fits(loaded: LoadedRun, attack: Attack) -> None:
     if attack.needs_captions and not loaded.target.conditional:
         raise ConfigError(f"attack {attack.name} needs a text-conditioned target; {loaded.run.root} is unconditional")

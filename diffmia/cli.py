@@ -149,14 +149,16 @@ def train(
         typer.echo(f"\ninterrupted: {where}. Resume with: diffmia train {config} --out {out} --resume"
                    + "".join(f" --set {s_!r}" for s_ in set_ or []), err=True)
         raise typer.Exit(130) from None
-    from diffmia.attacks.runner import _processes
+    from diffmia.attacks.runner import _processes, finish_processes
 
     if _processes()[1] != 0:  # under torchrun / accelerate launch: the main process reports
+        finish_processes()
         return
     summary = read_json(run.summary)
     typer.echo(f"target: {run.target}")
     for t, row in summary["gap"].items():
         typer.echo(f"  t={t:>4}: loss members {row['members']:.4f}  non-members {row['nonmembers_test']:.4f}  ratio {row['ratio']:.2f}")
+    finish_processes()
 
 
 @app.command()
@@ -266,7 +268,7 @@ def attack(
 
     for atk in attacks:
         check_attack_fits(loaded, atk)
-    from diffmia.attacks.runner import _processes
+    from diffmia.attacks.runner import _processes, finish_processes
 
     if _processes()[1] != 0:  # under `accelerate launch`: only the main process speaks
         typer.echo = lambda *a, **k: None  # type: ignore[assignment]
@@ -291,6 +293,7 @@ def attack(
             f" {result.info['queries_per_sample']:8d} {result.info['generations_per_sample']:7d} {result.info['seconds']:8.1f}"
         )
     typer.echo(f"scores in {Path(out) if out else loaded.run.scores}")
+    finish_processes()
 
 
 @app.command()

@@ -8,6 +8,7 @@ from diffmia.attacks.naive_loss import NaiveLoss
 from diffmia.attacks.runner import QueryCountMismatch, run_attack
 from diffmia.cli import app
 from diffmia.targets.runs import load_run
+from tests.launch import torchrun, worker_logs
 
 
 def test_scores_csv_and_sidecar(tiny_run, tmp_path):
@@ -82,9 +83,8 @@ def test_sharded_scoring_over_two_processes_is_bit_identical(tiny_run, tmp_path)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     args = ["-m", "diffmia", "attack", str(tiny_run), "--attack", "secmi", "--batch-size", "24", "--no-progress"]
     subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, check=True, capture_output=True)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
-    done = subprocess.run([*torchrun, *args[1:], "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = torchrun([*args[2:], "--out", str(tmp_path / "two")], tmp_path / "logs")
+    assert done.returncode == 0, worker_logs(done, tmp_path / "logs")
     assert (tmp_path / "one" / "secmi.csv").read_bytes() == (tmp_path / "two" / "secmi.csv").read_bytes()
     info = json.loads((tmp_path / "two" / "secmi.json").read_text())
     assert info["processes"] == 2 and info["samples"] == 128

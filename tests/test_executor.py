@@ -10,6 +10,7 @@ import time
 import pandas as pd
 from diffmia.executor import claim, is_stale
 from tests.conftest import REPO
+from tests.launch import torchrun, worker_logs
 
 
 def test_a_claim_is_exclusive_and_released(tmp_path):
@@ -68,9 +69,8 @@ def test_dp_sgd_over_two_processes_keeps_the_accountants_epsilon(tmp_path):
     args = ["-m", "diffmia", "train", str(REPO / "configs" / "tiny.yaml"), "--set",
             "defenses=[{name: dp_sgd, epsilon: 10}]", "--set", "train.steps=20", "--no-progress"]
     subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, check=True, capture_output=True)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
-    done = subprocess.run([*torchrun, *args[1:], "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = torchrun([*args[2:], "--out", str(tmp_path / "two")], tmp_path / "logs")
+    assert done.returncode == 0, worker_logs(done, tmp_path / "logs")
     one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
     assert two["dp_epsilon"] == one["dp_epsilon"] and 9.5 < one["dp_epsilon"] <= 10.0
     assert two["defenses"][0]["processes"] == 2 and one["defenses"][0]["processes"] == 1

@@ -1,0 +1,26 @@
+"""Run the CLI under torchrun (2 gloo processes on CPU) and, if the launch fails, say what each worker printed."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def torchrun(args: list[str], log_dir: Path, processes: int = 2) -> subprocess.CompletedProcess:
+    """`python -m torch.distributed.run ... -m diffmia ARGS`; every worker's stdout and stderr are also written under
+    log_dir, so an assertion can show the worker that failed (torchrun's own stderr only names the signal)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--standalone",
+              "--log-dir", str(log_dir), "--tee", "3", "-m", "diffmia", *args]
+    return subprocess.run(launch, env=env, capture_output=True, text=True)
+
+
+def worker_logs(done: subprocess.CompletedProcess, log_dir: Path) -> str:
+    """torchrun's stderr tail, then the tail of each worker's log file."""
+    parts = [f"torchrun exit {done.returncode}; stderr tail:\n{done.stderr[-1500:]}"]
+    for log in sorted(Path(log_dir).rglob("*.log")):
+        text = log.read_text(errors="replace")
+        if text.strip():
+            parts.append(f"--- {log.relative_to(log_dir)}:\n{text[-1500:]}")
+    return "\n".join(parts)
