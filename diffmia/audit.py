@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from diffmia.config import ConfigError
+from diffmia.config import ConfigError, dump_config
 from diffmia.targets.data import IMAGE_SUFFIXES, DataError, ImageSet
 
 ACCESS_LEVELS = ("gray-box", "black-box", "white-box")
@@ -144,10 +144,11 @@ def build_audit_set(model_shape, members: ImageList, nonmembers: ImageList, publ
     pixels = np.concatenate([pm, pn, pp])
     sources = [str(p) for p in members.paths + nonmembers.paths + (public.paths if public else [])]
     images = ImageSet("audit", pixels, sources, captions, max_value=255)
-    hashes = [pixel_sha256(x) for x in pixels]
+    hashes = images.hashes()  # as in every manifest (reference models verify their split against them)
+    pixel_shas = [pixel_sha256(x) for x in pixels]
 
     def entries(start: int, count: int, halves: bool) -> list[Entry]:
-        return [Entry(i, sources[i], hashes[i], half_of(hashes[i], seed, calibration_fraction) if halves else None)
+        return [Entry(i, sources[i], hashes[i], half_of(pixel_shas[i], seed, calibration_fraction) if halves else None)
                 for i in range(start, start + count)]
 
     manifest = SplitManifest(
@@ -164,8 +165,10 @@ def build_audit_set(model_shape, members: ImageList, nonmembers: ImageList, publ
     return images, manifest
 
 
-def plan_attacks(target, access: str, has_public: bool, has_recipe: bool) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
-    """(attacks to run with their parameters, attacks skipped with the reason), by access level."""
+def plan_attacks(target, access: str, has_public: bool, has_recipe: bool, members: int = 0, public_count: int = 0
+                 ) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
+    """(attacks to run with their parameters, attacks skipped with the reason), by access level; reference-model
+    attacks need the recipe (and, offline, at least as many public images as members)."""
     from diffmia.attacks import ATTACKS
 
     run, skipped = [], []
@@ -174,10 +177,9 @@ def plan_attacks(target, access: str, has_public: bool, has_recipe: bool) -> tup
         params: dict = {}
         if cls.needs_captions and not target.conditional:
             continue  # not applicable to an unconditional model: not a gap in the audit
-        if cls.needs_references:
-            skipped.append((name, "reference-model attacks retrain the recipe: not available for a model trained "
-                                  "elsewhere in this version (run the recipe with `diffmia run` to get them)"
-                            if has_recipe else "needs reference models: give --recipe CONFIG (the training recipe)"))
+        if cls.needs_references and not has_recipe:
+            skipped.append((name, "needs reference models: give --recipe CONFIG (the training recipe, retrained on "
+                                  "subsets of the audited images)"))
             continue
         if cls.access == "white-box" and access != "white-box":
             skipped.append((name, f"white-box (gradients); --access is {access}"))
@@ -187,6 +189,10 @@ def plan_attacks(target, access: str, has_public: bool, has_recipe: bool) -> tup
             continue
         if cls.access == "gray-box" and access == "black-box":
             skipped.append((name, "gray-box (noise predictions); --access is black-box"))
+            continue
+        if cls.needs_references and getattr(cls.Params(), "mode", "online") == "offline" and public_count < members:
+            skipped.append((name, f"offline references train on {members} public images each: give --public FOLDER "
+                                  f"with at least {members} images" + (f" (it has {public_count})" if public_count else "")))
             continue
         if name == "quantile_regression" and not has_public:
             skipped.append((name, "trains on public non-members: give --public FOLDER"))
@@ -222,7 +228,8 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
                 access: str = "gray-box", public: str | Path | None = None, recipe: str | Path | None = None,
                 seed: int = 0, calibration_fraction: float = 0.5, near_tolerance: float = 0.01,
                 attacks: list[str] | None = None, batch_size: int = 128, bootstrap: int = 1000, delta: float = 1e-5,
-                progress: bool = True, log=print, adapter: str | Path | None = None) -> dict:
+                progress: bool = True, log=print, adapter: str | Path | None = None,
+                attack_params: dict[str, dict] | None = None) -> dict:
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import check_attack_fits, run_attack
     from diffmia.config import TargetConfig
@@ -242,7 +249,8 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
     images, manifest = build_audit_set(shape, list_images(members, "members"), list_images(nonmembers, "nonmembers"),
                                        list_images(public, "public") if public else None, seed, calibration_fraction,
                                        near_tolerance, target.conditional)
-    planned, skipped = plan_attacks(target, access, public is not None, recipe is not None)
+    planned, skipped = plan_attacks(target, access, public is not None, recipe is not None, len(manifest.members),
+                                    len(manifest.public))
     if attacks:
         unknown = sorted(set(attacks) - {n for n, _ in planned})
         if unknown:
@@ -250,9 +258,17 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
             raise ConfigError("; ".join(f"--attack {n}: " + (reasons.get(n) or "not applicable to this model")
                                         for n in unknown))
         planned = [(n, p) for n, p in planned if n in attacks]
+    unknown = sorted(set(attack_params or {}) - {n for n, _ in planned})
+    if unknown:
+        raise ConfigError(f"--set {unknown[0]}.…: {unknown[0]} is not among the attacks this audit runs "
+                          f"({', '.join(n for n, _ in planned) or 'none'})")
+    planned = [(n, {**p, **(attack_params or {}).get(n, {})}) for n, p in planned]
     out = Path(out)
     name = model.resolve().name
-    cfg = TargetConfig.model_validate({"name": "audit", "seed": seed, "data": {"resolution": shape[-1]}})
+    if recipe is not None:
+        cfg = recipe_for_audit(recipe, images, manifest, shape)
+    else:
+        cfg = TargetConfig.model_validate({"name": "audit", "seed": seed, "data": {"resolution": shape[-1]}})
     run = RunDir(out / "model")
     loaded = LoadedRun(run, cfg, manifest, images, target)
     built = [build_attack(n, p, seed=seed) for n, p in planned]
@@ -269,6 +285,7 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
         "parameters": sum(p.numel() for m in target_modules(target) for p in m.parameters()),
         "manifest_sha256": hashlib.sha256(run.manifest.read_bytes()).hexdigest(), "utility": None,
         "skipped_attacks": dict(skipped), "calibration_fraction": calibration_fraction, "seed": seed,
+        "recipe_from": str(recipe) if recipe else None, "config": dump_config(cfg) if recipe else None,
     }
     rows = []
     for atk in built:
@@ -281,6 +298,28 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
     results = {"benchmark": f"audit of {name}", "recipes": {name: info}, "rows": rows,
                "evaluation": ev.model_dump(mode="json"), "environment": environment()}
     return write_results(out, results, {name: (images, manifest)})
+
+
+def recipe_for_audit(recipe: str | Path, images: ImageSet, manifest, shape: tuple[int, int, int]):
+    """The team's training recipe (a diffmia target config) with its data replaced by the audited images, saved once
+    in the cache under their content hash (so references are shared by every audit of the same images): reference
+    models then retrain the recipe on subsets of exactly these images."""
+    from diffmia.config import load_config
+    from diffmia.targets.data import save_npz
+    from diffmia.targets.train import default_cache_dir
+
+    cfg = load_config(recipe)
+    if cfg.data.resolution not in (None, shape[-1]):
+        raise ConfigError(f"--recipe {recipe}: data.resolution {cfg.data.resolution} differs from the audited model's "
+                          f"{shape[-1]}x{shape[-1]} images")
+    digest = hashlib.sha256("".join(images.hashes()).encode() + "\n".join(images.captions).encode()).hexdigest()[:16]
+    npz = default_cache_dir() / "audit-data" / f"audit-{digest}.npz"
+    if not npz.is_file():
+        save_npz(images, npz)
+    data = {**cfg.data.model_dump(mode="json"), "dataset": "npz", "path": str(npz), "resolution": None,
+            "members": len(manifest.members), "nonmembers": len(manifest.nonmembers), "max_images": None,
+            "canaries": 0}
+    return cfg.model_copy(update={"data": type(cfg.data).model_validate(data)})
 
 
 def target_modules(target) -> list:

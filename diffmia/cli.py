@@ -434,9 +434,11 @@ def audit(
                                "predictions), black-box (generated images only) or white-box (gradients)."),
     public: Optional[Path] = typer.Option(None, "--public", help="Other non-member images the attacker may learn from "
                                           "(needed by quantile regression and SD-MIA's feature network)."),
-    recipe: Optional[Path] = typer.Option(None, "--recipe", help="The training recipe (reference-model attacks)."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="The training recipe (a diffmia target YAML): the reference-model attacks (LiRA, RMIA, GSA) retrain it on subsets of the audited images."),
     adapter: Optional[Path] = typer.Option(None, "--adapter", help="A peft LoRA adapter folder merged into MODEL's UNet."),
     attack_names: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Only these attacks (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="An attack's parameter as ATTACK.KEY=VALUE, "
+                                             "e.g. lira.references=16 (repeatable)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Results folder (default: runs/audit-MODELNAME)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the halves' hash and of the attacks' noise."),
     calibration_fraction: float = typer.Option(0.5, "--calibration-fraction", min=0.05, max=0.95),
@@ -447,13 +449,21 @@ def audit(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members;
-    score files, results, exposure.csv and the report as `diffmia run` writes them. Nothing is retrained."""
+    score files, results, exposure.csv and the report as `diffmia run` writes them. Nothing is retrained but the
+    reference models of --recipe (cached, shared by every audit of the same images and recipe)."""
     from diffmia.audit import audit_model
+    from diffmia.config import ConfigError
 
     out = out_path(out) or Path("runs") / f"audit-{model.resolve().name}"
+    attack_params: dict[str, dict] = {}
+    for key, value in dotted_values(set_).items():
+        if "." not in key:
+            raise ConfigError(f"--set {key}=...: name the attack, as ATTACK.KEY=VALUE (e.g. lira.references=16)")
+        name, param = key.split(".", 1)
+        attack_params.setdefault(name, {})[param] = value
     results = audit_model(model, members, nonmembers, out, access, public, recipe, seed, calibration_fraction,
                           near_duplicates, attack_names, batch_size, bootstrap, progress=progress, log=typer.echo,
-                          adapter=adapter)
+                          adapter=adapter, attack_params=attack_params)
     for row in results["rows"]:
         typer.echo(f"{row['attack']:<20} AUC {row['auc']:.3f}  TPR@1%FPR calibrated {row['tpr@1%fpr']:.3f} "
                    f"(achieved FPR {row['fpr@1%fpr_achieved']:.3f})  (test halves)")

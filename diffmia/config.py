@@ -32,7 +32,7 @@ class DuplicatesConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    dataset: Literal["digits", "mnist", "cifar10", "imagefolder"] = "digits"
+    dataset: Literal["digits", "mnist", "cifar10", "imagefolder", "npz"] = "digits"
     path: Optional[str] = Field(None, description="folder for cifar10 / imagefolder")
     resolution: Optional[int] = Field(None, ge=4, le=1024, description="resize to this size (None: native)")
     caption_column: str = Field("text", description="imagefolder: caption key in metadata.jsonl")
@@ -47,7 +47,7 @@ class DataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _path_needed(self) -> "DataConfig":
-        if self.dataset in ("cifar10", "imagefolder") and not self.path:
+        if self.dataset in ("cifar10", "imagefolder", "npz") and not self.path:
             raise ValueError(f"dataset '{self.dataset}' needs data.path")
         if self.dataset == "imagefolder" and self.resolution is None:
             raise ValueError("dataset 'imagefolder' needs data.resolution (images are cropped and resized to it)")

@@ -1,4 +1,5 @@
-"""Image datasets: the embedded digits set and loaders for users' data (CIFAR-10 pickles, captioned image folders).
+"""Image datasets: the embedded digits and MNIST sets and loaders for users' data (CIFAR-10 pickles, captioned image
+folders, an image .npz).
 
 Every loader returns an `ImageSet`: raw uint8 pixels (N, H, W, C), a source string per image (index or file), and a
 caption per image. Pixels are scaled to [-1, 1] (and optionally resized) only when a tensor is asked for, and the
@@ -227,6 +228,44 @@ def load_imagefolder(cfg: DataConfig) -> ImageSet:
     if not pixels:
         raise DataError(f"{meta}: lists no images")
     return ImageSet(root.name, np.stack(pixels), sources, captions)
+
+
+NPZ_ARRAYS = ("pixels", "sources", "captions")
+
+
+@DATASETS.register("npz")
+def load_npz(cfg: DataConfig) -> ImageSet:
+    """One .npz holding `pixels` (uint8, N x H x W x C), `sources` and `captions` (strings): what `diffmia audit
+    --recipe` writes so that the references of a model trained elsewhere train on exactly the audited images."""
+    import zipfile
+
+    path = Path(cfg.path)
+    if not path.is_file():
+        raise DataError(f"data.path {path}: no such .npz file")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not an .npz file (numpy's zip of arrays)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in NPZ_ARRAYS if k not in z.files]
+            if missing:
+                raise DataError(f"{path}: lacks the array(s) {', '.join(missing)} (an image .npz holds "
+                                f"{', '.join(NPZ_ARRAYS)})")
+            pixels = z["pixels"]
+            sources, captions = [str(s) for s in z["sources"]], [str(c) for c in z["captions"]]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz ({type(exc).__name__}: {str(exc)[:200]})") from None
+    return ImageSet(path.stem, pixels, sources, captions)
+
+
+def save_npz(images: ImageSet, path: str | Path) -> Path:
+    """Write `images` as the .npz `load_npz` reads (atomically: a killed write leaves no partial file)."""
+    from diffmia.io import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, pixels=images.pixels, sources=np.asarray(images.sources, dtype=str),
+                 captions=np.asarray(images.captions, dtype=str))
+    return path
 
 
 def _square_resize(img, size: int) -> np.ndarray:

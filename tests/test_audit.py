@@ -212,3 +212,40 @@ def test_audit_merges_a_peft_lora_adapter(elsewhere, tmp_path):
     bad = CliRunner().invoke(app, ["audit", str(elsewhere / "model"), "--adapter", str(tmp_path),
                                    "--members", str(elsewhere / "members"), "--nonmembers", str(elsewhere / "nonmembers")])
     assert bad.exit_code == 2 and "not a peft adapter folder" in bad.output
+
+
+def test_audit_with_the_recipe_trains_cached_references_on_the_audited_images(elsewhere, tmp_path, shared_cache):
+    """--recipe: LiRA's references retrain the team's recipe on halves of exactly the audited images (an image .npz
+    in the cache, keyed by content), are cached, and a second audit of the same images reuses them; RMIA (offline)
+    is skipped with the reason when there are fewer public images than members."""
+    from diffmia.config import load_config
+    from diffmia.targets.data import load_dataset
+    from diffmia.targets.manifest import SplitManifest
+    from tests.conftest import REPO
+
+    base = ["audit", str(elsewhere / "model"), "--members", str(elsewhere / "members"), "--nonmembers",
+            str(elsewhere / "nonmembers"), "--recipe", str(REPO / "configs" / "tiny.yaml"), "--attack", "lira",
+            "--set", "lira.references=2", "--set", "lira.draws=1", "--bootstrap", "20", "--no-progress"]
+    first = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    info = json.loads(next((tmp_path / "a").rglob("lira.json")).read_text())
+    refs = info["references"]
+    assert refs["count"] == 2 and refs["cached"] == 0 and info["params"]["references"] == 2
+    audited = {str(p) for p in (elsewhere / "members").iterdir()} | {str(p) for p in (elsewhere / "nonmembers").iterdir()}
+    for folder in refs["folders"]:
+        split = SplitManifest.load(f"{folder}/manifest.json")
+        assert len(split.members) == 64 and {e.source for e in split.members} <= audited
+    cfg = load_config(f"{refs['folders'][0]}/config.yaml")
+    assert cfg.data.dataset == "npz" and cfg.model.block_out_channels == [8, 16]  # the recipe's model, audited data
+    assert len(load_dataset(cfg.data)) == 128
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert "give --public FOLDER with at least 64 images" in results["recipes"]["model"]["skipped_attacks"]["rmia"]
+    again = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b")])
+    assert again.exit_code == 0, again.output
+    info_b = json.loads(next((tmp_path / "b").rglob("lira.json")).read_text())
+    assert info_b["references"]["cached"] == 2 and info_b["references"]["folders"] == refs["folders"]
+    a, b = (pd.read_csv(next((tmp_path / d).rglob("lira.csv"))) for d in "ab")
+    pd.testing.assert_frame_equal(a, b)  # the same seed gives the same scores
+    bad = CliRunner().invoke(app, [*base[:base.index("--set")], "--set", "rmia.references=2", "--out",
+                                   str(tmp_path / "c")])
+    assert bad.exit_code != 0 and "rmia is not among the attacks this audit runs (lira)" in bad.output
