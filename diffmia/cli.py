@@ -98,6 +98,18 @@ def dotted_values(texts: Optional[List[str]]) -> dict:
     return out
 
 
+def refuse_launch(command: str, instead: str) -> None:
+    """A command that is not launcher-aware, started under torchrun / accelerate launch with several processes: a
+    clear error rather than processes that each redo the work, race on its files or wait forever on each other."""
+    import os
+
+    from diffmia.config import ConfigError
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"diffmia {command} does not run under a multi-process launcher (WORLD_SIZE="
+                          f"{os.environ['WORLD_SIZE']}): {instead}")
+
+
 def out_path(value: Optional[str], flag: str = "--out", file: bool = False) -> Optional[Path]:
     """Check an output path before any work: not empty (an unset shell variable), a folder where a folder is
     written (a file where a file is), and somewhere writable."""
@@ -190,6 +202,43 @@ def sample(
     images = loaded.target.generate(n, prompts, steps=steps, sampler=sampler, guidance_scale=guidance,
                                     generator=torch.Generator().manual_seed(seed))
     typer.echo(f"wrote {grid_png(images, out)} ({n} images, {sampler}, {steps} steps)")
+
+
+@app.command()
+@user_errors
+def utility(
+    run: Path = typer.Argument(..., help="A trained run directory."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="JSON to write (default: RUN/utility.json)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="A utility setting as KEY=VALUE, e.g. "
+                                             "samples=1024, features=clip, features_path=DIR (repeatable)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """FID and KID of the target's samples against its held-out non-members, beside the floor (members against the
+    same non-members). Under torchrun / accelerate launch each process draws every N-th batch of samples: the same
+    images, hence the same numbers, as one process."""
+    from pydantic import ValidationError
+
+    from diffmia.attacks.runner import _processes, finish_processes
+    from diffmia.config import ConfigError
+    from diffmia.evaluate.fid import UtilityConfig, compute_utility
+    from diffmia.io import write_json
+    from diffmia.targets.runs import load_run
+    from diffmia.targets.train import default_cache_dir
+
+    target_file = out_path(out, file=True) or run / "utility.json"
+    try:
+        cfg = UtilityConfig.model_validate(dotted_values(set_))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"--set {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    loaded = load_run(run)
+    result = compute_utility(loaded, cfg, default_cache_dir(), progress=progress)
+    if _processes()[1] == 0:
+        write_json(target_file, {**result, "run": str(run), "utility": cfg.model_dump(mode="json")})
+        typer.echo(f"{result['fid_label']}: {result['fid']:.3f} (floor {result['fid_floor']:.3f}), KID "
+                   f"{result['kid']:.4f} (floor {result['kid_floor']:.4f}); {cfg.samples} samples, "
+                   f"{result['reference']} non-members -> {target_file}")
+    finish_processes()
 
 
 @app.command()
@@ -393,6 +442,8 @@ def run(
     from diffmia.matrix import load_benchmark, run_matrix
     from diffmia.targets.runs import RunError
 
+    refuse_launch("run", "launch its stages instead (diffmia train / attack / utility), or spread the recipes with "
+                  "--executor local|slurm and the references with --jobs")
     out = out_path(out)
     bench, recipes = load_benchmark(config, set_ or [])
     if only:
@@ -453,6 +504,8 @@ def audit(
     reference models of --recipe (cached, shared by every audit of the same images and recipe)."""
     from diffmia.audit import audit_model
     from diffmia.config import ConfigError
+
+    refuse_launch("audit", "launch `diffmia attack` on a run folder instead, or run the audit in one process")
 
     out = out_path(out) or Path("runs") / f"audit-{model.resolve().name}"
     attack_params: dict[str, dict] = {}

@@ -4,8 +4,9 @@
   touches it; a claim whose heartbeat stopped for `ttl` seconds (a dead worker), or whose process is gone on this
   host, expires and may be taken over. So two `diffmia run` on one folder never compute the same recipe; every cell
   file is written atomically and checked when read, so a killed worker's partial cell is never read.
-- `submit(...)`: `diffmia run --executor slurm` submits one job per unfinished recipe through submitit (each job may
-  itself be an `accelerate launch`); `--executor local` runs them as local processes through submitit's local
+- `submit(...)`: `diffmia run --executor slurm` submits one job per unfinished recipe through submitit (one process
+  per job, on the job's first GPU where it has one; stages are sharded over several processes only when launched
+  alone: `diffmia train / attack / utility` under torchrun or accelerate launch); `--executor local` runs them as local processes through submitit's local
   executor (what the tests use). The command waits for the jobs, then collects every cached cell into results,
   exposure and report as a plain `diffmia run` does.
 """

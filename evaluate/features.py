@@ -166,7 +166,8 @@ def inception_fid_metric(weights_path: str | Path | None):
         )
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    return FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=str(weights_path))
+    return FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=str(weights_path),
+                                    sync_on_compute=False)  # the main process alone computes it
 
 
 def to_unit_interval(images: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from .features import FeatureError, TransformersImageFeatures, inception_fid_met
 
 # Part of the key of every cached utility file (diffmia run): bump it when sampling, the feature networks or the
 # distance computation change, and every recipe's FID is recomputed on the next run instead of read from a stale file.
-UTILITY_VERSION = 2  # 2: KID on scaled features with real subsets
+UTILITY_VERSION = 3  # 2: KID on scaled features with real subsets; 3: one seeded generator per sampling batch
 
 FEATURE_LABELS = {
     "digits-classifier": "FID (digits-classifier features)",
@@ -70,7 +70,9 @@ class ScaledFeatures(torch.nn.Module):
 @torch.no_grad()
 def distances(net: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, batch: int = 256) -> dict[str, float]:
     """FID and KID between two image sets in [-1, 1], features from `net`."""
-    fid = FrechetInceptionDistance(feature=net, normalize=False)
+    # sync_on_compute=False: under a launcher only the main process computes distances, on every sample; torchmetrics'
+    # default would wait at compute() for the other processes' (empty) states and hang
+    fid = FrechetInceptionDistance(feature=net, normalize=False, sync_on_compute=False)
     # KID's kernel (x.y/d + 1)^3 is not scale-free: Inception features are O(1), a classifier's are not (unscaled,
     # KID read 164 beside an FID of 10). Features are scaled to unit mean square on the real set; subsets of half the
     # smaller set, so that the 100 subsets differ and kid_std means something.
@@ -79,7 +81,7 @@ def distances(net: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, batc
     with warnings.catch_warnings():  # "KID keeps all features in memory": intended at these sizes
         warnings.simplefilter("ignore", UserWarning)
         kid = KernelInceptionDistance(feature=ScaledFeatures(net, scale), subsets=100, subset_size=subset,
-                                      normalize=False)
+                                      normalize=False, sync_on_compute=False)
     for images, is_real in ((real, True), (fake, False)):
         for i in range(0, len(images), batch):
             fid.update(images[i : i + batch], real=is_real)
@@ -102,16 +104,67 @@ def inception_distances(cfg: UtilityConfig, real: torch.Tensor, fake: torch.Tens
     return {"fid": float(metric.compute()), "kid": float("nan"), "kid_std": float("nan")}
 
 
-def compute_utility(loaded: LoadedRun, cfg: UtilityConfig, cache_dir: str | Path | None = None, samples_png: Path | None = None,
-                    progress: bool = False) -> dict:
-    t0 = time.time()
-    gen = torch.Generator().manual_seed(cfg.seed)
+def batch_seed(seed: int, batch: int) -> int:
+    """The seed of sampling batch `batch`: the configured seed itself for the first (so a run whose samples fit in one
+    batch draws what it always drew), a SeedSequence child for the others."""
+    if batch == 0:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, 211, batch]).generate_state(1)[0])
+
+
+def generate_samples(loaded: LoadedRun, cfg: UtilityConfig, progress: bool = False) -> torch.Tensor:
+    """cfg.samples images, batch k drawn with its own generator (batch_seed): the same images whether one process
+    draws every batch or, under torchrun / accelerate launch, N processes each draw every N-th batch and the batches
+    are gathered (every process gets them all)."""
+    from diffmia.attacks.runner import _processes
+
+    world, rank = _processes()
     prompts = None
     if loaded.target.conditional:  # prompt with the held-out captions, cycled
         captions = [loaded.images.captions[i] for i in loaded.manifest.indices("nonmembers")]
         prompts = [captions[i % len(captions)] for i in range(cfg.samples)]
-    fake = loaded.target.generate(cfg.samples, prompts, steps=cfg.sample_steps, sampler=cfg.sampler, generator=gen,
-                                  batch_size=cfg.batch_size, guidance_scale=cfg.guidance_scale, progress=progress)
+    starts = list(range(0, cfg.samples, cfg.batch_size))
+    mine: dict[int, torch.Tensor] = {}
+    for k, start in enumerate(starts):
+        if k % world != rank:
+            continue
+        count = min(cfg.batch_size, cfg.samples - start)
+        gen = torch.Generator().manual_seed(batch_seed(cfg.seed, k))
+        mine[k] = loaded.target.generate(
+            count, prompts[start : start + count] if prompts else None, steps=cfg.sample_steps, sampler=cfg.sampler,
+            generator=gen, batch_size=count, guidance_scale=cfg.guidance_scale, progress=progress and rank == 0).cpu()
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        for part in gather_object([mine]):
+            mine.update(part)
+    return torch.cat([mine[k] for k in range(len(starts))])
+
+
+def compute_utility(loaded: LoadedRun, cfg: UtilityConfig, cache_dir: str | Path | None = None, samples_png: Path | None = None,
+                    progress: bool = False) -> dict:
+    """FID/KID of cfg.samples generated images against the non-members, and the members' floor. Under a launcher
+    the sampling is sharded (generate_samples); the main process alone computes the distances (and trains or reads
+    the cached feature network), then every process returns its result."""
+    from diffmia.attacks.runner import _processes
+
+    t0 = time.time()
+    fake = generate_samples(loaded, cfg, progress)
+    world, rank = _processes()
+    result = _distances_of(loaded, cfg, fake, cache_dir, samples_png, t0) if rank == 0 else None
+    if world > 1:
+        from accelerate.utils import broadcast_object_list
+
+        box = [result]
+        broadcast_object_list(box)
+        result = box[0]
+        result["processes"] = world
+    return result
+
+
+def _distances_of(loaded: LoadedRun, cfg: UtilityConfig, fake: torch.Tensor, cache_dir, samples_png, t0: float) -> dict:
     if samples_png is not None:
         grid_png(fake[:64], samples_png)
     reference = loaded.images.tensor(loaded.manifest.indices("nonmembers"), loaded.resolution)

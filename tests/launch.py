@@ -7,13 +7,26 @@ import sys
 from pathlib import Path
 
 
-def torchrun(args: list[str], log_dir: Path, processes: int = 2) -> subprocess.CompletedProcess:
+def torchrun(args: list[str], log_dir: Path, processes: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m torch.distributed.run ... -m diffmia ARGS`; every worker's stdout and stderr are also written under
-    log_dir, so an assertion can show the worker that failed (torchrun's own stderr only names the signal)."""
+    log_dir, so an assertion can show the worker that failed (torchrun's own stderr only names the signal). A launch
+    still running after `timeout` seconds (a collective that never completes) is killed with its workers and
+    returns exit code -9, so a hang fails the test instead of stalling the suite."""
+    import signal
+
     env = dict(os.environ, OMP_NUM_THREADS="1")
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--standalone",
               "--log-dir", str(log_dir), "--tee", "3", "-m", "diffmia", *args]
-    return subprocess.run(launch, env=env, capture_output=True, text=True)
+    proc = subprocess.Popen(launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        code, err = -9, err + f"\n(killed after {timeout:.0f} s: a hang)"
+    return subprocess.CompletedProcess(launch, code, out, err)
 
 
 def worker_logs(done: subprocess.CompletedProcess, log_dir: Path) -> str:
