@@ -359,8 +359,6 @@ def evaluate(
     Score files written by `diffmia run` (scores/LABEL-HASH/NAME.csv) are read too, named by their label."""
     import json
 
-    import pandas as pd
-
     from diffmia.evaluate.metrics import evaluate_scores
     from diffmia.io import write_json
     from diffmia.rundir import RunDir

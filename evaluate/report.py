@@ -492,16 +492,22 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     return out / "report.html"
 
 
+def chromium() -> str | None:
+    """The headless browser the PDF print and the render check use, where installed."""
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
 def write_pdf(html_path: str | Path, pdf_path: str | Path | None = None) -> Path:
     """The report as a PDF, printed by headless Chromium (the only HTML-to-PDF engine this project relies on; its
     absence is a clear error, not a missing page). Plots are embedded in the HTML, so nothing is fetched."""
-    import shutil
     import subprocess
     import tempfile
 
     html_path = Path(html_path)
     pdf_path = Path(pdf_path) if pdf_path else html_path.with_suffix(".pdf")
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    browser = chromium()
     if browser is None:
         raise FileNotFoundError("--pdf needs Chromium (Debian: apt-get install chromium); the HTML report is written")
     with tempfile.TemporaryDirectory() as tmp:

@@ -145,16 +145,18 @@ def test_cli_evaluate(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_report_renders_in_headless_chromium(matrix, tmp_path):
     import importlib.util
-    import shutil
 
-    if not (shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")):
+    from diffmia.evaluate.report import chromium
+
+    if not chromium():
         pytest.skip("Chromium not installed (apt-get install chromium); run scripts/check_report_render.py where it is")
     spec = importlib.util.spec_from_file_location("check", REPO / "scripts" / "check_report_render.py")
     check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(check)
     out, _, _ = matrix
-    loaded, total = check.check(out / "report.html", tmp_path / "shot.png")
+    loaded, total, wide = check.probe(out / "report.html", tmp_path / "shot.png")
     assert total >= 5 and loaded == total
+    assert not wide, f"runs off a {check.WIDTH} px page: {wide}"  # the wide results table once cut the FID column
     assert Path(tmp_path / "shot.png").stat().st_size > 10000
 
 
@@ -246,11 +248,11 @@ def test_cli_compare_and_report_section(matrix):
 
 @pytest.mark.slow
 def test_report_pdf_prints_where_chromium_is(matrix):
-    import shutil
+    from diffmia.evaluate.report import chromium
 
     out, _, _ = matrix
     result = CliRunner().invoke(app, ["report", str(out), "--pdf"])
-    if not (shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")):
+    if not chromium():
         assert result.exit_code == 2 and "--pdf needs Chromium" in result.output
         pytest.skip("Chromium not installed: the PDF's absence is a clear error (checked)")
     assert result.exit_code == 0, result.output

@@ -3,7 +3,6 @@ canaries and the one-run epsilon audit, each against a computation written here 
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from scipy.stats import binom
