@@ -96,6 +96,14 @@ class NoiseAggregation(Attack):
     paper = "Noise aggregation after small-noise injection, arXiv 2510.21783"
     Params = NoiseAggregationParams
 
+    def check(self, params: NoiseAggregationParams) -> None:
+        """A fixed T must leave room for the k-step walk (with sigma, T comes from the target's schedule: checked
+        when the attack meets it)."""
+        last = params.timestep - (params.k - 1) * params.stride
+        if params.sigma is None and last < 0:
+            raise ConfigError(f"attack noise_aggregation: T={params.timestep} - (k-1)*stride = {last} < 0; lower k or "
+                              f"stride, or raise T")
+
     def start_timestep(self, target) -> int:
         p = self.params
         return target.timestep_for_sigma(p.sigma) if p.sigma is not None else p.timestep

@@ -16,6 +16,21 @@ from .base import build_attack
 from .runner import COLUMNS, check_attack_fits, score_batches
 
 
+def check_grid(name: str, params: dict[str, Any], grid: dict[str, list], seed: int = 0) -> None:
+    """Build the attack with every combination of the grid before any work, so a combination the attack refuses
+    (e.g. noise aggregation's T below (k-1) x stride) stops the command at once, named, not an hour in."""
+    from diffmia.config import ConfigError
+
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+        combo = dict(zip(keys, values))
+        try:
+            build_attack(name, {**params, **combo}, seed=seed)
+        except (ConfigError, KeyError) as exc:
+            shown = ", ".join(f"{k}={v}" for k, v in combo.items())
+            raise ConfigError(f"tune: {shown}: {exc}") from None
+
+
 def calibration_rows(loaded):
     return [(e, m) for e, m in loaded.manifest.audit_entries() if e.half == "calibration"]
 

@@ -76,8 +76,10 @@ def config_hash(obj: Any) -> str:
 
 
 def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> tuple[BenchmarkConfig, dict[str, TargetConfig]]:
-    """Validate the benchmark and every recipe and attack it names before any work starts."""
+    """Validate the benchmark and every recipe and attack it names (every tuning combination too) before any work
+    starts."""
     from diffmia.attacks import build_attack
+    from diffmia.attacks.tuning import check_grid
 
     path = Path(path)
     data = apply_overrides(read_yaml_mapping(path), list(overrides or []))
@@ -91,9 +93,17 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> tupl
             raise ConfigError(f"{path}: recipes.{i} ({entry.name}): {exc}") from None
     for i, entry in enumerate(bench.attacks):
         try:
-            build_attack(entry.name, entry.params, seed=bench.attack_seed)
+            attack = build_attack(entry.name, entry.params, seed=bench.attack_seed)
+            if entry.tune:
+                check_grid(entry.name, entry.params, entry.tune, bench.attack_seed)
         except (ConfigError, KeyError) as exc:
-            raise ConfigError(f"{path}: attacks.{i}: {exc}") from None
+            raise ConfigError(f"{path}: attacks.{i} ({entry.display}): {exc}") from None
+        for name, cfg in recipes.items():  # a timestep beyond a recipe's schedule, caught before any training
+            limit = cfg.scheduler.num_train_timesteps
+            beyond = [t for t in attack.timesteps_used() if t >= limit] if cfg.model.kind != "stable-diffusion" else []
+            if beyond:
+                raise ConfigError(f"{path}: attacks.{i} ({entry.display}): timestep {max(beyond)} is beyond recipe "
+                                  f"{name}'s schedule of {limit} diffusion steps (0..{limit - 1})")
     return bench, recipes
 
 
