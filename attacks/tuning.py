@@ -16,19 +16,21 @@ from .base import build_attack
 from .runner import COLUMNS, check_attack_fits, score_batches
 
 
-def check_grid(name: str, params: dict[str, Any], grid: dict[str, list], seed: int = 0) -> None:
+def check_grid(name: str, params: dict[str, Any], grid: dict[str, list], seed: int = 0) -> list:
     """Build the attack with every combination of the grid before any work, so a combination the attack refuses
-    (e.g. noise aggregation's T below (k-1) x stride) stops the command at once, named, not an hour in."""
+    (e.g. noise aggregation's T below (k-1) x stride) stops the command at once, named, not an hour in. Returns the
+    built attacks (for checks against a target)."""
     from diffmia.config import ConfigError
 
-    keys = list(grid)
+    keys, built = list(grid), []
     for values in itertools.product(*(grid[k] for k in keys)):
         combo = dict(zip(keys, values))
         try:
-            build_attack(name, {**params, **combo}, seed=seed)
+            built.append(build_attack(name, {**params, **combo}, seed=seed))
         except (ConfigError, KeyError) as exc:
             shown = ", ".join(f"{k}={v}" for k, v in combo.items())
             raise ConfigError(f"tune: {shown}: {exc}") from None
+    return built
 
 
 def calibration_rows(loaded):

@@ -314,8 +314,9 @@ def attack(
         names = [attack_name]
     attacks = [build_attack(name, params, seed=seed) for name in names]  # validate all before any work
     from diffmia.attacks.runner import check_attack_fits
+    from diffmia.attacks.tuning import check_grid
 
-    for atk in attacks:
+    for atk in attacks + (check_grid(attack_name, params, grid, seed) if grid else []):
         check_attack_fits(loaded, atk)
     from diffmia.attacks.runner import _processes, finish_processes
 

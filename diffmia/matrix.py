@@ -93,14 +93,15 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> tupl
             raise ConfigError(f"{path}: recipes.{i} ({entry.name}): {exc}") from None
     for i, entry in enumerate(bench.attacks):
         try:
-            attack = build_attack(entry.name, entry.params, seed=bench.attack_seed)
+            variants = [build_attack(entry.name, entry.params, seed=bench.attack_seed)]
             if entry.tune:
-                check_grid(entry.name, entry.params, entry.tune, bench.attack_seed)
+                variants += check_grid(entry.name, entry.params, entry.tune, bench.attack_seed)
         except (ConfigError, KeyError) as exc:
             raise ConfigError(f"{path}: attacks.{i} ({entry.display}): {exc}") from None
+        used = [t for attack in variants for t in attack.timesteps_used()]
         for name, cfg in recipes.items():  # a timestep beyond a recipe's schedule, caught before any training
             limit = cfg.scheduler.num_train_timesteps
-            beyond = [t for t in attack.timesteps_used() if t >= limit] if cfg.model.kind != "stable-diffusion" else []
+            beyond = [t for t in used if t >= limit] if cfg.model.kind != "stable-diffusion" else []
             if beyond:
                 raise ConfigError(f"{path}: attacks.{i} ({entry.display}): timestep {max(beyond)} is beyond recipe "
                                   f"{name}'s schedule of {limit} diffusion steps (0..{limit - 1})")

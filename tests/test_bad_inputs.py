@@ -78,6 +78,14 @@ CASES = [
      "timestep 5000 is beyond"),
     ("bad DIFFMIA_JOBS", ["--jobs", "0", "run", "{TINY}"], None, "Invalid value for '--jobs'"),
     ("--only names no recipe", ["run", "{BENCH}", "--only", "nope"], None, "--only: "),
+    ("a tuning value the attack refuses", ["run", "{BENCH}", "--set",
+                                           "attacks=[{name: noise_aggregation, tune: {timestep: [20, 80]}}]"], None,
+     "tune: timestep=20: attack noise_aggregation: T=20 - (k-1)*stride = -20 < 0"),
+    ("a tuned timestep beyond a recipe's schedule", ["run", "{BENCH}", "--set",
+                                                     "attacks=[{name: lira, tune: {timestep: [100, 5000]}}]"], None,
+     "timestep 5000 is beyond recipe"),
+    ("attack --tune value refused", ["attack", "{RUN}", "--attack", "noise_aggregation", "--tune", "timestep=20,80"],
+     None, "tune: timestep=20: attack noise_aggregation"),
 ]
 
 
