@@ -97,7 +97,7 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> tupl
             if entry.tune:
                 variants += check_grid(entry.name, entry.params, entry.tune, bench.attack_seed)
         except (ConfigError, KeyError) as exc:
-            raise ConfigError(f"{path}: attacks.{i} ({entry.display}): {exc}") from None
+            raise ConfigError(f"{path}: attacks.{i}: {exc}") from None
         used = [t for attack in variants for t in attack.timesteps_used()]
         for name, cfg in recipes.items():  # a timestep beyond a recipe's schedule, caught before any training
             limit = cfg.scheduler.num_train_timesteps

@@ -57,7 +57,9 @@ def test_unknown_attack_and_parameter():
 
 
 def test_walk_below_zero_is_refused(loaded):
-    attack = build_attack("noise_aggregation", {"timestep": 20, "k": 5, "stride": 10})
+    with pytest.raises(ConfigError, match="T=20 - \\(k-1\\)\\*stride = -20 < 0"):  # at build time, before any work
+        build_attack("noise_aggregation", {"timestep": 20, "k": 5, "stride": 10})
+    attack = build_attack("noise_aggregation", {"sigma": 0.02, "k": 5, "stride": 10})  # T from the schedule: at use
     with pytest.raises(ConfigError, match="< 0"):
         attack.score(loaded.target, batch_of(loaded, [0]))
 
