@@ -95,11 +95,16 @@ def finish_processes() -> None:
         dist.destroy_process_group()
 
 
+def timesteps_beyond(attack: Attack, limit: int) -> list[int]:
+    """The fixed timesteps of `attack` that a schedule of `limit` diffusion steps (0..limit-1) does not have."""
+    return [t for t in attack.timesteps_used() if t >= limit]
+
+
 def check_attack_fits(loaded: LoadedRun, attack: Attack) -> None:
     if attack.needs_captions and not loaded.target.conditional:
         raise ConfigError(f"attack {attack.name} needs a text-conditioned target; {loaded.run.root} is unconditional")
     limit = loaded.target.num_train_timesteps
-    beyond = [t for t in attack.timesteps_used() if t >= limit]
+    beyond = timesteps_beyond(attack, limit)
     if beyond:
         raise ConfigError(f"attack {attack.name}: timestep {max(beyond)} is beyond {loaded.run.root}'s schedule of "
                           f"{limit} diffusion steps (0..{limit - 1}); give one below {limit}, e.g. --set timestep="

@@ -216,21 +216,15 @@ def utility(
     """FID and KID of the target's samples against its held-out non-members, beside the floor (members against the
     same non-members). Under torchrun / accelerate launch each process draws every N-th batch of samples: the same
     images, hence the same numbers, as one process."""
-    from pydantic import ValidationError
-
     from diffmia.attacks.runner import _processes, finish_processes
-    from diffmia.config import ConfigError
+    from diffmia.config import validate
     from diffmia.evaluate.fid import UtilityConfig, compute_utility
     from diffmia.io import write_json
     from diffmia.targets.runs import load_run
     from diffmia.targets.train import default_cache_dir
 
     target_file = out_path(out, file=True) or run / "utility.json"
-    try:
-        cfg = UtilityConfig.model_validate(dotted_values(set_))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"--set {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    cfg = validate(dotted_values(set_), UtilityConfig, source="--set")
     loaded = load_run(run)
     result = compute_utility(loaded, cfg, default_cache_dir(), progress=progress)
     if _processes()[1] == 0:

@@ -79,6 +79,7 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> tupl
     """Validate the benchmark and every recipe and attack it names (every tuning combination too) before any work
     starts."""
     from diffmia.attacks import build_attack
+    from diffmia.attacks.runner import timesteps_beyond
     from diffmia.attacks.tuning import check_grid
 
     path = Path(path)
@@ -98,10 +99,9 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> tupl
                 variants += check_grid(entry.name, entry.params, entry.tune, bench.attack_seed)
         except (ConfigError, KeyError) as exc:
             raise ConfigError(f"{path}: attacks.{i}: {exc}") from None
-        used = [t for attack in variants for t in attack.timesteps_used()]
         for name, cfg in recipes.items():  # a timestep beyond a recipe's schedule, caught before any training
             limit = cfg.scheduler.num_train_timesteps
-            beyond = [t for t in used if t >= limit] if cfg.model.kind != "stable-diffusion" else []
+            beyond = [t for a in variants for t in timesteps_beyond(a, limit)] if cfg.model.kind != "stable-diffusion" else []
             if beyond:
                 raise ConfigError(f"{path}: attacks.{i} ({entry.display}): timestep {max(beyond)} is beyond recipe "
                                   f"{name}'s schedule of {limit} diffusion steps (0..{limit - 1})")
