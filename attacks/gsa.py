@@ -61,7 +61,6 @@ class GSA(ReferenceAttack):
 
         p = self.params
         refs = self.build_references(loaded, p.mode)
-        rng = np.random.default_rng([self.seed, 503])
 
         def own_members_and_nonmembers(r, ref):
             if p.mode == "online":
@@ -69,6 +68,7 @@ class GSA(ReferenceAttack):
             else:  # its public training images and as many other public images
                 members = refs.members[r].tolist()
                 others = sorted(set(loaded.manifest.indices("public")) - set(members))
+                rng = np.random.default_rng([self.seed, 503, r])  # per reference: the same on any process
                 ids = sorted(members + rng.permutation(others)[: len(members)].tolist())
             return self.features(ref, batch_of(loaded, ids)), refs.is_in(ids)[r]
 

@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from diffmia import parallel
 from diffmia.config import ConfigError
 
 from .base import Attack
@@ -34,12 +35,23 @@ class ReferenceAttack(Attack):
         return self.refs
 
     def over_references(self, loaded, compute: Callable) -> list:
-        """compute(r, reference target) for every reference, one loaded at a time; their queries are counted apart."""
-        out = []
-        for r, ref in enumerate(self.refs.targets(loaded.target.device)):
-            out.append(compute(r, ref))
-            self.reference_queries += ref.queries.sample_queries
-        return out
+        """compute(r, reference target) for every reference, one loaded at a time; their queries are counted apart.
+        Under torchrun / accelerate launch process p computes every world-th reference and the results are gathered
+        (each reference's computation is the same on any process, so the list is the one-process list)."""
+        world, rank = parallel.processes()
+        out, queries = {}, 0
+        for r in range(rank, len(self.refs), world):
+            ref = self.refs.target(r, loaded.target.device)
+            out[r] = compute(r, ref)
+            queries += ref.queries.sample_queries
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            gathered = gather_object([(out, queries)])
+            out = {r: value for part, _ in gathered for r, value in part.items()}
+            queries = sum(q for _, q in gathered)
+        self.reference_queries += queries
+        return [out[r] for r in range(len(self.refs))]
 
     def positions(self, ids) -> np.ndarray:
         """Where each of `ids` sits in the arrays prepare() computed; a clear error for images it did not see."""

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from diffmia import parallel
 from diffmia.config import ConfigError
 from diffmia.io import atomic_path, write_json
 from diffmia.targets.runs import LoadedRun
@@ -69,32 +70,6 @@ def score_batches(loaded: LoadedRun, attack: Attack, entries, batch_size: int = 
     bar.close()
 
 
-def _processes() -> tuple[int, int]:
-    """(processes, this one's index) when launched by `accelerate launch` with several processes, else (1, 0)."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 1, 0
-    import torch
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())  # on CPU: gloo
-    return state.num_processes, state.process_index
-
-
-def finish_processes() -> None:
-    """End a launched run cleanly: wait for every process, then tear the process group down before the interpreter
-    exits. Without it a non-main process that finishes first can leave while the main one still writes, and gloo's
-    teardown at exit may abort it (SIGABRT, seen once in CI), failing the whole launch."""
-    if _processes()[0] <= 1:
-        return
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 def timesteps_beyond(attack: Attack, limit: int) -> list[int]:
     """The fixed timesteps of `attack` that a schedule of `limit` diffusion steps (0..limit-1) does not have."""
     return [t for t in attack.timesteps_used() if t >= limit]
@@ -134,7 +109,7 @@ def run_attack(
     columns = COLUMNS + list(attack.components)
     target.queries.reset()
     t0 = time.time()
-    world, rank = _processes()
+    world, rank = parallel.processes()
     if world > 1:  # under `accelerate launch`: this process scores every world-th batch, the main one writes
         batches = [entries[i : i + batch_size] for i in range(0, len(entries), batch_size)]
         mine = [b for i, b in enumerate(batches) if i % world == rank]

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from diffmia.config import ConfigError, dump_config
+from diffmia.devices import default_batch_size
 from diffmia.targets.data import IMAGE_SUFFIXES, DataError, ImageSet
 
 ACCESS_LEVELS = ("gray-box", "black-box", "white-box")
@@ -227,7 +228,7 @@ def apply_adapter(target, adapter: str | Path) -> None:
 def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, out: str | Path,
                 access: str = "gray-box", public: str | Path | None = None, recipe: str | Path | None = None,
                 seed: int = 0, calibration_fraction: float = 0.5, near_tolerance: float = 0.01,
-                attacks: list[str] | None = None, batch_size: int = 128, bootstrap: int = 1000, delta: float = 1e-5,
+                attacks: list[str] | None = None, batch_size: int | None = None, bootstrap: int = 1000, delta: float = 1e-5,
                 progress: bool = True, log=print, adapter: str | Path | None = None,
                 attack_params: dict[str, dict] | None = None) -> dict:
     from diffmia.attacks import build_attack
@@ -290,7 +291,8 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
     rows = []
     for atk in built:
         log(f"[{name}] attack {atk.name}")
-        result = run_attack(loaded, atk, run.scores, batch_size=batch_size, progress=progress)
+        result = run_attack(loaded, atk, run.scores, progress=progress,
+                            batch_size=batch_size or default_batch_size("attack", loaded.target.device))
         rows.append(cell_row(name, atk.name, atk, result.scores, result.info, loaded, ev, info, {"defenses": "unknown"},
                              os.path.relpath(run.scores / f"{atk.name}.csv", out), None))
     for n, why in skipped:

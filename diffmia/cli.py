@@ -161,9 +161,9 @@ def train(
         typer.echo(f"\ninterrupted: {where}. Resume with: diffmia train {config} --out {out} --resume"
                    + "".join(f" --set {s_!r}" for s_ in set_ or []), err=True)
         raise typer.Exit(130) from None
-    from diffmia.attacks.runner import _processes, finish_processes
+    from diffmia.parallel import finish_processes, processes
 
-    if _processes()[1] != 0:  # under torchrun / accelerate launch: the main process reports
+    if processes()[1] != 0:  # under torchrun / accelerate launch: the main process reports
         finish_processes()
         return
     summary = read_json(run.summary)
@@ -216,7 +216,7 @@ def utility(
     """FID and KID of the target's samples against its held-out non-members, beside the floor (members against the
     same non-members). Under torchrun / accelerate launch each process draws every N-th batch of samples: the same
     images, hence the same numbers, as one process."""
-    from diffmia.attacks.runner import _processes, finish_processes
+    from diffmia.parallel import finish_processes, processes
     from diffmia.config import validate
     from diffmia.evaluate.fid import UtilityConfig, compute_utility
     from diffmia.io import write_json
@@ -227,7 +227,7 @@ def utility(
     cfg = validate(dotted_values(set_), UtilityConfig, source="--set")
     loaded = load_run(run)
     result = compute_utility(loaded, cfg, default_cache_dir(), progress=progress)
-    if _processes()[1] == 0:
+    if processes()[1] == 0:
         write_json(target_file, {**result, "run": str(run), "utility": cfg.model_dump(mode="json")})
         typer.echo(f"{result['fid_label']}: {result['fid']:.3f} (floor {result['fid_floor']:.3f}), KID "
                    f"{result['kid']:.4f} (floor {result['kid_floor']:.4f}); {cfg.samples} samples, "
@@ -272,7 +272,8 @@ def attack(
     tune_: Optional[List[str]] = typer.Option(None, "--tune", help="Choose a parameter on the calibration split: "
                                               "--tune timestep=50,100,200 (repeatable)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the attack's noise draws."),
-    batch_size: int = typer.Option(128, "--batch-size", min=1, max=65536, help="Images per batch of model calls."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=65536, help="Images per batch of model "
+                                             "calls (default: 128 on CPU, 512 on a GPU)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Folder for the scores (default: RUN/scores)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 (exact), bf16 or fp16: the denoiser runs under "
@@ -294,6 +295,10 @@ def attack(
         loaded.target.set_precision(precision)
     except ValueError as exc:
         raise ConfigError(f"--precision: {exc}") from None
+    if batch_size is None:
+        from diffmia.devices import default_batch_size
+
+        batch_size = default_batch_size("attack", loaded.target.device)
     grid = {}
     for text in tune_ or []:
         keys, value = parse_override(text)
@@ -312,9 +317,9 @@ def attack(
 
     for atk in attacks + (check_grid(attack_name, params, grid, seed) if grid else []):
         check_attack_fits(loaded, atk)
-    from diffmia.attacks.runner import _processes, finish_processes
+    from diffmia.parallel import finish_processes, processes
 
-    if _processes()[1] != 0:  # under `accelerate launch`: only the main process speaks
+    if processes()[1] != 0:  # under `accelerate launch`: only the main process speaks
         typer.echo = lambda *a, **k: None  # type: ignore[assignment]
     typer.echo(f"{'attack':<20} {'AUC':>6} {'TPR@1%FPR':>10} {'(FPR)':>7} {'queries':>8} {'images':>7} {'seconds':>8}"
                "   (test halves; threshold fixed on the calibration halves)")
@@ -488,7 +493,8 @@ def audit(
     calibration_fraction: float = typer.Option(0.5, "--calibration-fraction", min=0.05, max=0.95),
     near_duplicates: float = typer.Option(0.01, "--near-duplicates", min=0.0, max=1.0, help="Refuse member/non-member "
                                           "pairs this close (RMS pixel difference, 0-1 scale, 16x16 thumbnails); 0: exact only."),
-    batch_size: int = typer.Option(128, "--batch-size", min=1, max=65536),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=65536,
+                                             help="Images per batch of model calls (default: 128 on CPU, 512 on a GPU)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, max=100000),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:

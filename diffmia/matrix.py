@@ -22,6 +22,7 @@ from diffmia.config import ConfigError, StrictModel, TargetConfig, apply_overrid
 from diffmia.config import recipe_hash as recipe_hash_of
 from diffmia.evaluate import fid as fid_module
 from diffmia.evaluate.fid import UtilityConfig
+from diffmia.devices import default_batch_size
 from diffmia.io import read_json, write_json, write_text
 
 
@@ -58,7 +59,7 @@ class BenchmarkConfig(StrictModel):
     recipes: list[RecipeEntry] = Field(..., min_length=1)
     attacks: list[AttackEntry] = Field(..., min_length=1)
     attack_seed: int = Field(0, ge=0)
-    attack_batch_size: int = Field(256, ge=1)
+    attack_batch_size: Optional[int] = Field(None, ge=1, description="default: 256 on CPU, 1024 on a GPU")
     utility: UtilityConfig = UtilityConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
 
@@ -162,6 +163,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
             "parameters": summary.get("parameters"), "utility": utility, "manifest_extra": loaded.manifest.extra,
         }
 
+        batch_size = bench.attack_batch_size or default_batch_size("matrix_attack", loaded.target.device)
         for attack_entry in bench.attacks:
             attack = build_attack(attack_entry.name, attack_entry.params, seed=bench.attack_seed)
             label = attack_entry.display
@@ -185,10 +187,10 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                 tuned = None
                 if attack_entry.tune:
                     chosen, tuned = tune(loaded, attack_entry.name, attack_entry.params, attack_entry.tune,
-                                         bench.attack_seed, bench.attack_batch_size)
+                                         bench.attack_seed, batch_size)
                     log(f"[{entry.name}] {label}: chosen on calibration {chosen}")
                     attack = build_attack(attack_entry.name, {**attack_entry.params, **chosen}, seed=bench.attack_seed)
-                result = run_attack(loaded, attack, scores_dir, batch_size=bench.attack_batch_size, progress=progress,
+                result = run_attack(loaded, attack, scores_dir, batch_size=batch_size, progress=progress,
                                     tuned=tuned)
                 scores, info = result.scores, result.info
             rows.append(cell_row(entry.name, label, attack, scores, info, loaded, bench.evaluation,

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from diffmia.devices import default_batch_size
+
 
 def one_sided_tests(s: np.ndarray, r: np.ndarray, permutations: int = 10000, seed: int = 0) -> dict:
     from scipy.stats import ttest_ind
@@ -67,7 +69,7 @@ def size_curve(s: np.ndarray, r: np.ndarray, sizes: list[int], repeats: int = 20
 
 
 def owner_test(model: str | Path, suspect: str | Path, reference: str | Path, out: str | Path, seed: int = 0,
-               attacks: list[str] | None = None, permutations: int = 10000, batch_size: int = 128,
+               attacks: list[str] | None = None, permutations: int = 10000, batch_size: int | None = None,
                progress: bool = True, log=print) -> dict:
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import check_attack_fits, run_attack
@@ -97,6 +99,7 @@ def owner_test(model: str | Path, suspect: str | Path, reference: str | Path, ou
     out.mkdir(parents=True, exist_ok=True)
     manifest.save(loaded.run.manifest)
     frames = {}
+    batch_size = batch_size or default_batch_size("attack", loaded.target.device)
     for atk in built:
         log(f"[owner] scoring with {atk.name}")
         frames[atk.name] = run_attack(loaded, atk, loaded.run.scores, batch_size=batch_size, progress=progress).scores

@@ -118,9 +118,9 @@ def generate_samples(loaded: LoadedRun, cfg: UtilityConfig, progress: bool = Fal
     """cfg.samples images, batch k drawn with its own generator (batch_seed): the same images whether one process
     draws every batch or, under torchrun / accelerate launch, N processes each draw every N-th batch and the batches
     are gathered (every process gets them all)."""
-    from diffmia.attacks.runner import _processes
+    from diffmia.parallel import processes
 
-    world, rank = _processes()
+    world, rank = processes()
     prompts = None
     if loaded.target.conditional:  # prompt with the held-out captions, cycled
         captions = [loaded.images.captions[i] for i in loaded.manifest.indices("nonmembers")]
@@ -148,11 +148,11 @@ def compute_utility(loaded: LoadedRun, cfg: UtilityConfig, cache_dir: str | Path
     """FID/KID of cfg.samples generated images against the non-members, and the members' floor. Under a launcher
     the sampling is sharded (generate_samples); the main process alone computes the distances (and trains or reads
     the cached feature network), then every process returns its result."""
-    from diffmia.attacks.runner import _processes
+    from diffmia.parallel import processes
 
     t0 = time.time()
     fake = generate_samples(loaded, cfg, progress)
-    world, rank = _processes()
+    world, rank = processes()
     result = _distances_of(loaded, cfg, fake, cache_dir, samples_png, t0) if rank == 0 else None
     if world > 1:
         from accelerate.utils import broadcast_object_list

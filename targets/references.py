@@ -48,11 +48,14 @@ class References:
         ids = np.asarray(ids, dtype=np.int64)
         return np.stack([np.isin(ids, m) for m in self.members])
 
-    def targets(self, device: str | None = None) -> Iterator:
+    def target(self, r: int, device: str | None = None):
         from .target import load_target
 
-        for folder in self.folders:
-            yield load_target(Path(folder) / "target", device or "cpu")
+        return load_target(Path(self.folders[r]) / "target", device or "cpu")
+
+    def targets(self, device: str | None = None) -> Iterator:
+        for r in range(len(self.folders)):
+            yield self.target(r, device)
 
     def info(self) -> dict:
         return {"mode": self.mode, "count": len(self), "trained_seconds": round(self.trained_seconds, 1),
@@ -122,13 +125,19 @@ def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | Non
     for r, subset in enumerate(subsets):
         digest = hashlib.sha256(np.asarray(subset, dtype=np.int64).tobytes()).hexdigest()[:12]
         folder = root / "references" / f"{cfg.name}-{recipe}-{mode}-{seed}-{r}-{digest}"
-        if (folder / "summary.json").is_file() and (folder / "target" / "model_index.json").is_file():
+        if _complete(folder):
             cached += 1
         else:
             ref_cfg = cfg.model_copy(update={"seed": int(np.random.SeedSequence([seed, 107, r, 1 if mode == "online" else 2]).generate_state(1)[0] % 2**31)})
             missing.append((r, ref_cfg, folder, reference_split(manifest, subset)))
         folders.append(folder)
     t0 = time.time()
+    world, rank = parallel.processes()
+    if world > 1 and missing:  # under torchrun / accelerate launch: the references are spread over the processes
+        _train_launched(missing, count, mode, helpers, bool(public_base) and not Path(public_base).is_dir(), world,
+                        rank, log)
+        spent = time.time() - t0
+        return References(mode, folders, subsets, spent, cached, {"processes": world})
     workers = min(parallel.jobs(), len(missing))
     if workers > 1 and public_base and not Path(public_base).is_dir():
         # the recipe's helper (a public base) is missing: the first reference trains it alone, the rest share it
@@ -150,6 +159,80 @@ def _train_one(job, count: int, mode: str, helpers: Path, progress: bool, log) -
     if log:
         log(f"reference {r + 1}/{count} ({mode}, {len(split.members)} images) -> {folder}")
     train_target(ref_cfg, folder, resume=True, progress=progress, cache_dir=helpers, split=split)
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "summary.json").is_file() and (folder / "target" / "model_index.json").is_file()
+
+
+# what torchrun / accelerate launch set to join a process group: a reference trained under a launch must not see them
+LAUNCH_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+              "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
+              "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE")
+
+
+def _one_process(gpu: str | None) -> None:
+    """Initializer of a child that trains references for one process of a launch: a plain one-process training (no
+    process group), on that process's GPU when there is one."""
+    import os
+
+    for name in LAUNCH_ENV:
+        os.environ.pop(name, None)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+def _launched_gpu() -> str | None:
+    """The GPU of this launched process (its LOCAL_RANK-th visible device), or None on CPU."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return visible[local % len(visible)] if visible else str(local % torch.cuda.device_count())
+
+
+def _train_launched(missing: list, count: int, mode: str, helpers: Path, base_missing: bool, world: int, rank: int,
+                    log, poll: float = 2.0) -> None:
+    """Reference training under torchrun / accelerate launch: references are independent jobs, so process r trains
+    every world-th missing one (after the first, alone on process 0, when the recipe's public base must be trained
+    first), each in a spawned child that sees no process group (one-process training, on this process's GPU, with
+    this process's thread count), then waits until every reference is on disk. A failed child fails its process and
+    the launcher stops the others; a rerun resumes every reference from its checkpoint."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    def train(jobs: list) -> None:
+        if not jobs:
+            return
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=ctx, initializer=_one_process, initargs=(_launched_gpu(),)) as pool:
+            for job in jobs:
+                if log and rank == 0:
+                    log(f"reference {job[0] + 1}/{count} ({mode}, {len(job[3].members)} images) -> {job[2]}")
+                pool.submit(_train_in_worker, job, helpers, torch.get_num_threads()).result()
+
+    def wait(jobs: list) -> None:
+        waiting = [job[2] for job in jobs if not _complete(job[2])]
+        if waiting and log and rank == 0:
+            log(f"references: waiting for {len(waiting)} trained by other processes")
+        while waiting:
+            time.sleep(poll)
+            waiting = [f for f in waiting if not _complete(f)]
+
+    if log and rank == 0:
+        log(f"references: {len(missing)} to train, spread over {world} processes")
+    if base_missing:  # the first reference trains the recipe's public base; the others then share it
+        train(missing[:1] if rank == 0 else [])
+        wait(missing[:1])
+        missing = missing[1:]
+    train(missing[rank::world])
+    wait(missing)
 
 
 def _train_in_worker(job, helpers: Path, threads: int) -> str:

@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
+from diffmia.devices import to_device
+
 
 @dataclass
 class QueryCounter:
@@ -67,7 +69,7 @@ class Target:
             t = torch.full((len(x_t),), int(t), dtype=torch.long)
         self.queries.add(len(x_t))
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            out = self._forward(x_t.to(self.device), t.to(self.device), cond)
+            out = self._forward(to_device(x_t, self.device), to_device(t, self.device), cond)
         return out.float().cpu()
 
     autocast_dtype: torch.dtype | None = None  # set by set_precision: bf16 / fp16 inference for attacks and FID
@@ -106,7 +108,7 @@ class Target:
                 x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
                 self.queries.add(len(t))
                 with torch.enable_grad():
-                    pred = self._forward(x_t.to(self.device), t.to(self.device), [cond[i]] * len(t) if cond else None)
+                    pred = self._forward(to_device(x_t, self.device), to_device(t, self.device), [cond[i]] * len(t) if cond else None)
                     losses = ((pred.float().cpu() - eps) ** 2).flatten(1).mean(1)
                     if per_timestep:
                         out.append(sum(squared_norms(losses[k], k + 1 < len(t)) for k in range(len(t))) / len(t))
@@ -318,11 +320,11 @@ class LatentTextTarget(TextTarget):
 
     @torch.no_grad()
     def encode(self, images):
-        return (self.vae.encode(images.to(self.device)).latent_dist.mean * self.scaling_factor).float().cpu()
+        return (self.vae.encode(to_device(images, self.device)).latent_dist.mean * self.scaling_factor).float().cpu()
 
     @torch.no_grad()
     def decode(self, latents):
-        return self.vae.decode(latents.to(self.device) / self.scaling_factor).sample.float().cpu()
+        return self.vae.decode(to_device(latents, self.device) / self.scaling_factor).sample.float().cpu()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

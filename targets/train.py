@@ -26,6 +26,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from diffmia.config import ConfigError, TargetConfig, dump_config
+from diffmia.devices import to_device
 from diffmia.io import JsonLinesLog, atomic_dir, read_json, write_json, write_yaml
 from diffmia.rundir import RunDir
 
@@ -297,10 +298,11 @@ def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, 
                 for defense in step_defenses:
                     ids = defense.perturb_captions(ids, train_ids, gen)
                     text_noise = defense.text_noise((len(rows), *text_shape), gen, text_noise)
-                ids = ids.to(accelerator.device)
-                text_noise = None if text_noise is None else text_noise.to(accelerator.device)
-            x0, noise, t = x_in.to(accelerator.device), noise.to(accelerator.device), t.to(accelerator.device)
-            x_t = noise_scheduler.add_noise(x0, noise_in.to(accelerator.device), t)
+                ids = to_device(ids, accelerator.device)
+                text_noise = None if text_noise is None else to_device(text_noise, accelerator.device)
+            device = accelerator.device
+            x0, noise, t = to_device(x_in, device), to_device(noise, device), to_device(t, device)
+            x_t = noise_scheduler.add_noise(x0, to_device(noise_in, device), t)
             target = noise if dual is None else dual.loss_target(x_t, t, rows, noise)
             with accelerator.accumulate(model):
                 pred = model(x_t, t, ids, text_noise)

@@ -228,3 +228,29 @@ def test_references_train_in_parallel_processes_like_one_process(loaded, tmp_pat
         for (name, x), (_, y) in zip(a.unet.state_dict().items(), b.unet.state_dict().items()):
             assert torch.equal(x, y), name
     assert reference_models(loaded, 2, "offline", cache_dir=tmp_path / "parallel", seed=9).cached == 2
+
+
+def test_references_under_torchrun_are_spread_over_the_processes(tiny_run, tmp_path):
+    """torchrun with 2 processes: each trains one of the two missing references (in a child that sees no process
+    group) and computes its statistics, the results are gathered, and the score file is identical to a one-process
+    run's with its own fresh reference cache; the JSON records processes: 2 for the references."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.launch import torchrun, worker_logs
+
+    args = ["attack", str(tiny_run), "--attack", "lira", "--set", "references=2", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", DIFFMIA_CACHE=str(tmp_path / "cache-one"))
+    subprocess.run([sys.executable, "-m", "diffmia", *args, "--out", str(tmp_path / "one")], env=env, check=True,
+                   capture_output=True)
+    done = torchrun([*args, "--out", str(tmp_path / "two")], tmp_path / "logs",
+                    env={"DIFFMIA_CACHE": str(tmp_path / "cache-two")})
+    assert done.returncode == 0, worker_logs(done, tmp_path / "logs")
+    assert (tmp_path / "one" / "lira.csv").read_bytes() == (tmp_path / "two" / "lira.csv").read_bytes()
+    one = json.loads((tmp_path / "one" / "lira.json").read_text())
+    two = json.loads((tmp_path / "two" / "lira.json").read_text())
+    assert two["references"]["processes"] == 2 and two["references"]["cached"] == 0
+    assert two["reference_queries"] == one["reference_queries"] > 0
+    assert len(list((tmp_path / "cache-two" / "references").iterdir())) == 2

@@ -1,0 +1,41 @@
+"""Per-device practice: default batch sizes and host-to-device copies. Nothing here changes a CPU run: on CPU the
+defaults are the batch sizes CPU runs always used and `to_device` is a plain `.to(device)`.
+
+- `default_batch_size(stage, device)`: images per batch of model calls when the user gives none. Only stages whose
+  results do not depend on the batch are here: attack scoring (per-image seeding; a batch changes scores only in the
+  last float32 bits, the README's stated tolerance). FID sampling draws each batch from its own seeded generator, so
+  its batch size is part of the result and stays one configured value (`utility.batch_size`) on every device.
+- `to_device(x, device)`: on CUDA a CPU tensor is copied through pinned (page-locked) memory without blocking the
+  host, so the copy of the next batch overlaps the GPU's work; elsewhere it is `x.to(device)`.
+"""
+from __future__ import annotations
+
+# images per batch of model calls, per stage and device kind; the CPU values are the ones measured and used so far
+BATCH_SIZES = {
+    "attack": {"cpu": 128, "cuda": 512},  # diffmia attack / audit / owner
+    "matrix_attack": {"cpu": 256, "cuda": 1024},  # diffmia run (benchmark cells and their tuning)
+}
+
+
+def kind(device) -> str:
+    """'cuda' for a CUDA device (given as a string, torch.device or None = this process's default), else 'cpu'."""
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if torch.device(device).type == "cuda" else "cpu"
+
+
+def default_batch_size(stage: str, device=None) -> int:
+    if stage not in BATCH_SIZES:
+        raise KeyError(f"no default batch size for stage {stage!r}; stages: {', '.join(BATCH_SIZES)}")
+    return BATCH_SIZES[stage][kind(device)]
+
+
+def to_device(x, device):
+    """`x` on `device`; from CPU to CUDA through pinned memory, non-blocking (stream-ordered, so safe to use next)."""
+    import torch
+
+    if x.device.type == "cpu" and torch.device(device).type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)

@@ -1,0 +1,26 @@
+"""Per-device defaults and copies (diffmia/devices.py): nothing of them may change a CPU run."""
+import pytest
+import torch
+
+from diffmia.devices import BATCH_SIZES, default_batch_size, kind, to_device
+
+
+def test_cpu_defaults_are_the_batch_sizes_cpu_runs_always_used():
+    assert default_batch_size("attack", "cpu") == 128
+    assert default_batch_size("matrix_attack", torch.device("cpu")) == 256
+    assert kind("cuda:1") == "cuda" and kind(torch.device("cpu")) == "cpu"
+    assert all(sizes["cuda"] >= sizes["cpu"] for sizes in BATCH_SIZES.values())
+    with pytest.raises(KeyError, match="stages: attack"):
+        default_batch_size("fid_sampling", "cpu")  # its batch size is part of the result: never per device
+
+
+def test_to_device_on_cpu_is_a_plain_copy_free_move():
+    x = torch.randn(3, 1, 8, 8)
+    assert to_device(x, "cpu") is x  # .to() of a tensor already there returns it
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_to_device_on_cuda_goes_through_pinned_memory_and_keeps_values():
+    x = torch.randn(64, 3, 32, 32)
+    y = to_device(x, "cuda")
+    assert y.device.type == "cuda" and torch.equal(y.cpu(), x)
