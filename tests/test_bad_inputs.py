@@ -185,3 +185,34 @@ def test_written_files_respect_the_umask(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755
+
+
+def test_a_full_disk_while_writing_scores_is_one_line_and_leaves_nothing(scored_run, tmp_path, monkeypatch):
+    """The disk fills up half-way through a score file: one line naming the error, exit 2, no score file and no
+    temporary left in the scores folder (the attack's earlier file, if any, is untouched)."""
+    import csv
+
+    from diffmia.attacks import runner
+
+    real_writer = csv.writer
+
+    class FullDisk:
+        def __init__(self, f):
+            self.inner, self.rows = real_writer(f), 0
+
+        def writerow(self, row):
+            self.inner.writerow(row)
+
+        def writerows(self, rows):
+            self.rows += 1
+            if self.rows > 1:
+                raise OSError(28, "No space left on device")
+            self.inner.writerows(rows)
+
+    monkeypatch.setattr(runner.csv, "writer", FullDisk)
+    out = tmp_path / "scores"
+    result = CliRunner().invoke(app, ["attack", str(scored_run), "--attack", "naive_loss", "--batch-size", "16",
+                                      "--out", str(out), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "No space left on device" in result.output and "Traceback" not in result.output
+    assert not list(out.glob("*naive_loss*"))  # neither the CSV, its JSON nor a .naive_loss.csv.*.tmp
