@@ -12,10 +12,12 @@ def torchrun(args: list[str], log_dir: Path, processes: int = 2, timeout: float 
     """`python -m torch.distributed.run ... -m diffmia ARGS`; every worker's stdout and stderr are also written under
     log_dir, so an assertion can show the worker that failed (torchrun's own stderr only names the signal). A launch
     still running after `timeout` seconds (a collective that never completes) is killed with its workers and
-    returns exit code -9, so a hang fails the test instead of stalling the suite. `env`: variables added for the launch."""
+    returns exit code -9, so a hang fails the test instead of stalling the suite. One torch thread per process
+    (DIFFMIA_THREADS=1: N processes x all cores would oversubscribe CI's 2 cores; compare with a one-process run at
+    1 thread too). `env`: variables added for the launch."""
     import signal
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DIFFMIA_THREADS": "1", **(env or {})}
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--standalone",
               "--log-dir", str(log_dir), "--tee", "3", "-m", "diffmia", *args]
     proc = subprocess.Popen(launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

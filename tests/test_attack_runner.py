@@ -80,7 +80,7 @@ def test_sharded_scoring_over_two_processes_is_bit_identical(tiny_run, tmp_path)
     import subprocess
     import sys
 
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", DIFFMIA_THREADS="1")
     args = ["-m", "diffmia", "attack", str(tiny_run), "--attack", "secmi", "--batch-size", "24", "--no-progress"]
     subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, check=True, capture_output=True)
     done = torchrun([*args[2:], "--out", str(tmp_path / "two")], tmp_path / "logs")

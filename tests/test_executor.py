@@ -48,7 +48,7 @@ def test_heartbeat_keeps_a_long_claim_fresh(tmp_path):
 def test_matrix_as_local_executor_jobs_equals_inline(tmp_path):
     bench = str(REPO / "configs" / "tiny-benchmark.yaml")
     common = ["--set", "utility.enabled=false", "--no-progress"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")  # the same thread count in both (float sums depend on it)
+    env = dict(os.environ, OMP_NUM_THREADS="1", DIFFMIA_THREADS="1")  # the same thread count in both (float sums depend on it)
     subprocess.run([sys.executable, "-m", "diffmia", "run", bench, "--out", str(tmp_path / "inline"), *common], env=env,
                    check=True, capture_output=True)
     done = subprocess.run([sys.executable, "-m", "diffmia", "run", bench, "--out", str(tmp_path / "jobs"),
@@ -65,7 +65,7 @@ def test_matrix_as_local_executor_jobs_equals_inline(tmp_path):
 def test_dp_sgd_over_two_processes_keeps_the_accountants_epsilon(tmp_path):
     """opacus' distributed DP-SGD under torchrun (2 gloo processes): each samples its share of the rows at rate q,
     the main process alone adds the noise; the accountant's epsilon equals one process's, the loss curve is alike."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", DIFFMIA_THREADS="1")
     args = ["-m", "diffmia", "train", str(REPO / "configs" / "tiny.yaml"), "--set",
             "defenses=[{name: dp_sgd, epsilon: 10}]", "--set", "train.steps=20", "--no-progress"]
     subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, check=True, capture_output=True)

@@ -242,7 +242,8 @@ def test_references_under_torchrun_are_spread_over_the_processes(tiny_run, tmp_p
     from tests.launch import torchrun, worker_logs
 
     args = ["attack", str(tiny_run), "--attack", "lira", "--set", "references=2", "--no-progress"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", DIFFMIA_CACHE=str(tmp_path / "cache-one"))
+    # one torch thread everywhere: float32 sums depend on it, and 2 processes x 2 threads would oversubscribe CI's cores
+    env = dict(os.environ, OMP_NUM_THREADS="1", DIFFMIA_THREADS="1", DIFFMIA_CACHE=str(tmp_path / "cache-one"))
     subprocess.run([sys.executable, "-m", "diffmia", *args, "--out", str(tmp_path / "one")], env=env, check=True,
                    capture_output=True)
     done = torchrun([*args, "--out", str(tmp_path / "two")], tmp_path / "logs",

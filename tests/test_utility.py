@@ -57,7 +57,7 @@ def test_utility_over_two_processes_is_identical_to_one(tiny_run, tmp_path):
 
     sets = ["--set", "samples=40", "--set", "batch_size=16", "--set", "sample_steps=3", "--set", "classifier_epochs=2",
             "--no-progress"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", DIFFMIA_THREADS="1")
     subprocess.run([sys.executable, "-m", "diffmia", "utility", str(tiny_run), "--out", str(tmp_path / "one.json"),
                     *sets], env=env, check=True, capture_output=True)
     done = torchrun(["utility", str(tiny_run), "--out", str(tmp_path / "two.json"), *sets], tmp_path / "logs")
