@@ -4,6 +4,7 @@
     python benchmarks/results_table.py runs/quickstart --all      # every attack of every recipe
     python benchmarks/results_table.py runs/strongest --audit     # strongest attack at 1% and 0.1% FPR, one-run epsilon
     python benchmarks/results_table.py runs/mnist-benchmark --low-fpr  # every attack at 1% and 0.1% FPR, with FP counts
+    python benchmarks/results_table.py runs/mnist-benchmark --matrix   # attacks x recipes: AUC / TPR@1% / TPR@0.1%
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--audit", action="store_true", help="strongest attack at 1% and at 0.1% FPR, one-run epsilon")
     parser.add_argument("--low-fpr", action="store_true", help="every attack at 1% and 0.1% FPR: calibrated TPR, its "
                         "interval, the achieved FPR and the false positives it rests on")
+    parser.add_argument("--matrix", action="store_true", help="attacks as rows, recipes as columns: AUC / calibrated "
+                        "TPR at 1% / at 0.1% FPR (italics: fewer than 10 calibration false positives behind the rate)")
     args = parser.parse_args()
     df = pd.read_csv(args.results / "results.csv")
     results = json.loads((args.results / "results.json").read_text())
@@ -34,6 +37,8 @@ def main() -> None:
         return audit_table(df)
     if args.low_fpr:
         return low_fpr_table(df)
+    if args.matrix:
+        return matrix_table(df)
     if args.all:
         print("| recipe | attack | queries (generated images) | AUC [95% CI] | TPR@1%FPR calibrated [95% CI] | achieved FPR | "
               "TPR@0.1%FPR | TPR@1%FPR oracle | ASR | epsilon (single-threshold heuristic) | epsilon one-run (canaries) |")
@@ -119,6 +124,34 @@ def low_fpr_table(df: pd.DataFrame) -> None:
     n = df.n_test_nonmembers.iloc[0] if "n_test_nonmembers" in df else None
     if n:
         print(f"\n{int(n)} test non-members: 0.1% FPR is {n * 0.001:g} false positive(s); 1% is {n * 0.01:g}.")
+
+
+def matrix_table(df: pd.DataFrame) -> None:
+    """Attacks x recipes, each cell AUC / TPR@1%FPR / TPR@0.1%FPR (calibrated thresholds, test halves); then each
+    recipe's FID (floor) and train seconds."""
+    recipes = list(dict.fromkeys(df.recipe))
+    print("| attack | queries | " + " | ".join(recipes) + " |")
+    print("|---|---|" + "---|" * len(recipes))
+    for attack in dict.fromkeys(df.attack):
+        rows = {r.recipe: r for _, r in df[df.attack == attack].iterrows()}
+        cells = []
+        for recipe in recipes:
+            r = rows.get(recipe)
+            if r is None:
+                cells.append("")
+                continue
+            rates = []
+            for key in ("1%", "0.1%"):
+                rate = pct(r[f"tpr@{key}fpr"])
+                rates.append(f"*{rate}*" if r.get(f"fp@{key}fpr_calibration", 10) < 10 else rate)
+            cells.append(f"{r.auc:.3f} / {rates[0]} / {rates[1]}")
+        first = next(iter(rows.values()))
+        print(f"| {attack} | {queries_text(first)} | " + " | ".join(cells) + " |")
+    first = {r.recipe: r for _, r in df.iterrows()}
+    fid = [("" if pd.isna(first[x].fid) else f"{first[x].fid:.2f} ({first[x].fid_floor:.2f})") for x in recipes]
+    print("| FID (floor) | | " + " | ".join(fid) + " |")
+    secs = [("" if pd.isna(first[x].train_seconds) else f"{first[x].train_seconds:.0f}") for x in recipes]
+    print("| training seconds | | " + " | ".join(secs) + " |")
 
 
 if __name__ == "__main__":
