@@ -230,7 +230,7 @@ def test_references_train_in_parallel_processes_like_one_process(loaded, tmp_pat
     assert reference_models(loaded, 2, "offline", cache_dir=tmp_path / "parallel", seed=9).cached == 2
 
 
-def test_references_under_torchrun_are_spread_over_the_processes(tiny_run, tmp_path):
+def test_references_under_torchrun_are_spread_over_the_processes(tmp_path):
     """torchrun with 2 processes: each trains one of the two missing references (in a child that sees no process
     group) and computes its statistics, the results are gathered, and the score file is identical to a one-process
     run's with its own fresh reference cache; the JSON records processes: 2 for the references."""
@@ -241,7 +241,9 @@ def test_references_under_torchrun_are_spread_over_the_processes(tiny_run, tmp_p
 
     from tests.launch import torchrun, worker_logs
 
-    args = ["attack", str(tiny_run), "--attack", "lira", "--set", "references=2", "--no-progress"]
+    run = tmp_path / "run"  # the tiny recipe at its own 20 steps: each reference trains 20 steps, not 200
+    train_target(load_config(TINY), run, progress=False)
+    args = ["attack", str(run), "--attack", "lira", "--set", "references=2", "--no-progress"]
     # one torch thread everywhere: float32 sums depend on it, and 2 processes x 2 threads would oversubscribe CI's cores
     env = dict(os.environ, OMP_NUM_THREADS="1", DIFFMIA_THREADS="1", DIFFMIA_CACHE=str(tmp_path / "cache-one"))
     subprocess.run([sys.executable, "-m", "diffmia", *args, "--out", str(tmp_path / "one")], env=env, check=True,
