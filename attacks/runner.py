@@ -22,6 +22,7 @@ from diffmia.io import atomic_path, write_json
 from diffmia.targets.runs import LoadedRun
 
 from .base import Attack, batch_of
+from .reuse import ScoredRows
 
 COLUMNS = ["sample_id", "source", "split", "is_member", "score"]
 
@@ -93,7 +94,11 @@ def run_attack(
     batch_size: int = 128,
     progress: bool = True,
     tuned: dict | None = None,
+    known: ScoredRows | None = None,
 ) -> AttackResult:
+    """Score every audited image (and canary) of `loaded` with `attack`. Rows `known` already holds for this attack
+    (the chosen candidate's calibration rows from tuning, a cell scored before) are written, not computed again; the
+    rows computed here are added to it."""
     out_dir = Path(out_dir) if out_dir is not None else loaded.run.scores
     csv_path = out_dir / f"{attack.name}.csv"
     entries = loaded.manifest.audit_entries() + loaded.manifest.canary_entries()  # canaries: split "canary"
@@ -109,9 +114,11 @@ def run_attack(
     columns = COLUMNS + list(attack.components)
     target.queries.reset()
     t0 = time.time()
+    reused = known.get(attack) if known is not None else {}
+    todo = [e for e in entries if e[0].index not in reused] if reused else entries
     world, rank = parallel.processes()
     if world > 1:  # under `accelerate launch`: this process scores every world-th batch, the main one writes
-        batches = [entries[i : i + batch_size] for i in range(0, len(entries), batch_size)]
+        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
         mine = [b for i, b in enumerate(batches) if i % world == rank]
         local = list(score_batches(loaded, attack, [e for b in mine for e in b], batch_size, progress and rank == 0))
         from accelerate.utils import gather_object
@@ -124,10 +131,17 @@ def run_attack(
             attack.record_dropped(dropped_of_r)
         target.queries.forward_passes = sum(g[3] for g in gathered)
         all_rows = [ordered[i] for i in sorted(ordered)]
-        if rank != 0:  # only the main process writes; the others return what was gathered
-            return AttackResult(pd.DataFrame([r for rows in all_rows for r in rows], columns=columns), {}, csv_path)
     else:
-        all_rows = score_batches(loaded, attack, entries, batch_size, progress)
+        all_rows = score_batches(loaded, attack, todo, batch_size, progress)
+    if known is not None:  # every process keeps the same store: the next call shards the same remaining rows
+        all_rows = list(all_rows)
+        known.add(attack, columns, (r for rows in all_rows for r in rows))
+    if reused:  # in the manifest's order, as a run that computed every row writes them
+        computed = {r[0]: r for rows in all_rows for r in rows}
+        merged = (reused.get(e.index) or computed.get(e.index) for e, _ in entries)
+        all_rows = [[r for r in merged if r is not None]]
+    if world > 1 and rank != 0:  # only the main process writes; the others return what was gathered
+        return AttackResult(pd.DataFrame([r for rows in all_rows for r in rows], columns=columns), {}, csv_path)
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
@@ -153,6 +167,7 @@ def run_attack(
         "generations_per_sample": generations,
         "forward_passes": target.queries.forward_passes,
         "samples": len(entries) - len(attack.dropped_ids()),
+        "reused_rows": len([e for e, _ in entries if e.index in reused]),
         "dropped": {"count": len(attack.dropped_ids()), "ids": sorted(attack.dropped_ids())},
         "seconds": round(seconds, 3),
         "prepare_seconds": round(prepare_seconds, 3),

@@ -13,6 +13,7 @@ import pandas as pd
 from diffmia.evaluate.metrics import auc, rates_at, threshold_for_fpr
 
 from .base import build_attack
+from .reuse import ScoredRows
 from .runner import COLUMNS, check_attack_fits, score_batches
 
 
@@ -38,21 +39,32 @@ def calibration_rows(loaded):
 
 
 def tune(loaded, name: str, params: dict[str, Any], grid: dict[str, list], seed: int = 0, batch_size: int = 256,
-         target_fpr: float = 0.01) -> tuple[dict[str, Any], dict]:
-    """The best values for the parameters in `grid` (the others from `params`) by calibration TPR at `target_fpr`."""
+         target_fpr: float = 0.01, known: ScoredRows | None = None) -> tuple[dict[str, Any], dict]:
+    """The best values for the parameters in `grid` (the others from `params`) by calibration TPR at `target_fpr`.
+    Calibration rows `known` already holds for a candidate (e.g. the paper default scored as its own cell) are not
+    computed again; every candidate's calibration rows are added to it, so the chosen one's final run
+    (`run_attack(..., known=known)`) scores only the test half."""
     keys = list(grid)
     entries = calibration_rows(loaded)
     table, best, best_key = [], None, None
-    queries = 0
+    queries = reused = 0
     for values in itertools.product(*(grid[k] for k in keys)):
         combo = dict(zip(keys, values))
         attack = build_attack(name, {**params, **combo}, seed=seed)
         check_attack_fits(loaded, attack)
         attack.prepare(loaded, loaded.run.root / ".cache")
+        columns = COLUMNS + list(attack.components)
+        have = known.get(attack) if known is not None else {}
+        todo = [(e, m) for e, m in entries if e.index not in have]
         before = loaded.target.queries.sample_queries
-        rows = [r for chunk in score_batches(loaded, attack, entries, batch_size, progress=False) for r in chunk]
+        computed = [r for chunk in score_batches(loaded, attack, todo, batch_size, progress=False) for r in chunk]
         queries += loaded.target.queries.sample_queries - before
-        frame = pd.DataFrame(rows, columns=COLUMNS + list(attack.components))
+        reused += len(entries) - len(todo)
+        if known is not None:
+            known.add(attack, columns, computed)
+        by_id = {**have, **{r[0]: r for r in computed}}
+        rows = [by_id[e.index] for e, _ in entries if e.index in by_id]
+        frame = pd.DataFrame(rows, columns=columns)
         if attack.components:
             frame["score"] = attack.combine(frame)
         member = frame.is_member.to_numpy().astype(bool)
@@ -65,4 +77,4 @@ def tune(loaded, name: str, params: dict[str, Any], grid: dict[str, list], seed:
             best, best_key = combo, key
     return best, {"grid": {k: list(v) for k, v in grid.items()}, "chosen": best, "criterion":
                   f"calibration TPR at {target_fpr:.1%} FPR, then AUC", "candidates": table,
-                  "calibration_queries": queries}
+                  "calibration_queries": queries, "calibration_rows_reused": reused}

@@ -323,15 +323,17 @@ def attack(
         typer.echo = lambda *a, **k: None  # type: ignore[assignment]
     typer.echo(f"{'attack':<20} {'AUC':>6} {'TPR@1%FPR':>10} {'(FPR)':>7} {'queries':>8} {'images':>7} {'seconds':>8}"
                "   (test halves; threshold fixed on the calibration halves)")
+    from diffmia.attacks.reuse import ScoredRows
+
     for atk in attacks:
-        tuned = None
+        tuned, known = None, ScoredRows()  # the chosen candidate's calibration rows are not scored twice
         if grid:
             from diffmia.attacks.tuning import tune
 
-            chosen, tuned = tune(loaded, atk.name, params, grid, seed, batch_size)
+            chosen, tuned = tune(loaded, atk.name, params, grid, seed, batch_size, known=known)
             typer.echo(f"{atk.name}: chosen on the calibration split: {chosen}")
             atk = build_attack(atk.name, {**params, **chosen}, seed=seed)
-        result = run_attack(loaded, atk, out, batch_size=batch_size, progress=progress, tuned=tuned)
+        result = run_attack(loaded, atk, out, batch_size=batch_size, progress=progress, tuned=tuned, known=known)
         if not result.info:  # a non-main process of a sharded run
             continue
         test = result.scores[result.scores.split == "test"]

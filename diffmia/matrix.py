@@ -118,6 +118,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
     """Every recipe (claimed atomically, so several workers on one folder share the work), then results, exposure
     and report (unless write_outputs is False: a worker job of an executor)."""
     from diffmia.attacks import build_attack
+    from diffmia.attacks.reuse import ScoredRows
     from diffmia.attacks.runner import run_attack
     from diffmia.attacks.tuning import tune
     from diffmia.evaluate.fid import compute_utility
@@ -164,6 +165,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
         }
 
         batch_size = bench.attack_batch_size or default_batch_size("matrix_attack", loaded.target.device)
+        known = ScoredRows()  # a tuning candidate equal to a cell already scored (the paper default) is not redone
         for attack_entry in bench.attacks:
             attack = build_attack(attack_entry.name, attack_entry.params, seed=bench.attack_seed)
             label = attack_entry.display
@@ -179,7 +181,9 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                 try:
                     scores = read_scores(csv_path, loaded.manifest)
                     info = read_json(scores_dir / f"{attack.name}.json")
-                except (ScoreFileError, ValueError) as exc:  # never read a partial cell: score it again
+                    known.add_frame(build_attack(attack.name, info["params"], seed=bench.attack_seed),
+                                    pd.read_csv(csv_path))
+                except (ScoreFileError, ValueError, KeyError) as exc:  # never read a partial cell: score it again
                     log(f"[{entry.name}] {label}: cached scores unusable ({exc}); scoring again")
                     scores = None
             if scores is None:
@@ -187,11 +191,11 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                 tuned = None
                 if attack_entry.tune:
                     chosen, tuned = tune(loaded, attack_entry.name, attack_entry.params, attack_entry.tune,
-                                         bench.attack_seed, batch_size)
+                                         bench.attack_seed, batch_size, known=known)
                     log(f"[{entry.name}] {label}: chosen on calibration {chosen}")
                     attack = build_attack(attack_entry.name, {**attack_entry.params, **chosen}, seed=bench.attack_seed)
                 result = run_attack(loaded, attack, scores_dir, batch_size=batch_size, progress=progress,
-                                    tuned=tuned)
+                                    tuned=tuned, known=known)
                 scores, info = result.scores, result.info
             rows.append(cell_row(entry.name, label, attack, scores, info, loaded, bench.evaluation,
                                  recipe_info[entry.name], {

@@ -38,9 +38,11 @@ def auc(labels, scores) -> float:
 
 
 def tpr_at_fpr(labels, scores, fpr: float) -> float:
-    """Oracle TPR at FPR <= fpr: the largest TPR on the ROC curve of these very scores."""
+    """Oracle TPR at FPR <= fpr: the largest TPR on the ROC curve of these very scores (every threshold: with
+    roc_curve's default drop_intermediate, a corner on a straight stretch of the curve is dropped and the best rate
+    can be missed)."""
     labels, scores = _check(labels, scores)
-    fprs, tprs, _ = roc_curve(labels, scores)
+    fprs, tprs, _ = roc_curve(labels, scores, drop_intermediate=False)
     ok = fprs <= fpr + 1e-12
     return float(tprs[ok].max()) if ok.any() else 0.0
 
@@ -144,17 +146,47 @@ def best_epsilon_threshold(labels, scores, delta: float, alpha: float = 0.05) ->
 def bootstrap_ci(labels, scores, statistic, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of `statistic(labels, scores)`, members and non-members resampled separately."""
     labels, scores = _check(labels, scores)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    lab = np.r_[np.ones(n_pos, bool), np.zeros(n_neg, bool)]
+    return bootstrap_pair_ci(scores[labels], scores[~labels], lambda p, n: statistic(lab, np.r_[p, n]), n_boot,
+                             seed, level)
+
+
+def bootstrap_pair_ci(pos, neg, statistic, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """bootstrap_ci for a `statistic(member_scores, nonmember_scores)`: the same resamples (the same generator calls)."""
     if n_boot <= 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    pos, neg = scores[labels], scores[~labels]
-    lab = np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)]
     values = np.empty(n_boot)
     for b in range(n_boot):
-        s = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-        values[b] = statistic(lab, s)
+        values[b] = statistic(rng.choice(pos, len(pos)), rng.choice(neg, len(neg)))
     tail = (1 - level) / 2
     return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
+
+
+def auc_of(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUC from member and non-member scores by counting (ties count one half): roc_auc_score's value without its
+    input checks, ~50x faster; what the 1000 bootstrap resamples of every cell use."""
+    neg = np.sort(neg)
+    below = np.searchsorted(neg, pos, side="left")
+    tied = np.searchsorted(neg, pos, side="right") - below
+    return float((below.sum() + 0.5 * tied.sum()) / (len(pos) * len(neg)))
+
+
+def tpr_of(pos: np.ndarray, neg: np.ndarray, fpr: float) -> float:
+    """tpr_at_fpr from member and non-member scores: the largest TPR whose FPR is at most `fpr` (+1e-12) over
+    thresholds "score >= tau": with k the most false positives allowed, tau must lie above the (k+1)-th highest
+    non-member score, and every member above it is caught."""
+    n_neg = len(neg)
+    k = int(np.floor((fpr + 1e-12) * n_neg))
+    while k + 1 <= n_neg and (k + 1) / n_neg <= fpr + 1e-12:
+        k += 1
+    while k > 0 and k / n_neg > fpr + 1e-12:
+        k -= 1
+    if k >= n_neg:
+        return 1.0
+    bar = np.partition(neg, n_neg - 1 - k)[n_neg - 1 - k]  # the (k+1)-th highest non-member score
+    return float((pos > bar).sum() / len(pos))
 
 
 # -- everything for one attack on one target ----------------------------------------------------------------------
@@ -182,7 +214,7 @@ def evaluate_scores(
         "n_test_members": int(ly.sum()), "n_test_nonmembers": int((~ly).sum()),
         "n_calibration_members": int(lc.sum()), "n_calibration_nonmembers": int((~lc).sum()),
         "auc": auc(ly, sy),
-        "auc_ci": bootstrap_ci(ly, sy, auc, n_boot, seed),
+        "auc_ci": bootstrap_pair_ci(sy[ly], sy[~ly], auc_of, n_boot, seed),
     }
     # calibrated regime: thresholds from the calibration halves, rates on the test halves
     asr_rates = rates_at(ly, sy, threshold_for_accuracy(lc, sc))
@@ -201,7 +233,8 @@ def evaluate_scores(
         out[f"fpr@{key}_achieved"] = r.fpr
         out[f"fpr@{key}_achieved_ci"] = clopper_pearson(r.fp, r.n_neg, alpha)
         out[f"tpr@{key}_oracle"] = tpr_at_fpr(ly, sy, fpr)
-        out[f"tpr@{key}_oracle_ci"] = bootstrap_ci(ly, sy, lambda a, b, f=fpr: tpr_at_fpr(a, b, f), n_boot, seed + 1)
+        out[f"tpr@{key}_oracle_ci"] = bootstrap_pair_ci(sy[ly], sy[~ly], lambda p, n, f=fpr: tpr_of(p, n, f), n_boot,
+                                                         seed + 1)
     eps_rates = rates_at(ly, sy, best_epsilon_threshold(lc, sc, delta, alpha))
     out["epsilon_lower_bound"] = epsilon_lower_bound(eps_rates, delta, alpha)
     out["epsilon_threshold_tpr"] = eps_rates.tpr

@@ -108,3 +108,31 @@ def test_bf16_inference_stays_close_to_fp32(tiny_run, tmp_path):
     assert fast.info["precision"] == "bf16"
     assert spearmanr(exact.score, fast.scores.score).statistic > 0.99
     assert abs(auc(exact.is_member, exact.score) - auc(fast.scores.is_member, fast.scores.score)) < 0.03
+
+
+@pytest.mark.parametrize("name", ["naive_loss", "secmi"])  # secmi: components combined over every row
+def test_tuning_rows_are_reused_not_scored_again(tiny_run, tmp_path, name):
+    """The chosen candidate's calibration rows from tuning are written, not computed again, and a candidate equal to
+    a cell already scored costs no query; the scores equal a run that computed every row (batch-level float bits)."""
+    from diffmia.attacks.reuse import ScoredRows
+    from diffmia.attacks.tuning import tune
+
+    loaded = load_run(tiny_run)
+    known = ScoredRows()
+    default = run_attack(loaded, build_attack(name), tmp_path / "default", progress=False, known=known)
+    assert default.info["reused_rows"] == 0
+    first = build_attack(name).params.timestep
+    chosen, record = tune(loaded, name, {}, {"timestep": [first, 50]}, batch_size=32, known=known)
+    n_cal = int((default.scores.split == "calibration").sum())
+    assert record["calibration_rows_reused"] == n_cal  # the default candidate: nothing scored
+    per = build_attack(name, {"timestep": 50}).queries_per_sample(loaded.target)
+    assert record["calibration_queries"] == per * n_cal  # only the other candidate
+    attack = build_attack(name, chosen)
+    reused = run_attack(loaded, attack, tmp_path / "reused", batch_size=16, progress=False, known=known)
+    fresh = run_attack(loaded, build_attack(name, chosen), tmp_path / "fresh", batch_size=16, progress=False)
+    expect = 128 if chosen["timestep"] == first else n_cal
+    assert reused.info["reused_rows"] == expect
+    assert reused.info["forward_passes"] < fresh.info["forward_passes"]
+    assert list(reused.scores.sample_id) == list(fresh.scores.sample_id)
+    assert list(reused.scores.columns) == list(fresh.scores.columns)
+    assert (reused.scores.score - fresh.scores.score).abs().max() < 1e-5

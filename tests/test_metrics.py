@@ -145,3 +145,30 @@ def test_risk_summary_names_generations_and_set_level_exposure():
     assert "sets of 5 images" in weak and "collection" not in weak
     plain = risk_summary("x", [{**row, "generations_per_sample": 0}], {"counts": info["counts"]}, 1e-5)
     assert "100 model queries per image" in plain and "Set level" not in plain
+
+
+def test_oracle_tpr_keeps_corners_on_straight_stretches_of_the_roc():
+    """Tied member/non-member pairs make equal (1, 1) steps; roc_curve's drop_intermediate drops their middle corners,
+    and the best TPR at FPR <= 50% (threshold 2: 2 of 4 members, 2 of 4 non-members) would read 25%."""
+    from diffmia.evaluate.metrics import tpr_of
+
+    labels = np.r_[np.ones(4, bool), np.zeros(4, bool)]
+    scores = np.r_[[3.0, 2.0, 1.0, 0.0], [3.0, 2.0, 1.0, 0.0]]
+    assert tpr_at_fpr(labels, scores, 0.5) == 0.5
+    assert tpr_of(scores[:4], scores[4:], 0.5) == 0.5
+
+
+def test_counting_auc_and_tpr_equal_scikit_learn_with_ties():
+    """The bootstrap's fast statistics give scikit-learn's values on tie-heavy random scores."""
+    from diffmia.evaluate.metrics import auc_of, tpr_of
+
+    rng = np.random.default_rng(3)
+    for trial in range(300):
+        n_pos, n_neg = rng.integers(1, 40), rng.integers(1, 200)
+        pos, neg = rng.normal(size=n_pos) + 0.5, rng.normal(size=n_neg)
+        if trial % 2:  # coarse grid: many ties within and across the two groups
+            pos, neg = np.round(pos * 4) / 4, np.round(neg * 4) / 4
+        labels, scores = np.r_[np.ones(n_pos, bool), np.zeros(n_neg, bool)], np.r_[pos, neg]
+        assert auc_of(pos, neg) == pytest.approx(auc(labels, scores), abs=1e-12)
+        for fpr in (0.0, 0.001, 0.01, 0.1, 0.5, 1.0, 1 / n_neg):
+            assert tpr_of(pos, neg, fpr) == tpr_at_fpr(labels, scores, fpr)
