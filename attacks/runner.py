@@ -91,15 +91,19 @@ def run_attack(
     loaded: LoadedRun,
     attack: Attack,
     out_dir: str | Path | None = None,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     progress: bool = True,
     tuned: dict | None = None,
     known: ScoredRows | None = None,
 ) -> AttackResult:
     """Score every audited image (and canary) of `loaded` with `attack`. Rows `known` already holds for this attack
     (the chosen candidate's calibration rows from tuning, a cell scored before) are written, not computed again; the
-    rows computed here are added to it."""
+    rows computed here are added to it. `batch_size` None: the device's default (diffmia.devices)."""
     out_dir = Path(out_dir) if out_dir is not None else loaded.run.scores
+    if batch_size is None:
+        from diffmia.devices import default_batch_size
+
+        batch_size = default_batch_size("attack", loaded.target.device)
     csv_path = out_dir / f"{attack.name}.csv"
     entries = loaded.manifest.audit_entries() + loaded.manifest.canary_entries()  # canaries: split "canary"
     target = loaded.target

@@ -38,12 +38,16 @@ def calibration_rows(loaded):
     return [(e, m) for e, m in loaded.manifest.audit_entries() if e.half == "calibration"]
 
 
-def tune(loaded, name: str, params: dict[str, Any], grid: dict[str, list], seed: int = 0, batch_size: int = 256,
+def tune(loaded, name: str, params: dict[str, Any], grid: dict[str, list], seed: int = 0, batch_size: int | None = None,
          target_fpr: float = 0.01, known: ScoredRows | None = None) -> tuple[dict[str, Any], dict]:
     """The best values for the parameters in `grid` (the others from `params`) by calibration TPR at `target_fpr`.
     Calibration rows `known` already holds for a candidate (e.g. the paper default scored as its own cell) are not
     computed again; every candidate's calibration rows are added to it, so the chosen one's final run
     (`run_attack(..., known=known)`) scores only the test half."""
+    if batch_size is None:
+        from diffmia.devices import default_batch_size
+
+        batch_size = default_batch_size("attack", loaded.target.device)
     keys = list(grid)
     entries = calibration_rows(loaded)
     table, best, best_key = [], None, None

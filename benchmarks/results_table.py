@@ -145,8 +145,9 @@ def matrix_table(df: pd.DataFrame) -> None:
                 rate = pct(r[f"tpr@{key}fpr"])
                 rates.append(f"*{rate}*" if r.get(f"fp@{key}fpr_calibration", 10) < 10 else rate)
             cells.append(f"{r.auc:.3f} / {rates[0]} / {rates[1]}")
-        first = next(iter(rows.values()))
-        print(f"| {attack} | {queries_text(first)} | " + " | ".join(cells) + " |")
+        queries = [queries_text(rows[x]) for x in recipes if x in rows]  # a tuned setting can differ per recipe
+        shown = queries[0] if len(set(queries)) == 1 else " / ".join(queries) + " (per recipe)"
+        print(f"| {attack} | {shown} | " + " | ".join(cells) + " |")
     first = {r.recipe: r for _, r in df.iterrows()}
     fid = [("" if pd.isna(first[x].fid) else f"{first[x].fid:.2f} ({first[x].fid_floor:.2f})") for x in recipes]
     print("| FID (floor) | | " + " | ".join(fid) + " |")

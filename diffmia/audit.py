@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from diffmia.config import ConfigError, dump_config
-from diffmia.devices import default_batch_size
 from diffmia.targets.data import IMAGE_SUFFIXES, DataError, ImageSet
 
 ACCESS_LEVELS = ("gray-box", "black-box", "white-box")
@@ -291,8 +290,7 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
     rows = []
     for atk in built:
         log(f"[{name}] attack {atk.name}")
-        result = run_attack(loaded, atk, run.scores, progress=progress,
-                            batch_size=batch_size or default_batch_size("attack", loaded.target.device))
+        result = run_attack(loaded, atk, run.scores, progress=progress, batch_size=batch_size)
         rows.append(cell_row(name, atk.name, atk, result.scores, result.info, loaded, ev, info, {"defenses": "unknown"},
                              os.path.relpath(run.scores / f"{atk.name}.csv", out), None))
     for n, why in skipped:

@@ -295,10 +295,6 @@ def attack(
         loaded.target.set_precision(precision)
     except ValueError as exc:
         raise ConfigError(f"--precision: {exc}") from None
-    if batch_size is None:
-        from diffmia.devices import default_batch_size
-
-        batch_size = default_batch_size("attack", loaded.target.device)
     grid = {}
     for text in tune_ or []:
         keys, value = parse_override(text)

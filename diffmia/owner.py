@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from diffmia.devices import default_batch_size
 
 
 def one_sided_tests(s: np.ndarray, r: np.ndarray, permutations: int = 10000, seed: int = 0) -> dict:
@@ -99,7 +98,6 @@ def owner_test(model: str | Path, suspect: str | Path, reference: str | Path, ou
     out.mkdir(parents=True, exist_ok=True)
     manifest.save(loaded.run.manifest)
     frames = {}
-    batch_size = batch_size or default_batch_size("attack", loaded.target.device)
     for atk in built:
         log(f"[owner] scoring with {atk.name}")
         frames[atk.name] = run_attack(loaded, atk, loaded.run.scores, batch_size=batch_size, progress=progress).scores

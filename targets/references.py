@@ -132,15 +132,15 @@ def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | Non
             missing.append((r, ref_cfg, folder, reference_split(manifest, subset)))
         folders.append(folder)
     t0 = time.time()
+    # the recipe's helper (a public base) is missing: in parallel, the first reference trains it alone, the rest share it
+    base_missing = bool(public_base) and not Path(public_base).is_dir()
     world, rank = parallel.processes()
     if world > 1 and missing:  # under torchrun / accelerate launch: the references are spread over the processes
-        _train_launched(missing, count, mode, helpers, bool(public_base) and not Path(public_base).is_dir(), world,
-                        rank, log)
+        _train_launched(missing, count, mode, helpers, base_missing, world, rank, log)
         spent = time.time() - t0
         return References(mode, folders, subsets, spent, cached, {"processes": world})
     workers = min(parallel.jobs(), len(missing))
-    if workers > 1 and public_base and not Path(public_base).is_dir():
-        # the recipe's helper (a public base) is missing: the first reference trains it alone, the rest share it
+    if workers > 1 and base_missing:
         _train_one(missing[0], count, mode, helpers, progress, log)
         missing = missing[1:]
     if workers > 1 and len(missing) > 1:

@@ -301,8 +301,10 @@ def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, 
                 ids = to_device(ids, accelerator.device)
                 text_noise = None if text_noise is None else to_device(text_noise, accelerator.device)
             device = accelerator.device
-            x0, noise, t = to_device(x_in, device), to_device(noise, device), to_device(t, device)
-            x_t = noise_scheduler.add_noise(x0, to_device(noise_in, device), t)
+            # noise_in is noise itself unless a defense perturbed it: one copy to the device then
+            noise, noise_in = to_device(noise, device), (None if noise_in is noise else to_device(noise_in, device))
+            x0, t = to_device(x_in, device), to_device(t, device)
+            x_t = noise_scheduler.add_noise(x0, noise if noise_in is None else noise_in, t)
             target = noise if dual is None else dual.loss_target(x_t, t, rows, noise)
             with accelerator.accumulate(model):
                 pred = model(x_t, t, ids, text_noise)
