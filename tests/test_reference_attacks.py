@@ -25,14 +25,20 @@ def loaded(tiny_run):
     return load_run(tiny_run)
 
 
-def test_online_references_are_balanced_and_cached(loaded):
-    refs = reference_models(loaded, 4, "online", seed=5)
-    pool = pool_indices(loaded.manifest)
+@pytest.fixture(scope="module")
+def short(short_run):
+    """A 20-step recipe: its references train in seconds (bookkeeping and hand computations need no fitted model)."""
+    return load_run(short_run)
+
+
+def test_online_references_are_balanced_and_cached(short):
+    refs = reference_models(short, 4, "online", seed=5)
+    pool = pool_indices(short.manifest)
     is_in = refs.is_in(pool)
     assert (is_in.sum(0) == 2).all()  # every pool image IN exactly N/2 references
     assert all(len(m) == len(pool) // 2 for m in refs.members)
     assert (is_in[0] ^ is_in[1]).all() and (is_in[2] ^ is_in[3]).all()  # complementary pairs
-    again = reference_models(loaded, 4, "online", seed=5)
+    again = reference_models(short, 4, "online", seed=5)
     assert again.cached == 4 and again.trained_seconds == 0 and again.folders == refs.folders
     # a reference is the same recipe on another subset: its manifest's members are the subset
     import json
@@ -43,11 +49,11 @@ def test_online_references_are_balanced_and_cached(loaded):
         build_attack("lira", {"references": 3})
 
 
-def test_offline_references_never_see_an_audited_image(loaded):
-    refs = reference_models(loaded, 2, "offline", seed=5)
-    assert not refs.is_in(pool_indices(loaded.manifest)).any()
-    public = set(loaded.manifest.indices("public"))
-    assert all(set(m.tolist()) <= public and len(m) == len(loaded.manifest.members) for m in refs.members)
+def test_offline_references_never_see_an_audited_image(short):
+    refs = reference_models(short, 2, "offline", seed=5)
+    assert not refs.is_in(pool_indices(short.manifest)).any()
+    public = set(short.manifest.indices("public"))
+    assert all(set(m.tolist()) <= public and len(m) == len(short.manifest.members) for m in refs.members)
 
 
 def _phi(model, loaded, ids, t=100, draws=2, seed=0):
@@ -66,16 +72,16 @@ def _phi(model, loaded, ids, t=100, draws=2, seed=0):
 
 
 @pytest.mark.parametrize("mode", ["online", "offline"])
-def test_lira_against_a_hand_computation(loaded, mode):
+def test_lira_against_a_hand_computation(short, mode):
     attack = build_attack("lira", {"references": 2, "draws": 2, "mode": mode})
-    attack.prepare(loaded, None)
-    ids = loaded.manifest.indices("members")[:3] + loaded.manifest.indices("nonmembers")[:3]
-    pool = pool_indices(loaded.manifest)
+    attack.prepare(short, None)
+    ids = short.manifest.indices("members")[:3] + short.manifest.indices("nonmembers")[:3]
+    pool = pool_indices(short.manifest)
     refs = attack.refs
-    stats = np.stack([_phi(ref, loaded, pool) for ref in refs.targets()])
+    stats = np.stack([_phi(ref, short, pool) for ref in refs.targets()])
     is_in = refs.is_in(pool)
     k = [pool.index(i) for i in ids]
-    phi = _phi(loaded.target, loaded, ids)
+    phi = _phi(short.target, short, ids)
     s_out = np.std(stats[~is_in])
     mu_out = np.array([np.median(stats[~is_in[:, j], j]) for j in k])
     if mode == "offline":
@@ -84,7 +90,7 @@ def test_lira_against_a_hand_computation(loaded, mode):
         s_in = np.std(stats[is_in])
         mu_in = np.array([np.median(stats[is_in[:, j], j]) for j in k])
         ref = (-0.5 * ((phi - mu_in) / s_in) ** 2 - np.log(s_in)) - (-0.5 * ((phi - mu_out) / s_out) ** 2 - np.log(s_out))
-    out = attack.score(loaded.target, AttackBatch(loaded.images.tensor(ids), ids)).numpy()
+    out = attack.score(short.target, AttackBatch(short.images.tensor(ids), ids)).numpy()
     assert np.allclose(out, ref, rtol=1e-3, atol=1e-3), (out, ref)
     info = attack.extra_info()
     assert info["references"]["count"] == 2 and info["reference_queries"] == 2 * 2 * len(pool)
@@ -97,12 +103,12 @@ def test_rmia_fraction_of_population_dominated():
     assert list(rmia_scores(np.array([1.0]), ratio_z, gamma=1.0)) == [0.5]
 
 
-def test_rmia_scores_from_references(loaded):
+def test_rmia_scores_from_references(short):
     attack = build_attack("rmia", {"references": 2, "draws": 1, "population": 50})
-    attack.prepare(loaded, None)
+    attack.prepare(short, None)
     assert 0.0 <= attack.a <= 1.0 and attack.tau > 0 and len(attack.population) == 50
-    ids = loaded.manifest.indices("members")[:4] + loaded.manifest.indices("nonmembers")[:4]
-    scores = attack.score(loaded.target, AttackBatch(loaded.images.tensor(ids), ids))
+    ids = short.manifest.indices("members")[:4] + short.manifest.indices("nonmembers")[:4]
+    scores = attack.score(short.target, AttackBatch(short.images.tensor(ids), ids))
     assert ((scores >= 0) & (scores <= 1)).all()
 
 
@@ -211,23 +217,23 @@ def test_references_fine_tune_the_targets_own_public_base(tmp_path):
     assert all((f / "adapter" / "adapter_model.safetensors").is_file() for f in refs.folders)
 
 
-def test_references_train_in_parallel_processes_like_one_process(loaded, tmp_path, monkeypatch):
+def test_references_train_in_parallel_processes_like_one_process(short, tmp_path, monkeypatch):
     """--jobs 2: the missing references train in two spawned processes; same subsets, seeds and folders as one
     process and, at the same thread count (1 per worker), the same weights."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # float32 sums depend on the thread count: compare like with like
     try:
-        serial = reference_models(loaded, 2, "offline", cache_dir=tmp_path / "serial", seed=9)
+        serial = reference_models(short, 2, "offline", cache_dir=tmp_path / "serial", seed=9)
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setenv("DIFFMIA_JOBS", "2")
-    par = reference_models(loaded, 2, "offline", cache_dir=tmp_path / "parallel", seed=9)
+    par = reference_models(short, 2, "offline", cache_dir=tmp_path / "parallel", seed=9)
     assert par.extra == {"jobs": 2} and par.cached == 0 and par.info()["jobs"] == 2
     assert [f.name for f in par.folders] == [f.name for f in serial.folders]
     for a, b in zip(serial.targets(), par.targets()):
         for (name, x), (_, y) in zip(a.unet.state_dict().items(), b.unet.state_dict().items()):
             assert torch.equal(x, y), name
-    assert reference_models(loaded, 2, "offline", cache_dir=tmp_path / "parallel", seed=9).cached == 2
+    assert reference_models(short, 2, "offline", cache_dir=tmp_path / "parallel", seed=9).cached == 2
 
 
 def test_references_under_torchrun_are_spread_over_the_processes(tmp_path):
