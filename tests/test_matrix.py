@@ -257,3 +257,26 @@ def test_report_pdf_prints_where_chromium_is(matrix):
         pytest.skip("Chromium not installed: the PDF's absence is a clear error (checked)")
     assert result.exit_code == 0, result.output
     assert (out / "report.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_tuned_cell_reuses_the_default_cell_read_from_the_cache(tmp_path):
+    """A tuned cell whose grid holds the paper default takes that candidate's calibration rows from the default cell,
+    also when the default cell comes from the disk cache of an earlier run; the results equal a run that reused none."""
+    import shutil
+
+    sets = FAST + ["utility.enabled=false", "recipes=[{name: a, config: tiny.yaml, set: [train.steps=5]}]",
+                   "attacks=[{name: naive_loss}, {name: naive_loss, label: tuned, tune: {timestep: [200, 50]}}]"]
+    bench, recipes = load_benchmark(BENCH, sets)
+    first = run_matrix(bench, recipes, tmp_path, progress=False, log=lambda _: None)
+    (tuned_dir,) = [d for d in (tmp_path / "recipes").glob("a-*/scores/tuned-*")]
+    record = json.loads((tuned_dir / "naive_loss.json").read_text())
+    n_cal = sum(1 for r in pd.read_csv(tuned_dir / "naive_loss.csv").itertuples() if r.split == "calibration")
+    assert record["tuned"]["calibration_rows_reused"] == n_cal  # t = 200 is the default cell's
+    shutil.rmtree(tuned_dir)  # score the tuned cell again, the default cell now read from disk
+    again = run_matrix(bench, recipes, tmp_path, progress=False, log=lambda _: None)
+    record = json.loads((tuned_dir / "naive_loss.json").read_text())
+    assert record["tuned"]["calibration_rows_reused"] == n_cal
+    assert record["reused_rows"] >= n_cal
+    timing = ["attack_seconds"]
+    pd.testing.assert_frame_equal(pd.DataFrame(first["rows"]).drop(columns=timing),
+                                  pd.DataFrame(again["rows"]).drop(columns=timing))
