@@ -171,7 +171,7 @@ def run_attack(
         "generations_per_sample": generations,
         "forward_passes": target.queries.forward_passes,
         "samples": len(entries) - len(attack.dropped_ids()),
-        "reused_rows": len([e for e, _ in entries if e.index in reused]),
+        "reused_rows": len(entries) - len(todo),
         "dropped": {"count": len(attack.dropped_ids()), "ids": sorted(attack.dropped_ids())},
         "seconds": round(seconds, 3),
         "prepare_seconds": round(prepare_seconds, 3),

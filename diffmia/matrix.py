@@ -181,8 +181,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                 try:
                     scores = read_scores(csv_path, loaded.manifest)
                     info = read_json(scores_dir / f"{attack.name}.json")
-                    known.add_frame(build_attack(attack.name, info["params"], seed=bench.attack_seed),
-                                    pd.read_csv(csv_path))
+                    known.add_frame(build_attack(attack.name, info["params"], seed=bench.attack_seed), scores)
                 except (ScoreFileError, ValueError, KeyError) as exc:  # never read a partial cell: score it again
                     log(f"[{entry.name}] {label}: cached scores unusable ({exc}); scoring again")
                     scores = None

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 
-
 def one_sided_tests(s: np.ndarray, r: np.ndarray, permutations: int = 10000, seed: int = 0) -> dict:
     from scipy.stats import ttest_ind
 

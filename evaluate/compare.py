@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from .metrics import auc_of, threshold_for_fpr
 
 
