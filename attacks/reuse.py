@@ -40,3 +40,16 @@ class ScoredRows:
     def get(self, attack) -> dict[int, list]:
         """sample_id -> row of `attack` (empty when nothing of it was scored)."""
         return dict(self._rows.get(self.key(attack), {}))
+
+
+def split(known: ScoredRows | None, attack, entries: list) -> tuple[dict[int, list], list]:
+    """(rows `known` holds for `attack`, the (entry, member) pairs of `entries` still to score)."""
+    have = known.get(attack) if known is not None else {}
+    return have, [pair for pair in entries if pair[0].index not in have] if have else list(entries)
+
+
+def in_order(entries: list, have: dict[int, list], computed) -> list[list]:
+    """The rows of `entries` in their order (the manifest's, as a run that computed every row writes them), from
+    `have` and the `computed` rows; entries without a row (an image the attack dropped) are left out."""
+    by_id = {**have, **{r[0]: r for r in computed}}
+    return [by_id[e.index] for e, _ in entries if e.index in by_id]

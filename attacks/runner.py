@@ -18,11 +18,12 @@ from tqdm.auto import tqdm
 
 from diffmia import parallel
 from diffmia.config import ConfigError
+from diffmia.devices import resolve_batch_size
 from diffmia.io import atomic_path, write_json
 from diffmia.targets.runs import LoadedRun
 
 from .base import Attack, batch_of
-from .reuse import ScoredRows
+from .reuse import ScoredRows, in_order, split
 
 COLUMNS = ["sample_id", "source", "split", "is_member", "score"]
 
@@ -100,10 +101,7 @@ def run_attack(
     (the chosen candidate's calibration rows from tuning, a cell scored before) are written, not computed again; the
     rows computed here are added to it. `batch_size` None: the device's default (diffmia.devices)."""
     out_dir = Path(out_dir) if out_dir is not None else loaded.run.scores
-    if batch_size is None:
-        from diffmia.devices import default_batch_size
-
-        batch_size = default_batch_size("attack", loaded.target.device)
+    batch_size = resolve_batch_size(batch_size, "attack", loaded.target.device)
     csv_path = out_dir / f"{attack.name}.csv"
     entries = loaded.manifest.audit_entries() + loaded.manifest.canary_entries()  # canaries: split "canary"
     target = loaded.target
@@ -118,8 +116,7 @@ def run_attack(
     columns = COLUMNS + list(attack.components)
     target.queries.reset()
     t0 = time.time()
-    reused = known.get(attack) if known is not None else {}
-    todo = [e for e in entries if e[0].index not in reused] if reused else entries
+    reused, todo = split(known, attack, entries)
     world, rank = parallel.processes()
     if world > 1:  # under `accelerate launch`: this process scores every world-th batch, the main one writes
         batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
@@ -140,10 +137,8 @@ def run_attack(
     if known is not None:  # every process keeps the same store: the next call shards the same remaining rows
         all_rows = list(all_rows)
         known.add(attack, columns, (r for rows in all_rows for r in rows))
-    if reused:  # in the manifest's order, as a run that computed every row writes them
-        computed = {r[0]: r for rows in all_rows for r in rows}
-        merged = (reused.get(e.index) or computed.get(e.index) for e, _ in entries)
-        all_rows = [[r for r in merged if r is not None]]
+    if reused:
+        all_rows = [in_order(entries, reused, (r for rows in all_rows for r in rows))]
     if world > 1 and rank != 0:  # only the main process writes; the others return what was gathered
         return AttackResult(pd.DataFrame([r for rows in all_rows for r in rows], columns=columns), {}, csv_path)
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from diffmia.devices import resolve_batch_size
 from diffmia.evaluate.metrics import auc, rates_at, threshold_for_fpr
 
 from .base import build_attack
-from .reuse import ScoredRows
+from .reuse import ScoredRows, in_order, split
 from .runner import COLUMNS, check_attack_fits, score_batches
 
 
@@ -44,10 +45,7 @@ def tune(loaded, name: str, params: dict[str, Any], grid: dict[str, list], seed:
     Calibration rows `known` already holds for a candidate (e.g. the paper default scored as its own cell) are not
     computed again; every candidate's calibration rows are added to it, so the chosen one's final run
     (`run_attack(..., known=known)`) scores only the test half."""
-    if batch_size is None:
-        from diffmia.devices import default_batch_size
-
-        batch_size = default_batch_size("attack", loaded.target.device)
+    batch_size = resolve_batch_size(batch_size, "attack", loaded.target.device)
     keys = list(grid)
     entries = calibration_rows(loaded)
     table, best, best_key = [], None, None
@@ -58,17 +56,14 @@ def tune(loaded, name: str, params: dict[str, Any], grid: dict[str, list], seed:
         check_attack_fits(loaded, attack)
         attack.prepare(loaded, loaded.run.root / ".cache")
         columns = COLUMNS + list(attack.components)
-        have = known.get(attack) if known is not None else {}
-        todo = [(e, m) for e, m in entries if e.index not in have]
+        have, todo = split(known, attack, entries)
         before = loaded.target.queries.sample_queries
         computed = [r for chunk in score_batches(loaded, attack, todo, batch_size, progress=False) for r in chunk]
         queries += loaded.target.queries.sample_queries - before
         reused += len(entries) - len(todo)
         if known is not None:
             known.add(attack, columns, computed)
-        by_id = {**have, **{r[0]: r for r in computed}}
-        rows = [by_id[e.index] for e, _ in entries if e.index in by_id]
-        frame = pd.DataFrame(rows, columns=columns)
+        frame = pd.DataFrame(in_order(entries, have, computed), columns=columns)
         if attack.components:
             frame["score"] = attack.combine(frame)
         member = frame.is_member.to_numpy().astype(bool)

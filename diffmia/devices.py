@@ -5,6 +5,7 @@ defaults are the batch sizes CPU runs always used and `to_device` is a plain `.t
   results do not depend on the batch are here: attack scoring (per-image seeding; a batch changes scores only in the
   last float32 bits, the README's stated tolerance). FID sampling draws each batch from its own seeded generator, so
   its batch size is part of the result and stays one configured value (`utility.batch_size`) on every device.
+- `resolve_batch_size(batch_size, stage, device)`: the given size, or the default above when None.
 - `to_device(x, device)`: on CUDA a CPU tensor is copied through pinned (page-locked) memory without blocking the
   host, so the copy of the next batch overlaps the GPU's work; elsewhere it is `x.to(device)`.
 """
@@ -30,6 +31,11 @@ def default_batch_size(stage: str, device=None) -> int:
     if stage not in BATCH_SIZES:
         raise KeyError(f"no default batch size for stage {stage!r}; stages: {', '.join(BATCH_SIZES)}")
     return BATCH_SIZES[stage][kind(device)]
+
+
+def resolve_batch_size(batch_size: int | None, stage: str, device=None) -> int:
+    """`batch_size` as given, or the stage's default on `device` when it is None."""
+    return default_batch_size(stage, device) if batch_size is None else int(batch_size)
 
 
 def to_device(x, device):

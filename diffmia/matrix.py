@@ -22,7 +22,7 @@ from diffmia.config import ConfigError, StrictModel, TargetConfig, apply_overrid
 from diffmia.config import recipe_hash as recipe_hash_of
 from diffmia.evaluate import fid as fid_module
 from diffmia.evaluate.fid import UtilityConfig
-from diffmia.devices import default_batch_size
+from diffmia.devices import resolve_batch_size
 from diffmia.io import read_json, write_json, write_text
 
 
@@ -164,7 +164,7 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
             "parameters": summary.get("parameters"), "utility": utility, "manifest_extra": loaded.manifest.extra,
         }
 
-        batch_size = bench.attack_batch_size or default_batch_size("matrix_attack", loaded.target.device)
+        batch_size = resolve_batch_size(bench.attack_batch_size, "matrix_attack", loaded.target.device)
         known = ScoredRows()  # a tuning candidate equal to a cell already scored (the paper default) is not redone
         for attack_entry in bench.attacks:
             attack = build_attack(attack_entry.name, attack_entry.params, seed=bench.attack_seed)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from diffmia.devices import BATCH_SIZES, default_batch_size, kind, to_device
+from diffmia.devices import BATCH_SIZES, default_batch_size, kind, resolve_batch_size, to_device
 
 
 def test_cpu_defaults_are_the_batch_sizes_cpu_runs_always_used():
@@ -12,6 +12,7 @@ def test_cpu_defaults_are_the_batch_sizes_cpu_runs_always_used():
     assert all(sizes["cuda"] >= sizes["cpu"] for sizes in BATCH_SIZES.values())
     with pytest.raises(KeyError, match="stages: attack"):
         default_batch_size("fid_sampling", "cpu")  # its batch size is part of the result: never per device
+    assert resolve_batch_size(None, "attack", "cpu") == 128 and resolve_batch_size(7, "attack", "cpu") == 7
 
 
 def test_to_device_on_cpu_is_a_plain_copy_free_move():
