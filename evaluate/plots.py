@@ -67,8 +67,9 @@ def histogram_plot(title: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray
         labels = np.asarray(labels, bool)
         scores = np.asarray(scores, float)
         bins = np.histogram_bin_edges(scores, bins=30)
-        ax.hist(scores[~labels], bins=bins, alpha=0.6, label="non-members", color="tab:blue")
-        ax.hist(scores[labels], bins=bins, alpha=0.6, label="members", color="tab:red")
+        # one filled step patch per group (ax.hist draws 30 bar patches each: the slowest part of a 13-panel figure)
+        for group, name, colour in ((~labels, "non-members", "tab:blue"), (labels, "members", "tab:red")):
+            ax.stairs(np.histogram(scores[group], bins)[0], bins, fill=True, alpha=0.6, label=name, color=colour)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("score (higher = member)", fontsize=8)
         ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)  # -1.25e-4, not -0.000125
