@@ -16,6 +16,7 @@ Attacks ask for references by count and mode through `reference_models` and neve
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,12 @@ def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | Non
     if workers > 1 and len(missing) > 1:
         _train_parallel(missing, count, mode, helpers, workers, log)
     else:
+        if log and len(missing) > 1 and parallel.threads() >= 2 and not os.environ.get(parallel.JOBS_ENV):
+            import torch
+
+            if not torch.cuda.is_available():
+                log(f"references: {len(missing)} to train one at a time; `diffmia --jobs 2 ...` trains two at once "
+                    "(1.5x faster for the digits target on 2 CPU cores: benchmarks/reference_jobs.py)")
         for job in missing:
             _train_one(job, count, mode, helpers, progress, log)
     spent = time.time() - t0 if missing else 0.0

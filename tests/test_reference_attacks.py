@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.stats import binom
 
+from diffmia import parallel
 from diffmia.attacks import AttackBatch, build_attack
 from diffmia.attacks.base import per_sample_noise
 from diffmia.attacks.rmia import rmia_scores
@@ -222,13 +223,20 @@ def test_references_train_in_parallel_processes_like_one_process(short, tmp_path
     process and, at the same thread count (1 per worker), the same weights."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # float32 sums depend on the thread count: compare like with like
+    logs: list[str] = []
     try:
-        serial = reference_models(short, 2, "offline", cache_dir=tmp_path / "serial", seed=9)
+        with monkeypatch.context() as m:  # a 2-CPU machine without --jobs: the log says what --jobs 2 would do
+            m.setattr(parallel, "threads", lambda: 2)
+            m.delenv("DIFFMIA_JOBS", raising=False)
+            serial = reference_models(short, 2, "offline", cache_dir=tmp_path / "serial", seed=9, log=logs.append)
     finally:
         torch.set_num_threads(threads)
+    assert any("one at a time; `diffmia --jobs 2" in line for line in logs), logs
     monkeypatch.setenv("DIFFMIA_JOBS", "2")
-    par = reference_models(short, 2, "offline", cache_dir=tmp_path / "parallel", seed=9)
+    logs.clear()
+    par = reference_models(short, 2, "offline", cache_dir=tmp_path / "parallel", seed=9, log=logs.append)
     assert par.extra == {"jobs": 2} and par.cached == 0 and par.info()["jobs"] == 2
+    assert not any("one at a time" in line for line in logs) and any("in 2 processes" in line for line in logs)
     assert [f.name for f in par.folders] == [f.name for f in serial.folders]
     for a, b in zip(serial.targets(), par.targets()):
         for (name, x), (_, y) in zip(a.unet.state_dict().items(), b.unet.state_dict().items()):
