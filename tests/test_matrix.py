@@ -214,7 +214,7 @@ def _frame(member_scores, nonmember_scores):
 
 
 def test_paired_comparison_verdicts_by_construction():
-    from diffmia.evaluate.compare import paired_difference, verdict
+    from diffmia.evaluate.compare import low_fpr_verdict, paired_difference, verdict
 
     rng = np.random.default_rng(0)
     noise_m, noise_n = rng.normal(size=400), rng.normal(size=400)
@@ -226,6 +226,11 @@ def test_paired_comparison_verdicts_by_construction():
     same = paired_difference(leaky, leaky, n_boot=300)
     assert same["d_auc"] == 0 and same["d_auc_lo"] == 0 == same["d_auc_hi"]
     assert verdict(same) == "no significant difference at this sample size"
+    assert low_fpr_verdict(d) == "finds fewer members at 1% FPR, significantly"
+    assert low_fpr_verdict(same) == "no significant difference at 1% FPR at this sample size"
+    level = {"d_auc_lo": -0.02, "d_auc_hi": 0.02, "d_tpr@1%fpr_lo": -0.20, "d_tpr@1%fpr_hi": -0.05}  # as measured
+    assert verdict(level) == "no significant difference at this sample size"
+    assert low_fpr_verdict(level) == "finds fewer members at 1% FPR, significantly"
     other = leaky.assign(sample_id=leaky.sample_id + 50000)
     with pytest.raises(ValueError, match="different images"):
         paired_difference(other, leaky)
@@ -238,6 +243,7 @@ def test_cli_compare_and_report_section(matrix):
     frame = pd.read_csv(out / "compare-short.csv")
     assert list(frame.recipe) == ["longer"] and frame.verdict.iloc[0] in (
         "leaks less, significantly", "leaks more, significantly", "no significant difference at this sample size")
+    assert frame["verdict_at_1%fpr"].iloc[0].endswith(("significantly", "at this sample size"))
     report = (out / "report.md").read_text()
     assert "Paired comparison with short" in report and "## Sign-off summary" in report
     assert "no reference-model attack (LiRA/RMIA)" in report and "Reviewed by:" in report
