@@ -28,9 +28,9 @@ def trainings(n: int, threads: int, steps: int, config: Path, extra: list[str], 
     """(wall-clock seconds of `n` `diffmia train` processes started at once with `threads` threads each, the mean
     seconds of their training loops as their summary.json records them)."""
     procs = []
+    outs = [work / f"t{threads}-n{n}-{i}" for i in range(n)]
     t0 = time.perf_counter()
-    for i in range(n):
-        out = work / f"t{threads}-n{n}-{i}"
+    for i, out in enumerate(outs):
         cmd = [sys.executable, "-m", "diffmia", "--threads", str(threads), "train", str(config), "--out", str(out),
                "--no-progress", "--set", f"train.steps={steps}", "--set", f"seed={i}"]
         for s in extra:
@@ -41,8 +41,7 @@ def trainings(n: int, threads: int, steps: int, config: Path, extra: list[str], 
         if p.returncode:
             raise SystemExit(f"diffmia train failed ({p.returncode}):\n{err[-2000:]}")
     wall = time.perf_counter() - t0
-    loops = [json.loads((work / f"t{threads}-n{n}-{i}" / "summary.json").read_text())["train_seconds_this_session"]
-             for i in range(n)]
+    loops = [json.loads((out / "summary.json").read_text())["train_seconds_this_session"] for out in outs]
     return wall, sum(loops) / n
 
 

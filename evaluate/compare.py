@@ -103,7 +103,8 @@ def comparison_lines(frame: pd.DataFrame) -> list[str]:
     for r in frame.to_dict("records"):
         fid = "" if r.get("d_fid") is None or r["d_fid"] != r["d_fid"] else f"; FID {r['d_fid']:+.2f}"
         lines.append(
-            f"{r['recipe']} vs {r['baseline']}: {r['verdict']} by AUC; {r['verdict_at_1%fpr']}. Strongest attacks {r['attack']} vs {r['baseline_attack']} "
+            f"{r['recipe']} vs {r['baseline']}: {r['verdict']} by AUC; {r['verdict_at_1%fpr']}. "
+            f"Strongest attacks {r['attack']} vs {r['baseline_attack']} "
             f"on the same {r['paired_test_images']} test images: AUC {r['d_auc']:+.3f} [{r['d_auc_lo']:+.3f}, "
             f"{r['d_auc_hi']:+.3f}] (p = {r['p_auc']:.3g}), calibrated TPR@1%FPR {r['d_tpr@1%fpr']:+.1%} "
             f"[{r['d_tpr@1%fpr_lo']:+.1%}, {r['d_tpr@1%fpr_hi']:+.1%}] (p = {r['p_tpr@1%fpr']:.3g}){fid}.")

@@ -24,7 +24,7 @@ from typing import Iterator, Literal
 
 import numpy as np
 
-from diffmia import parallel
+from diffmia import devices, parallel
 from diffmia.config import TargetConfig, recipe_hash
 
 from .manifest import Entry, SplitManifest
@@ -147,12 +147,10 @@ def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | Non
     if workers > 1 and len(missing) > 1:
         _train_parallel(missing, count, mode, helpers, workers, log)
     else:
-        if log and len(missing) > 1 and parallel.threads() >= 2 and not os.environ.get(parallel.JOBS_ENV):
-            import torch
-
-            if not torch.cuda.is_available():
-                log(f"references: {len(missing)} to train one at a time; `diffmia --jobs 2 ...` trains two at once "
-                    "(1.5x faster for the digits target on 2 CPU cores: benchmarks/reference_jobs.py)")
+        if (log and len(missing) > 1 and parallel.threads() >= 2 and not os.environ.get(parallel.JOBS_ENV)
+                and devices.kind(None) == "cpu"):
+            log(f"references: {len(missing)} to train one at a time; `diffmia --jobs 2 ...` trains two at once "
+                "(1.5x faster for the digits target on 2 CPU cores: benchmarks/reference_jobs.py)")
         for job in missing:
             _train_one(job, count, mode, helpers, progress, log)
     spent = time.time() - t0 if missing else 0.0
