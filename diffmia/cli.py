@@ -592,7 +592,14 @@ def report(
 
     if not (results_dir / "results.json").is_file():
         raise RunError(f"{results_dir}: no results.json here; run `diffmia run CONFIG --out {results_dir}` first")
-    html_report = write_report(results_dir, read_json(results_dir / "results.json"), show_examples)
+    results = read_json(results_dir / "results.json")
+    if results.get("rows") and any("one_run_headline" not in info for info in results["recipes"].values()):
+        from diffmia.io import write_json
+        from diffmia.matrix import add_headline_audits
+
+        add_headline_audits(results_dir, results)  # written before the headline procedure existed
+        write_json(results_dir / "results.json", results)
+    html_report = write_report(results_dir, results, show_examples)
     typer.echo(f"report: {html_report}")
     if pdf:
         from diffmia.evaluate.report import write_pdf

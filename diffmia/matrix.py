@@ -240,10 +240,30 @@ def write_results(out: Path, results: dict, data: dict | None = None) -> dict:
 
     if results["rows"]:
         write_exposure(out, results, data)
+        add_headline_audits(out, results)
     write_json(out / "results.json", results)
     write_text(out / "results.csv", pd.DataFrame(results["rows"]).to_csv(index=False))
     results["report"] = str(write_report(out, results)) if results["rows"] else None
     return results
+
+
+def add_headline_audits(out: Path, results: dict) -> None:
+    """Each recipe's headline one-run epsilon (evaluate/audit.py headline_audit: attack and guess counts chosen on one
+    half of the canaries, epsilon on the other), from the canary rows of its attacks' score files."""
+    from diffmia.evaluate.audit import headline_audit
+
+    ev = results.get("evaluation") or {}
+    for recipe, info in results["recipes"].items():
+        canaries = {}
+        for row in results["rows"]:
+            if row["recipe"] != recipe:
+                continue
+            frame = pd.read_csv(out / row["scores"], usecols=["sample_id", "split", "is_member", "score"])
+            frame = frame[frame.split == "canary"]
+            if len(frame):
+                canaries[row["attack"]] = (frame.sample_id.to_numpy(), frame.score.to_numpy(), frame.is_member.to_numpy())
+        audit = headline_audit(canaries, ev.get("delta", 1e-5), ev.get("alpha", 0.05), ev.get("seed", 0))
+        info["one_run_headline"] = audit.to_dict() if audit else None
 
 
 def cell_row(recipe: str, label: str, attack, scores: pd.DataFrame, info: dict, loaded, ev: EvaluationConfig,
