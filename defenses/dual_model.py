@@ -48,7 +48,14 @@ class DualModel(Defense):
             run = train_target(cfg, ctx.cache_dir / f"dual-teachers-{key}" / f"half-{half}", resume=True,
                                progress=progress, train_on=f"members-half-{half}", cache_dir=ctx.cache_dir)
             folders.append(run.target)
-        ctx.report["dual_model"] = {"mode": self.params.mode, "teachers": [str(f) for f in folders]}
+        from diffmia.targets.manifest import SplitManifest
+
+        ctx.report["dual_model"] = {
+            "mode": self.params.mode, "teachers": [str(f) for f in folders],
+            # the IN canaries each teacher saw (its half of them): the one-run audit's canaries are trained on
+            "canaries_trained_by_teacher": [
+                SplitManifest.load(f.parent / "manifest.json").extra.get("training_set", {}).get("canaries_trained", [])
+                for f in folders]}
         return folders
 
     @property
@@ -60,7 +67,7 @@ class DualModel(Defense):
         from diffusers import UNet2DModel
 
         from diffmia.config import ConfigError
-        from diffmia.targets.trainset import member_half
+        from diffmia.targets.trainset import canary_half, member_half
 
         if ctx.config.model.kind != "unet2d":
             raise ConfigError("defense dual_model: implemented for pixel DDPMs (model.kind unet2d) only")
@@ -69,7 +76,8 @@ class DualModel(Defense):
         self.folders = self.teachers(ctx, run_root)
         self.models = [UNet2DModel.from_pretrained(f, subfolder="unet", use_safetensors=True).to(device).eval()
                        for f in self.folders]
-        half_one = set(member_half(ctx.manifest, ctx.config.seed, 1, step_seed))
+        half_one = set(member_half(ctx.manifest, ctx.config.seed, 1, step_seed)) | \
+            set(canary_half(ctx.manifest, ctx.config.seed, 1, step_seed))  # IN canaries are split like members
         self.row_half = torch.as_tensor([1 if int(o) in half_one else 0 for o in train_origins])
 
     @torch.no_grad()

@@ -193,6 +193,11 @@ def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, 
     train_x, origins, set_info = build_training_set(images, manifest, cfg, resolution, train_on, step_seed)
     for defense in defenses:
         train_x, origins = defense.training_set(train_x, origins, ctx)
+    planned = set_info.pop("canaries_planned", [])
+    if planned:  # what the model really sees of its IN canaries (a deduplication may drop one)
+        kept = {int(o) for o in origins}
+        set_info["canaries_trained"] = [i for i in planned if i in kept]
+        set_info["canaries_removed_by_defenses"] = [i for i in planned if i not in kept]
 
     dual = next((d for d in defenses if d.name == "dual_model"), None)
     if dual is not None:

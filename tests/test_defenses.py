@@ -39,12 +39,14 @@ def test_every_defense_has_contract_params():
 def test_contract(tmp_path, name):
     entry = {"name": name, **PARAMS[name]}
     recipe = TINY.with_name("tiny-t2i.yaml") if name in TEXT_ONLY else TINY
-    cfg = load_config(recipe, [f"defenses=[{json.dumps(entry)}]", "train.steps=8", "train.checkpoint_every=4"])
+    cfg = load_config(recipe, [f"defenses=[{json.dumps(entry)}]", "train.steps=8", "train.checkpoint_every=4",
+                               "data.canaries=16"])
     run = train_target(cfg, tmp_path / "run", progress=False)
     summary = json.loads(run.summary.read_text())
     manifest = json.loads(run.manifest.read_text())
     assert summary["defenses"][0]["name"] == name  # recorded in the summary and the manifest
     assert manifest["extra"]["defenses"][0]["name"] == name
+    assert_canaries_trained_like_members(name, manifest["extra"])
     loaded = load_run(run.root)  # the target loads and answers queries
     out = loaded.target.predict_noise(torch.zeros(2, 1, 8, 8), 10, ["a digit"] * 2 if loaded.target.conditional else None)
     assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
@@ -53,6 +55,32 @@ def test_contract(tmp_path, name):
     a = load_file(run.target / "unet/diffusion_pytorch_model.safetensors")
     b = load_file(again.target / "unet/diffusion_pytorch_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def assert_canaries_trained_like_members(name: str, extra: dict) -> None:
+    """Every trained model saw exactly the IN canaries meant for it (the one-run audit needs them trained on)."""
+    included = sorted(c["index"] for c in extra["canaries"] if c["included"])
+    assert included, "the coin flips gave no IN canary"
+    trained = extra["training_set"].get("canaries_trained")
+    if name == "dual_model" and extra["dual_model"]["mode"] == "alternate":
+        halves = extra["dual_model"]["canaries_trained_by_teacher"]  # the target is the two teachers
+    else:
+        removed = extra["training_set"].get("canaries_removed_by_defenses", [])
+        assert sorted(trained + removed) == included and set(trained).isdisjoint(removed)
+        if name == "dedup":  # said, canary by canary, and nothing else drops one
+            assert removed == sorted(set(removed) & set(extra["dedup"]["removed_member_ids"]))
+        else:
+            assert removed == []
+        halves = extra["dual_model"]["canaries_trained_by_teacher"] if name == "dual_model" else None
+    if halves is not None:  # each teacher its own half of the IN canaries
+        assert set(halves[0]).isdisjoint(halves[1]) and sorted(halves[0] + halves[1]) == included
+        assert abs(len(halves[0]) - len(halves[1])) <= 1
+    if name in ("lora", "public_base"):  # the fine-tune sees them, the public base does not
+        from pathlib import Path
+
+        base = json.loads((Path(extra["public_base"]["folder"]) / "manifest.json").read_text())
+        assert "canaries_trained" not in base["extra"]["training_set"]
+        assert base["extra"]["training_set"]["trained_on"] == "public"
 
 
 @pytest.mark.parametrize(
@@ -193,7 +221,7 @@ def test_lora_saves_adapter_and_trains_few_parameters(tmp_path):
 def test_dual_model_alternates_between_teachers(tmp_path):
     from diffmia.targets.target import AlternatingUNet
 
-    cfg = load_config(TINY, ["defenses=[{name: dual_model, mode: alternate, teacher_steps: 10}]"])
+    cfg = load_config(TINY, ["defenses=[{name: dual_model, mode: alternate, teacher_steps: 10}]", "data.canaries=16"])
     run = train_target(cfg, tmp_path / "run", progress=False)
     assert (run.target / "dual.json").is_file() and (run.target / "unet_b").is_dir()
     target = load_run(run.root).target
@@ -210,6 +238,7 @@ def test_dual_model_alternates_between_teachers(tmp_path):
     m = SplitManifest.load(run.manifest)
     halves = [set(member_half(m, 0, h, step_seed)) for h in (0, 1)]
     assert not (halves[0] & halves[1]) and halves[0] | halves[1] == set(m.indices("members"))
+    assert_canaries_trained_like_members("dual_model", m.extra)  # DualMD's teachers train on their canaries too
 
 
 def test_text_defenses_refuse_unconditional_targets(tmp_path):
