@@ -1,14 +1,24 @@
 """GSA: gradient-substitution attacks (Pang et al., "White-box Membership Inference Attacks against Diffusion Models",
-arXiv 2308.06405), white-box: the attacker reads gradients of the target's weights.
+arXiv 2308.06405; official code py85252876/GSA, `gen_l2_gradients_DDPM.py` and `test_attack_accuracy.py`),
+white-box: the attacker reads gradients of the target's weights.
 
-Features per image: for K equidistant timesteps t_k = (k + 1) * T / K - 1 (99, 199, ..., 999 for T = 1000) with one
-seeded noise draw each, the squared gradient norm of the denoising loss for every parameter tensor of the denoiser
-(one number per tensor). GSA1 (`variant: gsa1`, default): the gradient of the mean loss over the K timesteps; GSA2: the
-mean over timesteps of each timestep's squared norms. A gradient-boosting classifier (scikit-learn, 200 trees) is
-trained on the reference models' own members and non-members (targets/references.py: the same recipe retrained; in
-online mode every pool image is IN half of them, in offline mode each reference's public training images against an
-equal number of other public images) and applied to the target: score = its member probability (log-odds).
-Queries per audited image: K forward passes with a backward pass each.
+Features per image, as the official code computes them: at the K timesteps t_k = (k + 1) * (T // K) - 1 (99, 199,
+..., 999 for T = 1000, K = 10) with one seeded noise draw each, the l2 norm (`torch.norm(p.grad)`) of the denoising
+loss's gradient for every parameter tensor of the denoiser (one number per tensor). GSA1 (`variant: gsa1`, default):
+the gradient of the mean loss over the K timesteps; GSA2: the mean over timesteps of each timestep's norms.
+
+Classifier, as the official `test_attack_accuracy.py`: the reference (shadow) models' features of their own members
+and non-members are standardised together (`sklearn.preprocessing.scale`), the target's features of the audited images
+are standardised on their own (which corrects a gradient-scale shift between references and target), and an XGBoost
+classifier with 200 trees at its defaults is trained on the references' rows (`classifier: xgboost`, the `xgboost`
+package: `pip install diffmia[gsa]`; `classifier: gradient-boosting` is scikit-learn's GradientBoostingClassifier,
+not the official one). The official script fits on a random 70% of the reference rows and prints a report on the rest;
+here every reference row trains the classifier. Score = the member probability's log-odds.
+
+References come from targets/references.py (the same recipe retrained): in online mode every pool image is IN half of
+them; in offline mode each reference's public training images against an equal number of other public images.
+Queries per audited image: K forward passes with a backward pass each; the target's standardisation statistics cost
+the same again over the audited images (reported as `standardisation_queries`).
 """
 from __future__ import annotations
 
@@ -17,6 +27,8 @@ from typing import Literal
 import numpy as np
 import torch
 from pydantic import Field
+
+from diffmia.config import ConfigError
 
 from .base import AttackBatch, AttackParams, batch_of, per_sample_noise, register_attack
 from .reference_attack import ReferenceAttack
@@ -27,15 +39,68 @@ class GSAParams(AttackParams):
     mode: Literal["online", "offline"] = "online"
     variant: Literal["gsa1", "gsa2"] = "gsa1"
     timesteps: int = Field(10, ge=1, le=100, description="K equidistant timesteps")
-    trees: int = Field(200, ge=10, le=5000, description="gradient-boosting estimators")
+    trees: int = Field(200, ge=10, le=5000, description="boosting rounds (official: 200)")
+    classifier: Literal["xgboost", "gradient-boosting"] = Field(
+        "xgboost", description="xgboost: the official XGBClassifier; gradient-boosting: scikit-learn's")
+
+
+def gsa_steps(total: int, k: int) -> list[int]:
+    """The official timesteps: every (T // K)-th step, ending each stride: 99, 199, ..., 999 for T = 1000, K = 10."""
+    stride = total // k
+    return [(i + 1) * stride - 1 for i in range(k)]
+
+
+def standardise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and scales of sklearn.preprocessing.scale (population std; a constant column keeps scale 1)."""
+    mean, std = x.mean(0), x.std(0)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def build_classifier(kind: str, trees: int, seed: int):
+    if kind == "xgboost":
+        from xgboost import XGBClassifier
+
+        return XGBClassifier(n_estimators=trees, random_state=seed)
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    return GradientBoostingClassifier(n_estimators=trees, random_state=seed)
+
+
+def fit_on_references(x: np.ndarray, y: np.ndarray, kind: str, trees: int, seed: int):
+    """The classifier on the references' rows, standardised together."""
+    mean, scale = standardise(x)
+    return build_classifier(kind, trees, seed).fit((x - mean) / scale, y)
+
+
+def gsa_member_probability(reference_x: np.ndarray, reference_y: np.ndarray, target_x: np.ndarray,
+                           target_scale: tuple[np.ndarray, np.ndarray] | None = None, kind: str = "xgboost",
+                           trees: int = 200, seed: int = 0) -> np.ndarray:
+    """The official classifier: references standardised together, target standardised on its own statistics
+    (`target_scale`, default: those of `target_x` itself), a classifier fitted on the references.
+
+    Returns:
+        The member probability of each row of `target_x`.
+    """
+    model = fit_on_references(reference_x, reference_y, kind, trees, seed)
+    t_mean, t_scale = target_scale or standardise(target_x)
+    return model.predict_proba((target_x - t_mean) / t_scale)[:, 1]
 
 
 @register_attack
 class GSA(ReferenceAttack):
     name = "gsa"
     access = "white-box"
-    paper = "Pang et al., GSA, arXiv 2308.06405"
+    paper = "Pang et al., GSA, arXiv 2308.06405 (official code py85252876/GSA)"
     Params = GSAParams
+
+    def check(self, params) -> None:
+        super().check(params)
+        if params.classifier == "xgboost":
+            try:
+                import xgboost  # noqa: F401
+            except ImportError:
+                raise ConfigError("attack gsa: classifier xgboost (the official code's) needs the xgboost package: "
+                                  "pip install 'diffmia[gsa]' (or set classifier: gradient-boosting)") from None
 
     def timesteps_used(self) -> list[int]:
         return []  # K equidistant over the target's own schedule
@@ -44,19 +109,15 @@ class GSA(ReferenceAttack):
         return self.params.timesteps
 
     def steps(self, target) -> list[int]:
-        total, k = target.num_train_timesteps, self.params.timesteps
-        return [(i + 1) * total // k - 1 for i in range(k)]
+        return gsa_steps(target.num_train_timesteps, self.params.timesteps)
 
     def features(self, model, batch: AttackBatch) -> np.ndarray:
         steps = self.steps(model)
         noises = torch.stack([per_sample_noise(batch.ids, model.sample_shape, self.seed, d) for d in range(len(steps))])
-        norms = model.gradient_norms(batch.images, steps, noises, batch.captions,
-                                     per_timestep=self.params.variant == "gsa2")
-        return np.log(norms.numpy() + 1e-30)
+        return model.gradient_norms(batch.images, steps, noises, batch.captions,
+                                    per_timestep=self.params.variant == "gsa2").numpy()
 
     def prepare(self, loaded, cache_dir) -> None:
-        from sklearn.ensemble import GradientBoostingClassifier
-
         from diffmia.targets.references import pool_indices
 
         p = self.params
@@ -73,16 +134,26 @@ class GSA(ReferenceAttack):
             return self.features(ref, batch_of(loaded, ids)), refs.is_in(ids)[r]
 
         x, y = zip(*self.over_references(loaded, own_members_and_nonmembers))
-        self.classifier = GradientBoostingClassifier(n_estimators=p.trees, random_state=self.seed)
-        self.classifier.fit(np.concatenate(x), np.concatenate(y))
-        self.trained_on = int(sum(len(v) for v in y))
+        x, y = np.concatenate(x), np.concatenate(y)
+        self.classifier = fit_on_references(x, y, p.classifier, p.trees, self.seed)
+        self.trained_on = int(len(y))
+        # the target's own standardisation, over the audited images (the official code scales the target's members
+        # and non-members together)
+        audited = sorted(e.index for e, _ in loaded.manifest.audit_entries())
+        before = loaded.target.queries.sample_queries
+        self.target_scale = standardise(np.concatenate([self.features(loaded.target, part)
+                                                        for part in batch_of(loaded, audited).chunks(256)]))
+        self.standardisation_queries = loaded.target.queries.sample_queries - before
 
     def score(self, target, batch: AttackBatch) -> torch.Tensor:
         if self.refs is None:
             raise RuntimeError("gsa: prepare() was not called (the runner does this)")
-        feats = self.features(target, batch)
-        proba = self.classifier.predict_proba(feats)[:, 1].clip(1e-12, 1 - 1e-12)
+        mean, scale = self.target_scale
+        proba = self.classifier.predict_proba((self.features(target, batch) - mean) / scale)[:, 1]
+        proba = np.clip(proba.astype(np.float64), 1e-12, 1 - 1e-12)
         return torch.as_tensor(np.log(proba) - np.log1p(-proba), dtype=torch.float32)
 
     def extra_info(self) -> dict:
-        return {**super().extra_info(), "classifier_trained_on": getattr(self, "trained_on", 0)}
+        return {**super().extra_info(), "classifier_trained_on": getattr(self, "trained_on", 0),
+                "classifier": self.params.classifier,
+                "standardisation_queries": getattr(self, "standardisation_queries", 0)}

@@ -83,10 +83,11 @@ class Target:
 
     def gradient_norms(self, x0: torch.Tensor, timesteps: Sequence[int], noises: torch.Tensor,
                        cond: Sequence[str] | None = None, per_timestep: bool = False) -> torch.Tensor:
-        """White-box access (GSA): per image, the squared gradient norm of the denoising loss w.r.t. each parameter
-        tensor of the denoiser, (B, n_tensors). `noises` is (K, B, *sample_shape), one draw per timestep. GSA1
-        (per_timestep=False): the gradient of the mean loss over the K timesteps; GSA2: the mean over timesteps of
-        each timestep's squared norms. K model evaluations per image, counted."""
+        """White-box access (GSA): per image, the l2 norm (torch.norm of the gradient, as the official GSA code) of the
+        denoising loss's gradient w.r.t. each parameter tensor of the denoiser, (B, n_tensors). `noises` is
+        (K, B, *sample_shape), one draw per timestep. GSA1 (per_timestep=False): the gradient of the mean loss over
+        the K timesteps; GSA2: the mean over timesteps of each timestep's norms (norms, not squared norms). K model
+        evaluations per image, counted."""
         module = self.unet
         params = list(module.parameters())
         flags = [p.requires_grad for p in params]
@@ -95,9 +96,9 @@ class Target:
         t = torch.as_tensor(list(timesteps), dtype=torch.long)
         abar = self.alphas_cumprod[t].float().view(-1, *[1] * (noises.ndim - 2))
 
-        def squared_norms(loss, retain: bool = False) -> torch.Tensor:
+        def norms(loss, retain: bool = False) -> torch.Tensor:
             grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
-            return torch.stack([(g.double() ** 2).sum() if g is not None else torch.zeros((), dtype=torch.float64)
+            return torch.stack([g.double().norm() if g is not None else torch.zeros((), dtype=torch.float64)
                                 for g in grads])
 
         out = []
@@ -111,9 +112,9 @@ class Target:
                     pred = self._forward(to_device(x_t, self.device), to_device(t, self.device), [cond[i]] * len(t) if cond else None)
                     losses = ((pred.float().cpu() - eps) ** 2).flatten(1).mean(1)
                     if per_timestep:
-                        out.append(sum(squared_norms(losses[k], k + 1 < len(t)) for k in range(len(t))) / len(t))
+                        out.append(sum(norms(losses[k], k + 1 < len(t)) for k in range(len(t))) / len(t))
                     else:
-                        out.append(squared_norms(losses.mean()))
+                        out.append(norms(losses.mean()))
         finally:
             for p, f in zip(params, flags):
                 p.requires_grad_(f)

@@ -98,19 +98,106 @@ def test_lira_against_a_hand_computation(short, mode):
 
 
 def test_rmia_fraction_of_population_dominated():
+    # one reference, online (Pr(x) = its signal), one draw: LR(x, z) = (t_x / r_x) / (t_z / r_z) > gamma
     ratio_z = np.array([0.5, 1.0, 2.0, 4.0])
-    # LR(x, z) = ratio_x / ratio_z >= gamma  <=>  ratio_z <= ratio_x / gamma
-    assert list(rmia_scores(np.array([2.0, 8.0, 0.1]), ratio_z, gamma=2.0)) == [0.5, 1.0, 0.0]
-    assert list(rmia_scores(np.array([1.0]), ratio_z, gamma=1.0)) == [0.5]
+    t_z, r_z = ratio_z[:, None], np.ones((1, 4, 1))
+    t_x = np.array([2.0, 8.0, 0.1, 1.0])[:, None]
+    r_x = np.ones((1, 4, 1))
+    out = rmia_scores(t_x, r_x, np.ones((1, 4), bool), t_z, r_z, np.ones((1, 4), bool), False, 0.0, 2.0, 0.0)
+    assert list(out) == [0.25, 0.75, 0.0, 0.0]  # strict: 2.0 / 1.0 = 2 is not > 2
+    assert list(rmia_scores(t_x[3:], r_x[:, 3:], np.ones((1, 1), bool), t_z, r_z, np.ones((1, 4), bool),
+                            False, 0.0, 1.0, 0.0)) == [0.25]
 
 
 def test_rmia_scores_from_references(short):
-    attack = build_attack("rmia", {"references": 2, "draws": 1, "population": 50})
+    attack = build_attack("rmia", {"references": 2, "draws": 2})
     attack.prepare(short, None)
-    assert 0.0 <= attack.a <= 1.0 and attack.tau > 0 and len(attack.population) == 50
+    assert 0.0 <= attack.a <= 1.0 and attack.params.gamma == 2.0 and attack.params.proportiontocut == 0.2
+    # the whole public split is the population, less the points IN both offline references
+    public = short.manifest.indices("public")
+    both_in = attack.refs.is_in(public).all(0).sum()
+    assert len(attack.population) == len(public) - both_in and attack.extra_info()["signal"] == "rank"
     ids = short.manifest.indices("members")[:4] + short.manifest.indices("nonmembers")[:4]
     scores = attack.score(short.target, AttackBatch(short.images.tensor(ids), ids))
     assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_rmia_rank_signal_ignores_the_loss_scale(short, monkeypatch):
+    """Any monotone transform of the losses (here x10 and squared) leaves every RMIA score unchanged."""
+    from diffmia.attacks import rmia as rmia_module
+
+    ids = short.manifest.indices("members")[:6] + short.manifest.indices("nonmembers")[:6]
+    batch = AttackBatch(short.images.tensor(ids), ids)
+    results = []
+    for transform in (lambda v: v, lambda v: 10 * v, lambda v: v ** 2):
+        original = rmia_module.denoising_losses
+        monkeypatch.setattr(rmia_module, "denoising_losses", lambda *a, f=transform, o=original, **k: f(o(*a, **k)))
+        attack = build_attack("rmia", {"references": 2, "draws": 1, "a": 0.3})
+        attack.prepare(short, None)
+        results.append(attack.score(short.target, batch))
+        monkeypatch.setattr(rmia_module, "denoising_losses", original)
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+    with pytest.raises(ConfigError, match="signal exp needs an explicit tau"):
+        build_attack("rmia", {"signal": "exp"})
+
+
+def _official_get_rmia_out_signals(all_signals, all_memberships, target_model_idx, num_reference_models):
+    """ml_privacy_meter attacks.py get_rmia_out_signals, written out again here."""
+    paired = target_model_idx + 1 if target_model_idx % 2 == 0 else target_model_idx - 1
+    columns = [i for i in range(all_signals.shape[1]) if i not in (target_model_idx, paired)][: 2 * num_reference_models]
+    out_signals = all_signals[:, columns] * ~all_memberships[:, columns]
+    return -np.sort(-out_signals, axis=1)[:, :num_reference_models]
+
+
+def _official_run_rmia(target_model_idx, all_signals, population_signals, all_memberships, num_reference_models,
+                       offline_a):
+    """ml_privacy_meter attacks.py run_rmia, written out again here."""
+    target_signals = all_signals[:, target_model_idx]
+    mean_x = (1 + offline_a) / 2 * _official_get_rmia_out_signals(
+        all_signals, all_memberships, target_model_idx, num_reference_models).mean(1) + (1 - offline_a) / 2
+    prob_ratio_x = target_signals.ravel() / mean_x
+    z_signals = population_signals[:, target_model_idx]
+    mean_z = (1 + offline_a) / 2 * _official_get_rmia_out_signals(
+        population_signals, np.zeros_like(population_signals, bool), target_model_idx,
+        num_reference_models).mean(1) + (1 - offline_a) / 2
+    prob_ratio_z = z_signals.ravel() / mean_z
+    return np.average(prob_ratio_x[:, None] / prob_ratio_z > 1.0, axis=1)
+
+
+def test_rmia_equals_the_official_run_rmia():
+    """On fixed signals (probabilities), offline, one draw, gamma 1 and a plain mean (the official run_rmia's
+    settings): the project's rmia_scores equals ml_privacy_meter's run_rmia. Models: column 0 the target, 1 its pair,
+    2..2k+1 the references, each x OUT of exactly k of them. run_rmia keeps the k largest OUT signals of each point:
+    all k of an x, and of a population point (OUT of all 2k) its k largest, which the mask given here mirrors."""
+    rng = np.random.default_rng(0)
+    n_x, n_z, k = 40, 30, 2
+    models = 2 + 2 * k
+    signals = rng.uniform(0.01, 1.0, (n_x, models))
+    population = rng.uniform(0.01, 1.0, (n_z, models))
+    memberships = np.zeros((n_x, models), bool)
+    for i in range(n_x):  # IN exactly k of the 2k references
+        memberships[i, 2 + rng.permutation(2 * k)[:k]] = True
+    for a in (0.0, 0.3, 1.0):
+        official = _official_run_rmia(0, signals, population, memberships, k, a)
+        refs = slice(2, models)
+        largest = np.argsort(-population[:, refs], axis=1)[:, :k]
+        out_z = np.zeros((2 * k, n_z), bool)
+        out_z[largest.T, np.arange(n_z)] = True
+        ours = rmia_scores(signals[:, :1], signals[:, refs].T[..., None], ~memberships[:, refs].T,
+                           population[:, :1], population[:, refs].T[..., None], out_z, True, a, 1.0, 0.0)
+        assert np.array_equal(ours, official)
+
+
+def test_rmia_trimmed_mean_is_scipys():
+    from scipy.stats import trim_mean
+
+    from diffmia.attacks.rmia import trimmed_mean
+
+    values = np.random.default_rng(1).standard_normal((10, 7, 3))
+    assert np.allclose(trimmed_mean(values, np.ones((10, 7), bool), 0.2), trim_mean(values, 0.2, axis=0))
+    keep = np.random.default_rng(2).random((10, 7)) < 0.6
+    for j in range(7):
+        assert np.allclose(trimmed_mean(values, keep, 0.2)[j], trim_mean(values[keep[:, j], j], 0.2, axis=0))
 
 
 def test_quantile_regression_targets_its_false_positive_rate(loaded):
@@ -135,9 +222,16 @@ def test_gsa_gradient_norms_by_hand(loaded):
     x_t = abar.sqrt() * x0[1:2] + (1 - abar).sqrt() * noises[:, 1]
     loss = ((unet(x_t, torch.tensor(steps)).sample - noises[:, 1]) ** 2).flatten(1).mean(1).mean()
     grads = torch.autograd.grad(loss, params)
-    ref = torch.stack([(g.double() ** 2).sum() for g in grads])
+    ref = torch.stack([torch.norm(g.double()) for g in grads])  # the official code's torch.norm(p.grad)
     assert out.shape == (2, len(params)) and torch.allclose(out[1], ref, rtol=1e-4)
     assert not any(p.grad is not None for p in params)
+    # GSA2: the mean over timesteps of each timestep's norms (not of squared norms)
+    per_t = target.gradient_norms(x0, steps, noises, per_timestep=True)
+    each = []
+    for k in range(len(steps)):
+        loss_k = ((unet(x_t[k : k + 1], torch.tensor(steps[k : k + 1])).sample - noises[k, 1]) ** 2).mean()
+        each.append(torch.stack([torch.norm(g.double()) for g in torch.autograd.grad(loss_k, params)]))
+    assert torch.allclose(per_t[1], torch.stack(each).mean(0), rtol=1e-4)
 
 
 def test_sima_by_hand_and_tuned_on_calibration_only(loaded):
@@ -271,3 +365,38 @@ def test_references_under_torchrun_are_spread_over_the_processes(tmp_path):
     assert two["references"]["processes"] == 2 and two["references"]["cached"] == 0
     assert two["reference_queries"] == one["reference_queries"] > 0
     assert len(list((tmp_path / "cache-two" / "references").iterdir())) == 2
+
+
+def test_gsa_classifier_equals_the_official_pipeline():
+    """GSA's test_attack_accuracy.py (preprocess: members truncated to the non-members' count, stacked,
+    sklearn.preprocessing.scale; XGBClassifier(n_estimators=200) on the shadow rows; the target scaled on its own),
+    written out again here on fixed features, against the project's gsa_member_probability. The official script fits
+    on a random 70% of the shadow rows (train_test_split) and only prints a report on the rest: both fit on all here."""
+    pytest.importorskip("xgboost")
+    from sklearn import preprocessing
+    from xgboost import XGBClassifier
+
+    from diffmia.attacks.gsa import gsa_member_probability, gsa_steps
+
+    rng = np.random.default_rng(0)
+    shift = np.linspace(0.0, 1.0, 12)
+    shadow_member = rng.gamma(2.0, 1.0, (80, 12)) * 0.8 + shift
+    shadow_non_member = rng.gamma(2.0, 1.0, (70, 12)) + shift
+    target_member = 3.0 * (rng.gamma(2.0, 1.0, (50, 12)) * 0.8 + shift)  # a gradient-scale shift on the target
+    target_non_member = 3.0 * (rng.gamma(2.0, 1.0, (50, 12)) + shift)
+
+    def preprocess(member, non_member):
+        member = member[: non_member.shape[0]]
+        x = np.vstack((member, non_member))
+        y = np.concatenate((np.ones(member.shape[0]), np.zeros(non_member.shape[0])))
+        return preprocessing.scale(x), y
+
+    shadow_x, shadow_y = preprocess(shadow_member, shadow_non_member)
+    target_x, _ = preprocess(target_member, target_non_member)
+    official = XGBClassifier(n_estimators=200).fit(shadow_x, shadow_y).predict_proba(target_x)[:, 1]
+
+    reference_x = np.vstack((shadow_member[:70], shadow_non_member))
+    ours = gsa_member_probability(reference_x, shadow_y, np.vstack((target_member, target_non_member)))
+    assert np.allclose(ours, official, atol=1e-6)
+    assert gsa_steps(1000, 10) == [99, 199, 299, 399, 499, 599, 699, 799, 899, 999]  # the official timesteps
+    assert gsa_steps(1000, 3) == [332, 665, 998]
