@@ -13,7 +13,7 @@ TINY = REPO / "configs" / "tiny.yaml"
 SMALL = {"rediffuse": {"repeats": 2, "steps": 3}, "sd_mia": {"generations": 2, "steps": 3},
          "clid": {"timesteps": [440]}, "lira": {"references": 2, "draws": 1}, "rmia": {"references": 2, "draws": 1,
          "population": 40}, "gsa": {"references": 2, "timesteps": 3, "trees": 20},
-         "quantile_regression": {"statistic": "loss", "bags": 2, "max_iter": 20},
+         "quantile_regression": {"statistic": "loss", "bags": 3, "epochs": 5},
          "sima": {"candidates": [10, 100]}}
 
 
