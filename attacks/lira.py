@@ -7,7 +7,10 @@ other subsets, cached and shared):
 - `mode: online` (every pool image IN exactly N/2 references): per image mu_in, mu_out = the medians of the IN and OUT
   references' phi, and score = log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2);
 - `mode: offline` (references trained on the public split only, all OUT): score = (mu_out - phi) / s_out, the
-  one-sided test's statistic (Phi of it is the paper's offline score; the same ranking).
+  one-sided test's statistic (Phi of it is the paper's offline score; the same ranking). The paper's one-sided test
+  is kept on purpose: the official code (tensorflow/privacy's LiRA `score_offline`) scores offline with the OUT
+  log-density, -log N(phi; mu_out, s_out^2), a two-sided test that also flags images fitted far WORSE than the
+  references predict, which for a loss is not evidence of membership.
 With fewer than 64 references (or `fixed_variance: true`) s_in and s_out are global: the standard deviation of all
 IN (OUT) values, as the official code's fix_variance does. Queries per audited image: J on the target; the
 references' queries and training time are reported apart.

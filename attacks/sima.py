@@ -1,7 +1,8 @@
 """SimA (arXiv 2509.25003): one query on the CLEAN image, S = -sum |eps_theta(x0, t)|^4 at a small timestep.
 
 A member's clean image is a fixed point the model has learnt: its noise prediction at small t is small. The timestep
-is chosen on the calibration split (the paper: 10-300): when `timestep` is not given, every candidate is scored on
+is chosen on the calibration split (the paper: 10-300; the official scan starts at t = 0, the clean image with no
+noise level at all, which the default candidates include): when `timestep` is not given, every candidate is scored on
 the calibration halves and the one with the best calibration TPR at 1% FPR is used (attacks/tuning.py); the
 calibration queries are reported apart and the test halves are never looked at.
 """
@@ -19,7 +20,7 @@ from .base import Attack, AttackBatch, AttackParams, register_attack
 
 class SimAParams(AttackParams):
     timestep: Optional[int] = Field(None, ge=0, le=9999, description="t of the query (None: chosen on calibration)")
-    candidates: list[int] = Field(default_factory=lambda: [10, 25, 50, 100, 200, 300], min_length=1)
+    candidates: list[int] = Field(default_factory=lambda: [0, 10, 25, 50, 100, 200, 300], min_length=1)
     norm: float = Field(4.0, ge=1.0, le=16.0)
 
 
