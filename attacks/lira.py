@@ -11,8 +11,11 @@ other subsets, cached and shared):
   is kept on purpose: the official code (tensorflow/privacy's LiRA `score_offline`) scores offline with the OUT
   log-density, -log N(phi; mu_out, s_out^2), a two-sided test that also flags images fitted far WORSE than the
   references predict, which for a loss is not evidence of membership.
-With fewer than 64 references (or `fixed_variance: true`) s_in and s_out are global: the standard deviation of all
-IN (OUT) values, as the official code's fix_variance does. Queries per audited image: J on the target; the
+With fewer than 64 references (or `fixed_variance: true`) the variances are global, as the official code's
+fix_variance (tensorflow/privacy research/mi_lira_2021, `generate_ours`): online, one standard deviation of all IN
+values for both s_in and s_out (the official code's choice); offline, that of all OUT values. The official code
+scores each augmentation and averages the log-ratios; here each noise draw's loss is averaged into phi first (the
+same with one draw). Queries per audited image: J on the target; the
 references' queries and training time are reported apart.
 """
 from __future__ import annotations
@@ -65,23 +68,37 @@ class LiRA(ReferenceAttack):
         fixed = p.fixed_variance if p.fixed_variance is not None else len(refs) < 64
         self.position = {i: k for k, i in enumerate(ids)}
 
-        def fit(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            """Per-image median and (global when fixed) standard deviation of the given references' phi."""
-            spread = np.full(len(ids), np.nanstd(values)) if fixed else np.nanstd(values, 0)
-            return np.nanmedian(values, 0), np.maximum(spread, 1e-12)
-
-        self.mu_out, self.s_out = fit(np.where(~is_in, stats, np.nan))
-        if p.mode == "online":
-            self.mu_in, self.s_in = fit(np.where(is_in, stats, np.nan))
+        self.fitted = fit_references(stats, is_in, p.mode, fixed)
 
     def score(self, target, batch: AttackBatch) -> torch.Tensor:
         k = self.positions(batch.ids)
-        phi = self.phi(target, batch)
-        if self.params.mode == "offline":
-            return torch.as_tensor((self.mu_out[k] - phi) / self.s_out[k], dtype=torch.float32)
+        fitted = {name: values[k] for name, values in self.fitted.items()}
+        return torch.as_tensor(lira_scores(self.phi(target, batch), fitted, self.params.mode), dtype=torch.float32)
 
-        def logpdf(x, mu, s):
-            return -0.5 * ((x - mu) / s) ** 2 - np.log(s)
 
-        score = logpdf(phi, self.mu_in[k], self.s_in[k]) - logpdf(phi, self.mu_out[k], self.s_out[k])
-        return torch.as_tensor(score, dtype=torch.float32)
+def fit_references(stats: np.ndarray, is_in: np.ndarray, mode: str, fixed: bool) -> dict[str, np.ndarray]:
+    """Per image: the medians of the IN and OUT references' phi (stats (N, n), is_in (N, n)) and their standard
+    deviations, global when `fixed` (online: the IN values' for both, as the official fix_variance)."""
+    def fit(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        spread = np.full(values.shape[1], np.nanstd(values)) if fixed else np.nanstd(values, 0)
+        return np.nanmedian(values, 0), np.maximum(spread, 1e-12)
+
+    mu_out, s_out = fit(np.where(~is_in, stats, np.nan))
+    if mode == "offline":
+        return {"mu_out": mu_out, "s_out": s_out}
+    mu_in, s_in = fit(np.where(is_in, stats, np.nan))
+    if fixed:
+        s_out = s_in
+    return {"mu_in": mu_in, "s_in": s_in, "mu_out": mu_out, "s_out": s_out}
+
+
+def lira_scores(phi: np.ndarray, fitted: dict[str, np.ndarray], mode: str) -> np.ndarray:
+    """Online: log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2); offline: (mu_out - phi) / s_out (one-sided).
+    Higher = member."""
+    if mode == "offline":
+        return (fitted["mu_out"] - phi) / fitted["s_out"]
+
+    def logpdf(x, mu, s):
+        return -0.5 * ((x - mu) / s) ** 2 - np.log(s)
+
+    return logpdf(phi, fitted["mu_in"], fitted["s_in"]) - logpdf(phi, fitted["mu_out"], fitted["s_out"])

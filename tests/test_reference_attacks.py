@@ -88,7 +88,7 @@ def test_lira_against_a_hand_computation(short, mode):
     if mode == "offline":
         ref = (mu_out - phi) / s_out
     else:
-        s_in = np.std(stats[is_in])
+        s_in = s_out = np.std(stats[is_in])  # the official fix_variance: the IN values' deviation for both
         mu_in = np.array([np.median(stats[is_in[:, j], j]) for j in k])
         ref = (-0.5 * ((phi - mu_in) / s_in) ** 2 - np.log(s_in)) - (-0.5 * ((phi - mu_out) / s_out) ** 2 - np.log(s_out))
     out = attack.score(short.target, AttackBatch(short.images.tensor(ids), ids)).numpy()
@@ -457,3 +457,65 @@ def test_gsa_classifier_equals_the_official_pipeline():
     assert np.allclose(ours, official, atol=1e-6)
     assert gsa_steps(1000, 10) == [99, 199, 299, 399, 499, 599, 699, 799, 899, 999]  # the official timesteps
     assert gsa_steps(1000, 3) == [332, 665, 998]
+
+
+def _official_generate_ours(keep, scores, check_keep, check_scores, in_size=100000, out_size=100000,
+                            fix_variance=False):
+    """tensorflow/privacy research/mi_lira_2021 plot.py generate_ours, written out again here (scores: models x
+    examples x augmentations; lower prediction = member, as its sweep reads -prediction)."""
+    from scipy.stats import norm
+
+    dat_in = [scores[keep[:, j], j, :] for j in range(scores.shape[1])]
+    dat_out = [scores[~keep[:, j], j, :] for j in range(scores.shape[1])]
+    in_size = min(min(map(len, dat_in)), in_size)
+    out_size = min(min(map(len, dat_out)), out_size)
+    dat_in = np.array([x[:in_size] for x in dat_in])
+    dat_out = np.array([x[:out_size] for x in dat_out])
+    mean_in, mean_out = np.median(dat_in, 1), np.median(dat_out, 1)
+    if fix_variance:
+        std_in = std_out = np.std(dat_in)
+    else:
+        std_in, std_out = np.std(dat_in, 1), np.std(dat_out, 1)
+    prediction = []
+    for sc in check_scores:
+        prediction.extend((-norm.logpdf(sc, mean_in, std_in + 1e-30) + norm.logpdf(sc, mean_out, std_out + 1e-30)).mean(1))
+    return np.array(prediction)
+
+
+def _official_generate_ours_offline(keep, scores, check_scores, fix_variance=False):
+    from scipy.stats import norm
+
+    dat_out = [scores[~keep[:, j], j, :] for j in range(scores.shape[1])]
+    out_size = min(map(len, dat_out))
+    dat_out = np.array([x[:out_size] for x in dat_out])
+    mean_out = np.median(dat_out, 1)
+    std_out = np.std(dat_out) if fix_variance else np.std(dat_out, 1)
+    return np.array([v for sc in check_scores for v in norm.logpdf(sc, mean_out, std_out + 1e-30).mean(1)])
+
+
+def test_lira_equals_the_official_generate_ours():
+    """On fixed statistics (one augmentation = one draw), online: the project's score is minus generate_ours'
+    prediction, with and without fix_variance. Offline the project keeps the paper's one-sided test on purpose
+    (the official scores the two-sided OUT log-density): with a global variance their rankings agree on the images
+    fitted better than the references predict (phi below mu_out), which is where members are."""
+    from diffmia.attacks.lira import fit_references, lira_scores
+
+    rng = np.random.default_rng(0)
+    models, n = 8, 50
+    keep = np.zeros((models, n), bool)
+    for pair in range(models // 2):  # complementary pairs: every example IN exactly half the models
+        half = rng.permutation(n)[: n // 2]
+        keep[2 * pair, half] = True
+        keep[2 * pair + 1] = ~keep[2 * pair]
+    stats = rng.normal(0, 1, (models, n)) - 0.7 * keep
+    check = rng.normal(0, 1, (1, n)) - 0.7 * (rng.random(n) < 0.5)
+    for fixed in (False, True):
+        official = _official_generate_ours(keep, stats[..., None], None, check[..., None], fix_variance=fixed)
+        ours = lira_scores(check[0], fit_references(stats, keep, "online", fixed), "online")
+        assert np.allclose(ours, -official, atol=1e-9)
+    official = _official_generate_ours_offline(keep, stats[..., None], check[..., None], fix_variance=True)
+    fitted = fit_references(stats, keep, "offline", True)
+    ours = lira_scores(check[0], fitted, "offline")
+    better = check[0] < fitted["mu_out"]
+    member_score = -official  # the official sweep reads -prediction
+    assert (np.argsort(ours[better]) == np.argsort(member_score[better])).all()
