@@ -23,8 +23,8 @@ class ImageCaptioner:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         try:
-            self.processor = AutoProcessor.from_pretrained(path)
-            self.model = AutoModelForImageTextToText.from_pretrained(path, use_safetensors=True).eval()
+            self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)
+            self.model = AutoModelForImageTextToText.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
         except (OSError, ValueError, KeyError) as err:
             raise ConfigError(f"attack sd_mia: captioner_path {path}: cannot load an image-to-text model and its "
                               f"processor from this folder ({type(err).__name__}: {err})") from err

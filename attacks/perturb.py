@@ -24,13 +24,14 @@ import json
 import os
 import random
 import re
-import urllib.error
-import urllib.request
+import time
+import urllib.parse
 from collections import Counter
 from typing import Callable, Optional
 
 import numpy as np
 
+from diffmia.config import ConfigError
 from diffmia.targets.captions import DIGIT_NAMES, STYLE_WORDS
 from diffmia.targets.captions import SYNONYMS as CAPTION_SYNONYMS
 
@@ -184,14 +185,88 @@ INSTRUCTIONS = {
 }
 
 
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+REPLY_MAX_BYTES = 1 << 20
+
+
+def check_endpoint(base_url: str) -> urllib.parse.SplitResult:
+    """An LLM endpoint diffmia may send captions (and an API key) to: https, or http on this machine only."""
+    parts = urllib.parse.urlsplit(base_url)
+    local = parts.hostname in LOCAL_HOSTS or (parts.hostname or "").startswith("127.")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"llm_base_url {base_url[:100]!r}: not an http(s) URL")
+    if parts.scheme == "http" and not local:
+        raise ConfigError(f"llm_base_url {base_url[:100]!r}: plain http to another machine would send the captions "
+                          f"and the API key in the clear; use https (http only for localhost)")
+    return parts
+
+
+def post_json(url: str, body: bytes, headers: dict[str, str], deadline: float, max_bytes: int = REPLY_MAX_BYTES):
+    """POST and parse a JSON reply with http.client, which follows no redirect (the Authorization header goes to the
+    configured host and nowhere else: a 3xx is an error), reads at most `max_bytes`, and is cut off when `deadline`
+    seconds have passed in all (a server that drips one byte a second cannot hold it longer)."""
+    import http.client
+    import socket
+    import ssl
+    import threading
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=deadline,
+                                           context=ssl.create_default_context())
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=deadline)
+    expired = threading.Event()
+    sockets = []
+
+    def cut_off():  # wakes a blocked read: http.client hands the socket to the response, so it is kept here
+        expired.set()
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    timer = threading.Timer(deadline, cut_off)
+    timer.start()
+    try:
+        conn.connect()
+        sockets.append(conn.sock)
+        if expired.is_set():
+            cut_off()
+        conn.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body, headers)
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise OSError(f"HTTP {resp.status}" + (" (redirects are not followed)" if 300 <= resp.status < 400 else ""))
+        data = resp.read(max_bytes + 1)
+    except (OSError, http.client.HTTPException) as exc:
+        if expired.is_set():
+            raise TimeoutError(f"no complete reply within {deadline:g} s") from None
+        raise OSError(str(exc)) from None
+    finally:
+        timer.cancel()
+        conn.close()
+    if expired.is_set():
+        raise TimeoutError(f"no complete reply within {deadline:g} s")
+    if len(data) > max_bytes:
+        raise ValueError(f"reply over {max_bytes} bytes")
+    return json.loads(data.decode())
+
+
 class LLMPerturber:
+    """Rewrites through an OpenAI-compatible chat endpoint: https (http for localhost only), no redirects followed,
+    each request cut off at `timeout` seconds in all, replies capped at 1 MB, `backoff` * 2^k seconds between the
+    three attempts."""
+
     name = "llm"
     attempts = 3
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = None, timeout: float = 30.0, seed: int = 0,
                  floors: dict[str, float] | None = None, vocabulary: set[str] | None = None,
-                 similarity: TextSimilarity | None = None):
+                 similarity: TextSimilarity | None = None, backoff: float = 1.0):
+        check_endpoint(base_url)
         self.base_url, self.model, self.timeout, self.seed = base_url.rstrip("/"), model, timeout, seed
+        self.backoff = backoff
         self.api_key = os.environ.get(api_key_env, "") if api_key_env else ""
         self.floors = dict(floors or FLOORS)
         self.vocabulary = vocabulary
@@ -210,9 +285,7 @@ class LLMPerturber:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            reply = json.loads(resp.read().decode())
+        reply = post_json(f"{self.base_url}/chat/completions", body, headers, self.timeout)
         return str(reply["choices"][0]["message"]["content"]).strip().strip('"').strip("'")
 
     def perturb(self, caption: str, view: str, key: int = 0) -> str | None:
@@ -220,8 +293,10 @@ class LLMPerturber:
         for attempt in range(self.attempts):
             try:
                 rewrite = self.ask(caption, view, attempt)
-            except (urllib.error.URLError, OSError, KeyError, IndexError, ValueError, TimeoutError):
+            except (OSError, KeyError, IndexError, TypeError, ValueError, TimeoutError):
                 self.stats[f"{view}_llm_failed"] += 1
+                if attempt + 1 < self.attempts and self.backoff:
+                    time.sleep(self.backoff * 2 ** attempt)
                 continue
             if not rewrite or rewrite == caption:
                 self.stats[f"{view}_llm_unchanged"] += 1

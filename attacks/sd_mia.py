@@ -53,6 +53,8 @@ class SDMIAParams(AttackParams):
     llm_base_url: Optional[str] = None
     llm_model: str = "gpt-4o-mini"
     llm_api_key_env: Optional[str] = Field(None, description="environment variable holding the API key")
+    llm_timeout: float = Field(30.0, gt=0.0, le=600.0, description="seconds one LLM request may take in all")
+    llm_backoff: float = Field(1.0, ge=0.0, le=60.0, description="seconds before the 2nd attempt (doubled for the 3rd)")
     image_features: Literal["digits-classifier", "clip"] = "digits-classifier"
     image_features_path: Optional[str] = None
     text_features_path: Optional[str] = Field(None, description="local CLIP folder: captions' text half and the rewrite floors")
@@ -108,7 +110,8 @@ class SDMIA(Attack):
         if len(set(p.views)) != len(p.views):
             raise ConfigError(f"attack sd_mia: views repeat: {p.views}")
         floors = {"token": p.floor_token, "style": p.floor_style, "semantic": p.floor_semantic}
-        self.perturber = (LLMPerturber(p.llm_base_url, p.llm_model, p.llm_api_key_env, seed=self.seed, floors=floors)
+        self.perturber = (LLMPerturber(p.llm_base_url, p.llm_model, p.llm_api_key_env, timeout=p.llm_timeout, seed=self.seed,
+                                        floors=floors, backoff=p.llm_backoff)
                           if p.perturber == "llm" else RulePerturber(self.seed, floors))
         self.prompt_views = (("original",) if p.score_mode == "paper" else ()) + tuple(p.views)
         self.components = tuple(f"s_{v}" for v in self.prompt_views)
@@ -226,8 +229,8 @@ class TextFeatures(torch.nn.Module):
 
         if not (Path(path) / "config.json").is_file():
             raise ConfigError(f"attack sd_mia: text_features_path {path}: no transformers model folder (config.json missing)")
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = CLIPTextModelWithProjection.from_pretrained(path, use_safetensors=True).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        self.model = CLIPTextModelWithProjection.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
 
     @torch.no_grad()
     def forward(self, texts: list[str]) -> torch.Tensor:

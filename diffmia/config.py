@@ -148,7 +148,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise ConfigError(f"--set '{text}': expected dotted.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set '{text}': value is not valid YAML ({exc.__class__.__name__})") from None
     return key.strip().split("."), value
@@ -185,9 +185,18 @@ def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str]:
     return list(getattr(cls, "model_fields", {}))
 
 
+def _short(text: str, limit: int = 120) -> str:
+    """An input quoted in an error, cut to `limit` characters (a huge value never floods the terminal)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def format_validation_error(source: str, exc: ValidationError, model_cls: type[BaseModel]) -> str:
     lines = []
-    for err in exc.errors():
+    errors = exc.errors()
+    if len(errors) > 20:
+        lines.append(f"{source}: {len(errors)} errors; the first 20:")
+        errors = errors[:20]
+    for err in errors:
         loc = tuple(err["loc"])
         field = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
@@ -195,7 +204,7 @@ def format_validation_error(source: str, exc: ValidationError, model_cls: type[B
             lines.append(f"{source}: {field}: unknown key{hint}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            got = f" (got {err['input']!r})" if err["type"] not in ("missing",) and not isinstance(
+            got = f" (got {_short(repr(err['input']))})" if err["type"] not in ("missing",) and not isinstance(
                 err.get("input"), dict
             ) else ""
             lines.append(f"{source}: {field}: {msg}{got}")
@@ -209,13 +218,37 @@ def validate(data: dict[str, Any], model_cls: type[M], source: str = "<config>")
         raise ConfigError(format_validation_error(source, exc, model_cls)) from None
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """yaml.SafeLoader without anchors and aliases: a 300-byte alias bomb would otherwise expand into millions of
+    nodes (and an error message as long). A config never needs them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"aliases (*{str(event.anchor)[:40]}) are not allowed in a config, at line "
+                                 f"{event.start_mark.line + 1}")
+        return super().compose_node(parent, index)
+
+
+CONFIG_MAX_BYTES = 1 << 20
+
+
+def load_yaml(text: str):
+    """YAML as a config reads it: safe types only, no aliases."""
+    return yaml.load(text, Loader=_NoAliasLoader)
+
+
 def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    if path.stat().st_size > CONFIG_MAX_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes; a config is at most {CONFIG_MAX_BYTES}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
+        if "aliases" in str(exc):
+            raise ConfigError(f"{path}: {str(exc)[:200]}") from None
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None

@@ -113,12 +113,12 @@ class TransformersImageFeatures(nn.Module):
         if kind == "clip":
             from transformers import CLIPVisionModelWithProjection
 
-            self.model = CLIPVisionModelWithProjection.from_pretrained(path, use_safetensors=True).eval()
+            self.model = CLIPVisionModelWithProjection.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
             self.num_features = int(self.model.config.projection_dim)
         elif kind == "dinov2":
             from transformers import Dinov2Model
 
-            self.model = Dinov2Model.from_pretrained(path, use_safetensors=True).eval()
+            self.model = Dinov2Model.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
             self.num_features = int(self.model.config.hidden_size)
         else:
             raise FeatureError(f"unknown transformers feature kind {kind!r}; known: clip, dinov2")

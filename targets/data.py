@@ -142,7 +142,10 @@ def load_cifar10(cfg: DataConfig) -> ImageSet:
     meta = root / "batches.meta"
     names = [f"class {i}" for i in range(10)]
     if meta.is_file():
-        names = [n.decode() if isinstance(n, bytes) else n for n in _unpickle(meta)[b"label_names"]]
+        labels = _unpickle(meta).get(b"label_names")
+        if not isinstance(labels, list) or not all(isinstance(n, (bytes, str)) for n in labels):
+            raise DataError(f"{meta}: label_names must be a list of names")
+        names = [n.decode(errors="replace") if isinstance(n, bytes) else n for n in labels]
     present = [f for f in CIFAR10_FILES if (root / f).is_file()]
     if not present:
         raise DataError(f"{root}: no CIFAR-10 batch files (expected {', '.join(CIFAR10_FILES)})")
@@ -169,12 +172,39 @@ def load_cifar10(cfg: DataConfig) -> ImageSet:
     return ImageSet("cifar10", np.concatenate(pixels), sources, captions, labels=np.asarray(all_labels))
 
 
+# What a CIFAR-10 "python version" pickle needs: numpy array reconstruction, nothing else (dicts, lists, bytes and
+# numbers are pickle opcodes, not globals). Any other global (os.system, builtins.eval, ...) is refused by name, so a
+# crafted batches.meta cannot run code when the dataset loads.
+CIFAR_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # pickle protocol 5
+    ("_codecs", "encode"),  # bytes in a protocol-2 pickle written by Python 3
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in CIFAR_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refuses {module[:80]}.{name[:80]}: a CIFAR-10 pickle holds only dicts, "
+                                         f"lists and numpy arrays")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
+    """A CIFAR-10 batch through an unpickler that builds numpy arrays and plain containers only."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            data = _CifarUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"{path}: not a CIFAR-10 pickle: {str(exc)[:200]}") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable pickle is the same user error
         raise DataError(f"{path}: not a readable CIFAR-10 pickle ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: not a CIFAR-10 pickle (a {type(data).__name__}, expected a dict)")
+    if any(isinstance(v, np.ndarray) and v.dtype == object for v in data.values()):
+        raise DataError(f"{path}: not a CIFAR-10 pickle (an array of Python objects)")
+    return data
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}

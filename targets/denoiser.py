@@ -11,6 +11,7 @@ DDPMPipeline, DigitsTextPipeline or StableDiffusionPipeline.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,15 +72,51 @@ class ModelError(FileNotFoundError):
     """A pretrained folder that is missing or not a diffusers pipeline."""
 
 
+# The libraries a model folder's components may come from. diffusers would otherwise import a module a
+# model_index.json names, a .py file inside the folder included (custom components): code from whoever sent the folder.
+COMPONENT_LIBRARIES = {"diffusers", "transformers"}
+MODEL_INDEX_MAX_BYTES = 1 << 20
+
+
+def read_model_index(folder: Path) -> dict:
+    """model_index.json of a diffusers folder, checked before anything is loaded: a JSON object whose `_class_name`
+    is a string and whose every component is [library, class] with library diffusers or transformers (or null).
+    Raises ModelError naming the file and the entry otherwise."""
+    index = Path(folder) / "model_index.json"
+    if not index.is_file():
+        raise ModelError(f"{folder}: not a local diffusers pipeline folder (model_index.json missing); weights are "
+                         "never downloaded")
+    if index.stat().st_size > MODEL_INDEX_MAX_BYTES:
+        raise ModelError(f"{index}: {index.stat().st_size} bytes, not a model index (at most {MODEL_INDEX_MAX_BYTES})")
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise ModelError(f"{index}: not valid JSON (truncated or corrupt)") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{index}: must be a JSON object, got {type(data).__name__}")
+    if not isinstance(data.get("_class_name"), str):
+        raise ModelError(f"{index}: _class_name must be a string naming the pipeline class, got "
+                         f"{type(data.get('_class_name')).__name__}")
+    for key, value in data.items():
+        if key.startswith("_") or value is None:
+            continue
+        if not (isinstance(value, list) and len(value) == 2 and all(v is None or isinstance(v, str) for v in value)):
+            raise ModelError(f"{index}: component {key[:80]!r} must be [library, class], got {str(value)[:80]}")
+        library = value[0]
+        if library is not None and library not in COMPONENT_LIBRARIES:
+            raise ModelError(f"{index}: component {key[:80]!r} names library {library[:80]!r}: diffmia loads only "
+                             f"{' and '.join(sorted(COMPONENT_LIBRARIES))} components and never runs code from a model "
+                             f"folder")
+    return data
+
+
 def load_stable_diffusion(path: str):
     from diffusers import StableDiffusionPipeline
 
     folder = Path(path)
-    if not (folder / "model_index.json").is_file():
-        raise ModelError(f"model.pretrained: {folder} is not a local diffusers pipeline folder (model_index.json "
-                         "missing); weights are never downloaded")
+    read_model_index(folder)
     return StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True, safety_checker=None,
-                                                   requires_safety_checker=False)
+                                                   requires_safety_checker=False, trust_remote_code=False)
 
 
 def unet2d_condition(cfg: TargetConfig, resolution: int, channels: int) -> UNet2DConditionModel:

@@ -304,7 +304,7 @@ class TextTarget(Target):
     def from_folder(cls, folder, device="cpu"):
         from .text import DigitsTextPipeline
 
-        pipe = DigitsTextPipeline.from_pretrained(folder, use_safetensors=True)
+        pipe = DigitsTextPipeline.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
         return cls(pipe.unet, pipe.text_encoder, pipe.tokenizer, DDPMScheduler.from_config(pipe.scheduler.config), device)
 
 
@@ -350,19 +350,13 @@ TARGET_KINDS = {
 
 
 def load_target(folder: str | Path, device: str | torch.device = "cpu") -> Target:
-    """Open a saved target folder as the Target its pipeline class calls for."""
-    import json
-
-    from .denoiser import ModelError
+    """Open a saved target folder as the Target its pipeline class calls for (after read_model_index has checked
+    that the folder asks for no code of its own)."""
+    from .denoiser import ModelError, read_model_index
 
     folder = Path(folder)
     index = folder / "model_index.json"
-    if not index.is_file():
-        raise ModelError(f"{folder}: not a saved diffusers target (model_index.json missing)")
-    try:
-        kind = json.loads(index.read_text()).get("_class_name")
-    except (ValueError, UnicodeDecodeError, AttributeError):
-        raise ModelError(f"{index}: not valid JSON (truncated or corrupt)") from None
+    kind = read_model_index(folder)["_class_name"]
     if kind not in TARGET_KINDS:
         raise ModelError(f"{index}: pipeline class {kind!r} is not a known target kind ({', '.join(TARGET_KINDS)})")
     try:

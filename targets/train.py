@@ -23,9 +23,10 @@ from accelerate.utils import set_seed
 from diffusers import DDPMPipeline
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from diffmia.config import ConfigError, TargetConfig, dump_config
+from diffmia.config import ConfigError, TargetConfig, dump_config, load_yaml
 from diffmia.devices import to_device
 from diffmia.io import JsonLinesLog, atomic_dir, read_json, write_json, write_yaml
 from diffmia.rundir import RunDir
@@ -95,9 +96,7 @@ def prepare_run(cfg: TargetConfig, run: RunDir, resume: bool,
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return load_yaml(path.read_text(encoding="utf-8"))
 
 
 def _same_recipe(saved: dict[str, Any], cfg: TargetConfig) -> bool:
@@ -244,18 +243,18 @@ def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, 
         # itself (noise from the main process only); DDP's own gradient sync would be redundant, so the model is not
         # wrapped and is checkpointed as a plain object
         optimizer = accelerator.prepare(optimizer)
-        accelerator.register_for_checkpointing(model)
+        loop_state = LoopState(lr_scheduler, ema, plain_model=model)
     else:
         model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(lr_scheduler)
+        loop_state = LoopState(lr_scheduler, ema)
     if ema is not None:
         ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
 
     log = JsonLinesLog(run.train_log)
     start = 0
     if resume and (ckpt := latest_checkpoint(run)) is not None:
-        accelerator.load_state(str(ckpt))
+        accelerator.load_state(str(ckpt))  # model (safetensors), optimizer and RNG states (weights_only loads)
+        loop_state.load(ckpt)
         start = int(read_json(ckpt / "step.json")["step"])
         if accelerator.is_main_process:
             log.truncate_after("step", start)
@@ -333,7 +332,7 @@ def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, 
         if accelerator.is_main_process and (done % tc.log_every == 0 or done == tc.steps):
             log.write({"step": done, "loss": loss_value, "lr": lr_scheduler.get_last_lr()[0], "seconds": time.time() - t0})
         if done % tc.checkpoint_every == 0 and done < tc.steps:
-            save_checkpoint(accelerator, run, done, tc.checkpoints_kept)
+            save_checkpoint(accelerator, run, done, tc.checkpoints_kept, loop_state)
         if stop_after is not None and done >= stop_after:
             bar.close()
             return run
@@ -399,7 +398,54 @@ def finish_dual_alternate(cfg, run, dual, images, manifest, resolution, set_info
     return run
 
 
-def save_checkpoint(accelerator: Accelerator, run: RunDir, step: int, kept: int) -> None:
+class LoopState:
+    """What a checkpoint holds beside accelerate's own state, written without pickle: the LR scheduler as JSON, the
+    EMA's shadow weights (and the model itself when accelerate does not hold it: distributed DP-SGD) as safetensors.
+    Nothing is registered with accelerate's register_for_checkpointing, whose load_state unpickles
+    custom_checkpoint_N.pkl with weights_only=False: a checkpoint planted in a results folder or a shared cache could
+    then run code. Files of that name in a checkpoint are never read."""
+
+    def __init__(self, lr_scheduler, ema=None, plain_model: torch.nn.Module | None = None):
+        self.lr_scheduler, self.ema, self.plain_model = lr_scheduler, ema, plain_model
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        write_json(folder / "lr_scheduler.json", self.lr_scheduler.state_dict())
+        if self.ema is not None:
+            state = dict(self.ema.state_dict())
+            shadow = state.pop("shadow_params")
+            save_file({f"shadow.{i}": t.detach().contiguous().cpu() for i, t in enumerate(shadow)},
+                      str(folder / "ema.safetensors"))
+            write_json(folder / "ema.json", state)
+        if self.plain_model is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.plain_model.state_dict().items()},
+                      str(folder / "model_plain.safetensors"))
+
+    def load(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        needed = ["lr_scheduler.json"] + (["ema.json", "ema.safetensors"] if self.ema is not None else []) + \
+            (["model_plain.safetensors"] if self.plain_model is not None else [])
+        missing = [n for n in needed if not (folder / n).is_file()]
+        if missing:
+            raise TrainingError(f"{folder}: checkpoint lacks {', '.join(missing)} (written by an older diffmia, which "
+                                f"pickled this state; it is not read): remove {folder.parent} to train from the start")
+        try:
+            self.lr_scheduler.load_state_dict(read_json(folder / "lr_scheduler.json"))
+            if self.ema is not None:
+                state = read_json(folder / "ema.json")
+                tensors = load_file(str(folder / "ema.safetensors"))
+                state["shadow_params"] = [tensors[f"shadow.{i}"] for i in range(len(tensors))]
+                self.ema.load_state_dict(state)
+            if self.plain_model is not None:
+                self.plain_model.load_state_dict(load_file(str(folder / "model_plain.safetensors")))
+        except (ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
+            raise TrainingError(f"{folder}: checkpoint state unreadable ({exc.__class__.__name__}: "
+                                f"{str(exc)[:200]})") from None
+
+
+def save_checkpoint(accelerator: Accelerator, run: RunDir, step: int, kept: int, loop_state: LoopState) -> None:
     """accelerate save_state into a temporary folder, then renamed: a kill never leaves a half checkpoint."""
     final = run.checkpoints / f"step-{step:08d}"
     tmp = run.checkpoints / f".step-{step:08d}.tmp"
@@ -407,18 +453,19 @@ def save_checkpoint(accelerator: Accelerator, run: RunDir, step: int, kept: int)
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     try:
-        accelerator.save_state(str(tmp))
+        accelerator.save_state(str(tmp), safe_serialization=True)
         if accelerator.is_main_process:
+            loop_state.save(tmp)
             write_json(tmp / "step.json", {"step": step})
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
             for old in sorted(run.checkpoints.glob("step-*"))[:-kept]:
                 shutil.rmtree(old)
-    except OSError as exc:  # a full disk, a read-only folder: say so, keep the last complete checkpoint
+    except (OSError, SafetensorError) as exc:  # a full disk, a read-only folder: say so, keep the last complete one
         shutil.rmtree(tmp, ignore_errors=True)
         last = latest_checkpoint(run)
-        raise TrainingError(f"{final}: could not write the checkpoint ({exc.strerror or exc}); "
+        raise TrainingError(f"{final}: could not write the checkpoint ({getattr(exc, 'strerror', None) or exc}); "
                             + (f"the last complete one is {last}" if last else "no complete checkpoint yet")) from None
     accelerator.wait_for_everyone()
 

@@ -176,7 +176,7 @@ def test_sd_mia_without_captioner_uses_image_features_only(text_run):
 
 def test_sd_mia_drops_images_without_a_rewrite_and_says_so(text_run, tmp_path, monkeypatch):
     attack = build_attack("sd_mia", {"generations": 1, "steps": 2, "score_mode": "mean", "perturber": "llm",
-                                     "llm_base_url": "http://127.0.0.1:9/v1"})
+                                     "llm_base_url": "http://127.0.0.1:9/v1", "llm_backoff": 0})
     # the LLM answers every caption but those of two images; for those, three attempts fail
     members = text_run.manifest.indices("members")
     refused = {text_run.images.captions[members[0]], text_run.images.captions[members[1]]}

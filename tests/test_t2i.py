@@ -136,8 +136,97 @@ def test_llm_perturber_against_a_local_stub(monkeypatch):
         assert closed.perturb("a large digit seven", "style") is None and closed.stats["style_llm_unknown_words"] == 3
     finally:
         server.shutdown()
-    down = LLMPerturber("http://127.0.0.1:9/v1", "m", timeout=1)  # nothing listens: three failures, counted
+    down = LLMPerturber("http://127.0.0.1:9/v1", "m", timeout=1, backoff=0)  # nothing listens: three failures
     assert down.perturb("a large digit seven", "semantic") is None and down.stats["semantic_llm_failed"] == 3
+
+
+class RedirectLLM(BaseHTTPRequestHandler):
+    """Answers every request with a redirect to another local server, which records what it receives."""
+
+    target = ""
+
+    def do_POST(self):
+        self.send_response(302)
+        self.send_header("Location", RedirectLLM.target)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+class DripLLM(BaseHTTPRequestHandler):
+    """Sends a 200 and then one byte every 0.3 s for ever (until the client hangs up); or a 2 MB reply."""
+
+    huge = False
+
+    def do_POST(self):
+        import time
+
+        self.send_response(200)
+        self.end_headers()
+        try:
+            if DripLLM.huge:
+                self.wfile.write(b"[" + b"1," * (1 << 20) + b"1]")
+                return
+            for _ in range(100):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.3)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def _serve(handler):
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_llm_perturber_never_follows_a_redirect_with_the_key(monkeypatch):
+    StubLLM.seen = []
+    other = _serve(StubLLM)
+    redirect = _serve(RedirectLLM)
+    RedirectLLM.target = f"http://127.0.0.1:{other.server_port}/v1/chat/completions"
+    try:
+        monkeypatch.setenv("STUB_KEY", "secret")
+        p = LLMPerturber(f"http://127.0.0.1:{redirect.server_port}/v1", "m", "STUB_KEY", timeout=5, backoff=0)
+        assert p.perturb("a large digit seven", "style") is None and p.stats["style_llm_failed"] == 3
+        assert StubLLM.seen == []  # the other host received nothing, the bearer token least of all
+    finally:
+        redirect.shutdown()
+        other.shutdown()
+
+
+def test_llm_perturber_has_an_overall_deadline_and_a_reply_cap():
+    import time
+
+    server = _serve(DripLLM)
+    try:
+        p = LLMPerturber(f"http://127.0.0.1:{server.server_port}/v1", "m", timeout=1.0, backoff=0)
+        t0 = time.monotonic()
+        assert p.perturb("a large digit seven", "style") is None
+        assert time.monotonic() - t0 < 3 * 1.0 + 1.5  # three attempts of at most 1 s each, not 30 s of dripping
+        DripLLM.huge = True
+        assert p.perturb("a large digit seven", "token") is None and p.stats["token_llm_failed"] == 3
+    finally:
+        DripLLM.huge = False
+        server.shutdown()
+
+
+@pytest.mark.parametrize("url, message", [
+    ("http://llm.example.com/v1", "plain http to another machine"),
+    ("ftp://127.0.0.1/v1", "not an http\(s\) URL"),
+])
+def test_llm_endpoint_must_be_https_unless_local(url, message):
+    from diffmia.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        LLMPerturber(url, "m")
 
 
 def test_set_level_grows_with_set_size():

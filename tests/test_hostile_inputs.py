@@ -1,0 +1,147 @@
+"""Hostile files handed to diffmia: each gets a one-line error naming the file, runs none of its code and writes
+nothing. A payload here would create MARKER if it ran; every case checks that it did not."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffmia.config import ConfigError, DataConfig, load_config
+from diffmia.targets.data import DataError, load_dataset
+from tests.conftest import TINY
+
+
+class Payload:
+    """Unpickling this calls os.system: what a crafted pickle in a shared folder would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _cifar(root: Path, meta=None, batch=None, protocol: int = 5) -> Path:
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    with open(root / "data_batch_1", "wb") as f:
+        pickle.dump(batch if batch is not None else
+                    {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}, f, protocol)
+    with open(root / "batches.meta", "wb") as f:
+        pickle.dump(meta if meta is not None else {b"label_names": [b"a", b"b", b"c", b"d"]}, f, protocol)
+    return root
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_pickles_of_every_protocol_still_load(tmp_path, protocol):
+    images = load_dataset(DataConfig(dataset="cifar10", path=str(_cifar(tmp_path / "c", protocol=protocol)),
+                                     partial=True))
+    assert len(images) == 4 and images.captions[1] == "a photo of a b"
+
+
+@pytest.mark.parametrize("where, message", [
+    ("meta", "batches.meta: not a CIFAR-10 pickle: refuses posix.system"),
+    ("batch", "data_batch_1: not a CIFAR-10 pickle: refuses posix.system"),
+])
+def test_a_cifar_pickle_that_would_run_a_command_is_refused(tmp_path, where, message):
+    marker = tmp_path / "MARKER"
+    kwargs = {"meta": {b"label_names": [Payload(marker)]}} if where == "meta" else {"batch": {b"data": Payload(marker)}}
+    root = _cifar(tmp_path / "c", **kwargs)
+    with pytest.raises(DataError, match=message):
+        load_dataset(DataConfig(dataset="cifar10", path=str(root), partial=True))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("batch, message", [
+    ([1, 2, 3], "not a CIFAR-10 pickle \\(a list, expected a dict\\)"),
+    ({b"data": np.array([object()] * 3, dtype=object), b"labels": [0]}, "refuses builtins.object"),
+])
+def test_a_cifar_pickle_of_the_wrong_shape_is_one_line(tmp_path, batch, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset(DataConfig(dataset="cifar10", path=str(_cifar(tmp_path / "c", batch=batch)), partial=True))
+
+
+def _pipeline_folder(tmp_path: Path, tiny_run: Path) -> Path:
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_run / "target", folder)
+    return folder
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda index: index | {"unet": ["evil", "EvilUNet"]},
+     "component 'unet' names library 'evil': diffmia loads only diffusers and transformers components"),
+    (lambda index: index | {"_class_name": ["DDPMPipeline", "x"]}, "_class_name must be a string"),
+    (lambda index: [index], "must be a JSON object, got list"),
+    (lambda index: index | {"scheduler": "diffusers"}, "component 'scheduler' must be \\[library, class\\]"),
+])
+def test_a_model_folder_asking_for_its_own_code_is_refused(tiny_run, tmp_path, edit, message):
+    from diffmia.targets.denoiser import ModelError
+    from diffmia.targets.target import load_target
+
+    folder = _pipeline_folder(tmp_path, tiny_run)
+    marker = tmp_path / "MARKER"
+    (folder / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nEvilUNet = object\n")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps(edit(index)))
+    with pytest.raises(ModelError, match=message):
+        load_target(folder)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_never_unpickles_what_it_finds(tmp_path):
+    """A step-N/ folder planted in a results folder or a shared cache: accelerate's custom_checkpoint_N.pkl (read with
+    weights_only=False by accelerate) is never read; the loop's own state is JSON and safetensors. A checkpoint
+    without that state (an older diffmia's) is one line."""
+    from diffmia.targets.train import TrainingError, latest_checkpoint, train_target
+    from diffmia.rundir import RunDir
+
+    cfg = load_config(TINY, ["train.steps=6", "train.checkpoint_every=3"])
+    out = tmp_path / "run"
+    train_target(cfg, out, progress=False, stop_after=3)
+    ckpt = latest_checkpoint(RunDir(out))
+    assert {"lr_scheduler.json", "ema.json", "ema.safetensors"} <= {p.name for p in ckpt.iterdir()}
+    assert not list(ckpt.glob("custom_checkpoint_*.pkl"))
+    marker = tmp_path / "MARKER"
+    for i in range(3):
+        with open(ckpt / f"custom_checkpoint_{i}.pkl", "wb") as f:
+            pickle.dump(Payload(marker), f)
+    train_target(cfg, out, resume=True, progress=False)
+    assert not marker.exists() and (out / "summary.json").is_file()
+    again = tmp_path / "old"
+    train_target(cfg, again, progress=False, stop_after=3)
+    (latest_checkpoint(RunDir(again)) / "lr_scheduler.json").unlink()
+    with pytest.raises(TrainingError, match="checkpoint lacks lr_scheduler.json \\(written by an older diffmia"):
+        train_target(cfg, again, resume=True, progress=False)
+
+
+def test_resumed_training_equals_an_uninterrupted_one(tmp_path):
+    """The scheduler and EMA state round-trip through JSON and safetensors: a resumed run ends with the same
+    weights as one that was never stopped."""
+    from safetensors.torch import load_file
+
+    from diffmia.targets.train import train_target
+
+    cfg = load_config(TINY, ["train.steps=6", "train.checkpoint_every=3"])
+    train_target(cfg, tmp_path / "a", progress=False)
+    train_target(cfg, tmp_path / "b", progress=False, stop_after=3)
+    train_target(cfg, tmp_path / "b", resume=True, progress=False)
+    a = load_file(tmp_path / "a/target/unet/diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "b/target/unet/diffusion_pytorch_model.safetensors")
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_short_line(tmp_path):
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i, name in enumerate("bcdefgh"):
+        prev = "abcdefgh"[i]
+        lines.append(f"{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bomb)
+    assert "aliases" in str(info.value) and len(str(info.value)) < 400
