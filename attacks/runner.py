@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from diffmia import parallel
 from diffmia.config import ConfigError
 from diffmia.devices import resolve_batch_size
-from diffmia.io import atomic_path, write_json
+from diffmia.io import atomic_path, spreadsheet_safe, write_json
 from diffmia.targets.runs import LoadedRun
 
 from .base import Attack, batch_of
@@ -66,7 +66,8 @@ def score_batches(loaded: LoadedRun, attack: Attack, entries, batch_size: int = 
         for row, ((entry, is_member), s) in enumerate(zip(chunk, main)):
             if entry.index in dropped:  # listed in the JSON, never scored
                 continue
-            rows.append([entry.index, entry.source, entry.half, int(is_member), float(s), *(float(p[row]) for p in parts)])
+            rows.append([entry.index, spreadsheet_safe(entry.source), entry.half, int(is_member), float(s),
+                         *(float(p[row]) for p in parts)])
         yield rows
         bar.update(len(ids))
     bar.close()

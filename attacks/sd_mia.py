@@ -119,6 +119,7 @@ class SDMIA(Attack):
         self.text_net = None
         self.captioner = None
         self.caption_examples: list[tuple[str, str]] = []
+        self.captioned = 0
         self.dropped: list[int] = []
 
     def guidance(self, target) -> float:
@@ -162,7 +163,8 @@ class SDMIA(Attack):
         parts = [torch.nn.functional.normalize(self.image_net(images).float(), dim=-1)]
         if self.captioner is not None:
             described = self.captioner(images)
-            if prompts is not None and len(self.caption_examples) < 5:
+            self.captioned += len(described)
+            if prompts is not None and len(self.caption_examples) < 5:  # in memory only: never written out
                 self.caption_examples += list(zip(prompts, described))[: 5 - len(self.caption_examples)]
             parts.append(torch.nn.functional.normalize(self.text_net(list(described)), dim=-1))
         return torch.nn.functional.normalize(torch.cat(parts, dim=-1), dim=-1)
@@ -213,8 +215,8 @@ class SDMIA(Attack):
                 "similarity": "image features + captioner text (d_x, d_x')" if self.captioner else "image features only"}
         if hasattr(self, "fitted"):
             info["fitted"] = self.fitted
-        if self.caption_examples:
-            info["caption_examples"] = [{"prompt": a, "captioner": b} for a, b in self.caption_examples]
+        if self.captioner is not None:  # a count, not the captions: they describe members' images
+            info["captioned_images"] = self.captioned
         return info
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffmia.io import private_dir
 from diffmia.config import ConfigError, dump_config
 from diffmia.targets.data import IMAGE_SUFFIXES, DataError, ImageSet
 
@@ -32,31 +33,44 @@ class ImageList:
     captions: list[str]
 
 
-def list_images(path: str | Path, role: str) -> ImageList:
+def _confined(root: Path, name: str, where: str, allow_outside: bool) -> Path:
+    """`root / name` resolved; a path that leaves `root` (../, an absolute path, a symlink out) is refused unless
+    the user allowed lists that point elsewhere."""
+    file = (root / name).resolve()
+    if not allow_outside and root.resolve() not in file.parents:
+        raise DataError(f"{where}: {name[:120]!r} points outside {root} (pass --allow-outside-paths for a list that "
+                        f"names files elsewhere)")
+    return file
+
+
+def list_images(path: str | Path, role: str, allow_outside: bool = False) -> ImageList:
     """A folder (metadata.jsonl with file_name and text where present, else every image file, sorted) or a CSV
-    with a `path` column (and optional `text`)."""
+    with a `path` column (and optional `text`). Listed files must lie inside the folder (the CSV's folder for a CSV)
+    unless `allow_outside`; metadata.jsonl is read line by line."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         if not rows or "path" not in rows[0]:
             raise DataError(f"--{role} {path}: a CSV list needs a 'path' column (and optionally 'text')")
-        paths = [(path.parent / r["path"]).resolve() if not Path(r["path"]).is_absolute() else Path(r["path"]) for r in rows]
+        paths = [_confined(path.parent, str(r["path"]), f"{path}:{i + 2}", allow_outside) for i, r in enumerate(rows)]
         return ImageList(paths, [(r.get("text") or "").strip() for r in rows])
     if not path.is_dir():
         raise DataError(f"--{role} {path}: not found (give an image folder or a CSV list of paths)")
     meta = path / "metadata.jsonl"
     if meta.is_file():
         paths, captions = [], []
-        for lineno, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                paths.append(path / str(record["file_name"]))
-                captions.append(str(record.get("text", "")).strip())
-            except (ValueError, KeyError, TypeError):
-                raise DataError(f"{meta}:{lineno}: needs a JSON object with file_name (and text)") from None
+        with open(meta, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    name = str(record["file_name"])
+                    captions.append(str(record.get("text", "")).strip())
+                except (ValueError, KeyError, TypeError):
+                    raise DataError(f"{meta}:{lineno}: needs a JSON object with file_name (and text)") from None
+                paths.append(_confined(path, name, f"{meta}:{lineno}", False))
         return ImageList(paths, captions)
     paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     return ImageList(paths, [""] * len(paths))
@@ -86,6 +100,8 @@ def read_images(listed: ImageList, shape: tuple[int, int, int], role: str) -> np
                 if (want == "L" and mode not in ("L", "1")) or (want == "RGB" and mode not in ("RGB", "L", "P")):
                     raise DataError(f"{file}: {mode} image; the model takes {channels}-channel ({want}) images")
                 arr = np.asarray(img.convert(want))
+        except Image.DecompressionBombError:
+            raise DataError(f"{file}: refused, more pixels than Pillow's decompression-bomb limit") from None
         except (UnidentifiedImageError, OSError):
             raise DataError(f"{file}: cannot be decoded as an image") from None
         out[i] = arr.reshape(height, width, channels)
@@ -229,7 +245,7 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
                 seed: int = 0, calibration_fraction: float = 0.5, near_tolerance: float = 0.01,
                 attacks: list[str] | None = None, batch_size: int | None = None, bootstrap: int = 1000, delta: float = 1e-5,
                 progress: bool = True, log=print, adapter: str | Path | None = None,
-                attack_params: dict[str, dict] | None = None) -> dict:
+                attack_params: dict[str, dict] | None = None, allow_outside: bool = False) -> dict:
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import check_attack_fits, run_attack
     from diffmia.config import TargetConfig
@@ -246,8 +262,9 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
     if adapter is not None:
         apply_adapter(target, adapter)
     shape = target.image_shape
-    images, manifest = build_audit_set(shape, list_images(members, "members"), list_images(nonmembers, "nonmembers"),
-                                       list_images(public, "public") if public else None, seed, calibration_fraction,
+    images, manifest = build_audit_set(shape, list_images(members, "members", allow_outside),
+                                       list_images(nonmembers, "nonmembers", allow_outside),
+                                       list_images(public, "public", allow_outside) if public else None, seed, calibration_fraction,
                                        near_tolerance, target.conditional)
     planned, skipped = plan_attacks(target, access, public is not None, recipe is not None, len(manifest.members),
                                     len(manifest.public))
@@ -286,6 +303,8 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
         "manifest_sha256": hashlib.sha256(run.manifest.read_bytes()).hexdigest(), "utility": None,
         "skipped_attacks": dict(skipped), "calibration_fraction": calibration_fraction, "seed": seed,
         "recipe_from": str(recipe) if recipe else None, "config": dump_config(cfg) if recipe else None,
+        # copies of the audited images outside --out (`diffmia forget OUT` removes them and the references)
+        "member_data_copies": [cfg.data.path] if recipe else [],
     }
     rows = []
     for atk in built:
@@ -313,7 +332,7 @@ def recipe_for_audit(recipe: str | Path, images: ImageSet, manifest, shape: tupl
         raise ConfigError(f"--recipe {recipe}: data.resolution {cfg.data.resolution} differs from the audited model's "
                           f"{shape[-1]}x{shape[-1]} images")
     digest = hashlib.sha256("".join(images.hashes()).encode() + "\n".join(images.captions).encode()).hexdigest()[:16]
-    npz = default_cache_dir() / "audit-data" / f"audit-{digest}.npz"
+    npz = private_dir(default_cache_dir() / "audit-data") / f"audit-{digest}.npz"  # owner-only: member images
     if not npz.is_file():
         save_npz(images, npz)
     data = {**cfg.data.model_dump(mode="json"), "dataset": "npz", "path": str(npz), "resolution": None,

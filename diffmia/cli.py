@@ -60,12 +60,14 @@ def user_errors(fn: Callable) -> Callable:
         from diffmia.evaluate.features import FeatureError
         from diffmia.targets.denoiser import ModelError
         from diffmia.targets.train import TrainingError
+        from diffmia.evaluate.report import ReportError
 
         import os
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, RunError, TrainingError, UnknownNameError, ModelError, FeatureError) as exc:
+        except (ConfigError, DataError, RunError, TrainingError, UnknownNameError, ModelError, FeatureError,
+                ReportError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         except OSError as exc:  # a full disk, a read-only folder, a path that is a file: one line (DIFFMIA_DEBUG=1: all)
@@ -494,6 +496,8 @@ def audit(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=65536,
                                              help="Images per batch of model calls (default: 128 on CPU, 512 on a GPU)."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, max=100000),
+    allow_outside: bool = typer.Option(False, "--allow-outside-paths", help="Let a CSV list name files outside its "
+                                       "own folder (absolute or ../ paths); refused by default."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members;
@@ -513,7 +517,7 @@ def audit(
         attack_params.setdefault(name, {})[param] = value
     results = audit_model(model, members, nonmembers, out, access, public, recipe, seed, calibration_fraction,
                           near_duplicates, attack_names, batch_size, bootstrap, progress=progress, log=typer.echo,
-                          adapter=adapter, attack_params=attack_params)
+                          adapter=adapter, attack_params=attack_params, allow_outside=allow_outside)
     for row in results["rows"]:
         typer.echo(f"{row['attack']:<20} AUC {row['auc']:.3f}  TPR@1%FPR calibrated {row['tpr@1%fpr']:.3f} "
                    f"(achieved FPR {row['fpr@1%fpr_achieved']:.3f})  (test halves)")
@@ -562,6 +566,8 @@ def owner(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Results folder (default: runs/owner-MODELNAME)."),
     permutations: int = typer.Option(10000, "--permutations", min=100, max=1000000),
     seed: int = typer.Option(0, "--seed", min=0),
+    allow_outside: bool = typer.Option(False, "--allow-outside-paths", help="Let a CSV list name files outside its "
+                                       "own folder (absolute or ../ paths); refused by default."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """The data owner's test: was the suspect collection used to train MODEL? A one-sided set-level test of
@@ -569,7 +575,8 @@ def owner(
     from diffmia.owner import owner_test
 
     out = out_path(out) or Path("runs") / f"owner-{model.resolve().name}"
-    r = owner_test(model, suspect, reference, out, seed, attack_names, permutations, progress=progress, log=typer.echo)
+    r = owner_test(model, suspect, reference, out, seed, attack_names, permutations, progress=progress, log=typer.echo,
+                   allow_outside=allow_outside)
     c = r["combined"]
     typer.echo(f"{r['suspect_images']} suspect vs {r['reference_images']} reference images, attacks: {', '.join(r['attacks'])}")
     typer.echo(f"combined: permutation p = {c['permutation_p']:.3g}, Welch p = {c['welch_p']:.3g}, effect size d = "
@@ -608,6 +615,33 @@ def report(
             typer.echo(f"pdf: {write_pdf(html_report)}")
         except (FileNotFoundError, RuntimeError) as exc:
             raise RunError(str(exc)) from None
+
+
+@app.command()
+@user_errors
+def forget(
+    results_dir: Path = typer.Argument(..., help="A folder written by `diffmia run` or `diffmia audit`."),
+    yes: bool = typer.Option(False, "--yes", help="Remove without listing first."),
+) -> None:
+    """Remove the copies of member data an audit left outside its folder: the audited images cached for reference
+    training and the reference models trained on them (other audits of the same images lose them too)."""
+    import shutil
+
+    from diffmia.forget import member_data_outside
+    from diffmia.targets.runs import RunError
+
+    if not (results_dir / "results.json").is_file():
+        raise RunError(f"{results_dir}: no results.json here")
+    paths = member_data_outside(results_dir)
+    if not paths:
+        typer.echo("nothing outside the folder to remove")
+        return
+    for path in paths:
+        typer.echo(f"{'removing' if yes else 'would remove'} {path}")
+        if yes:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if not yes:
+        typer.echo("rerun with --yes to remove them")
 
 
 def main() -> None:  # pragma: no cover - console entry

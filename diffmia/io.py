@@ -17,8 +17,9 @@ import yaml
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is renamed onto `path`."""
+def atomic_path(path: str | os.PathLike, private: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is renamed onto `path`. `private`: the file holds member
+    data (images, or what was derived from them) and stays owner-only (0600) whatever the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -26,7 +27,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, _mode(0o666))  # mkstemp makes 0600: respect the umask, so others can read the report
+        # mkstemp makes 0600: a private file keeps it; others respect the umask, so others can read the report
+        os.chmod(tmp_path, 0o600 if private else _mode(0o666))
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -40,14 +42,42 @@ def _mode(base: int) -> int:
     return base & ~mask
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
+def write_text(path: str | os.PathLike, text: str, private: bool = False) -> None:
+    with atomic_path(path, private) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes(path: str | os.PathLike, data: bytes, private: bool = False) -> None:
+    with atomic_path(path, private) as tmp:
         tmp.write_bytes(data)
+
+
+def private_dir(path: str | os.PathLike) -> Path:
+    """A folder only its owner can enter (0700), created if missing: for member data and models trained on it."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would read as a formula (it starts with = + - @ tab or CR) gets a leading
+    apostrophe (OWASP's CSV-injection advice); anything else is returned as it is."""
+    if isinstance(value, str) and value.startswith(SPREADSHEET_TRIGGERS):
+        return "'" + value
+    return value
+
+
+def csv_text(frame) -> str:
+    """A pandas frame as CSV text with every text cell made spreadsheet_safe."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object or str(safe[column].dtype).startswith("str"):
+            safe[column] = safe[column].map(spreadsheet_safe)
+    return safe.to_csv(index=False)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

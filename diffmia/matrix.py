@@ -23,7 +23,7 @@ from diffmia.config import recipe_hash as recipe_hash_of
 from diffmia.evaluate import fid as fid_module
 from diffmia.evaluate.fid import UtilityConfig
 from diffmia.devices import resolve_batch_size
-from diffmia.io import read_json, write_json, write_text
+from diffmia.io import csv_text, read_json, write_json, write_text
 
 
 class RecipeEntry(StrictModel):
@@ -242,7 +242,7 @@ def write_results(out: Path, results: dict, data: dict | None = None) -> dict:
         write_exposure(out, results, data)
         add_headline_audits(out, results)
     write_json(out / "results.json", results)
-    write_text(out / "results.csv", pd.DataFrame(results["rows"]).to_csv(index=False))
+    write_text(out / "results.csv", csv_text(pd.DataFrame(results["rows"])))  # no cell a spreadsheet runs
     results["report"] = str(write_report(out, results)) if results["rows"] else None
     return results
 

@@ -68,7 +68,7 @@ def size_curve(s: np.ndarray, r: np.ndarray, sizes: list[int], repeats: int = 20
 
 def owner_test(model: str | Path, suspect: str | Path, reference: str | Path, out: str | Path, seed: int = 0,
                attacks: list[str] | None = None, permutations: int = 10000, batch_size: int | None = None,
-               progress: bool = True, log=print) -> dict:
+               progress: bool = True, log=print, allow_outside: bool = False) -> dict:
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import check_attack_fits, run_attack
     from diffmia.audit import build_audit_set, list_images, plan_attacks
@@ -80,8 +80,8 @@ def owner_test(model: str | Path, suspect: str | Path, reference: str | Path, ou
     from diffmia.targets.target import load_target
 
     target = load_target(model)
-    images, manifest = build_audit_set(target.image_shape, list_images(suspect, "suspect"),
-                                       list_images(reference, "reference"), None, seed, 0.5, 0.01, target.conditional)
+    images, manifest = build_audit_set(target.image_shape, list_images(suspect, "suspect", allow_outside),
+                                       list_images(reference, "reference", allow_outside), None, seed, 0.5, 0.01, target.conditional)
     planned, _ = plan_attacks(target, "gray-box", False, False)
     if attacks:
         unknown = sorted(set(attacks) - {n for n, _ in planned})

@@ -21,7 +21,7 @@ def calibrated_p_values(scores: np.ndarray, calibration_nonmember_scores: np.nda
     return (1.0 + at_least) / (1.0 + len(ref))
 
 
-def recipe_exposure(out: Path, recipe: str, rows: list[dict], manifest_sha: dict[int, str] | None = None) -> pd.DataFrame:
+def recipe_exposure(out: Path, recipe: str, rows: list[dict]) -> pd.DataFrame:
     from .report import strongest
 
     top = strongest(rows)
@@ -32,7 +32,8 @@ def recipe_exposure(out: Path, recipe: str, rows: list[dict], manifest_sha: dict
     members["p_value"] = calibrated_p_values(members.score.to_numpy(float), cal_non)
     members = members.sort_values(["p_value", "score"], ascending=[True, False])
     members["rank"] = np.arange(1, len(members) + 1)
-    table = members[["sample_id", "source", "split", "p_value", "rank"]].rename(columns={"split": "half"})
+    # no file name or pixel hash: names often carry personal data (manifest.json maps sample_id to both)
+    table = members[["sample_id", "split", "p_value", "rank"]].rename(columns={"split": "half"})
     table.insert(0, "recipe", recipe)
     table.insert(1, "strongest_attack", top["attack"])
     flagged = {i: [] for i in table.sample_id}
@@ -45,8 +46,6 @@ def recipe_exposure(out: Path, recipe: str, rows: list[dict], manifest_sha: dict
             if i in by_id.index and by_id[i] >= threshold:
                 flagged[i].append(label)
     table["flagged_at_1%fpr_by"] = [";".join(flagged[i]) for i in table.sample_id]
-    if manifest_sha:
-        table.insert(4, "sha256", table.sample_id.map(manifest_sha).to_numpy())
     return table
 
 
@@ -123,9 +122,7 @@ def exposure_factors(table: pd.DataFrame, properties: pd.DataFrame, path: Path |
 def write_exposure(out: str | Path, results: dict, data: dict | None = None) -> Path:
     """exposure.csv for every recipe of a results folder; results["exposure"] keeps the ten most exposed each.
     `data`: recipe -> (ImageSet, SplitManifest), to relate exposure to image properties (exposure_factors)."""
-    import json
-
-    from diffmia.io import write_text
+    from diffmia.io import csv_text, write_text
 
     out = Path(out)
     by_recipe: dict[str, list[dict]] = {}
@@ -134,12 +131,7 @@ def write_exposure(out: str | Path, results: dict, data: dict | None = None) -> 
     tables, summary = [], {}
     for recipe, rows in by_recipe.items():
         info = results["recipes"].get(recipe, {})
-        manifest = out / info.get("run_dir", "") / "manifest.json"
-        sha = None
-        if manifest.is_file():
-            saved = json.loads(manifest.read_text())
-            sha = {int(e["index"]): e.get("sha256") for role in ("members", "nonmembers") for e in saved.get(role, [])}
-        table = recipe_exposure(out, recipe, rows, sha)
+        table = recipe_exposure(out, recipe, rows)
         if data and recipe in data:
             images, manifest_obj = data[recipe]
             props = image_properties(images, manifest_obj, [int(i) for i in table.sample_id])
@@ -147,8 +139,8 @@ def write_exposure(out: str | Path, results: dict, data: dict | None = None) -> 
                 table, props, out / "plots" / f"exposure-factors-{recipe}.png")
             table = table.merge(props, on="sample_id", how="left")
         tables.append(table)
-        summary[recipe] = table.head(10)[["sample_id", "source", "half", "p_value", "flagged_at_1%fpr_by"]].to_dict("records")
+        summary[recipe] = table.head(10)[["sample_id", "half", "p_value", "flagged_at_1%fpr_by"]].to_dict("records")
     path = out / "exposure.csv"
-    write_text(path, pd.concat(tables, ignore_index=True).to_csv(index=False))
+    write_text(path, csv_text(pd.concat(tables, ignore_index=True)))
     results["exposure"] = summary
     return path

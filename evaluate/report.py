@@ -6,6 +6,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,44 @@ ACCESS = {
 STRONGEST_RULE = ("the strongest attack is the one with the largest lower 95% bound of TPR minus the upper 95% bound "
                   "of the achieved FPR at its calibrated 1%-FPR threshold (ties: the larger lower bound of AUC): a "
                   "threshold that drifted on the test half cannot inflate it")
+
+
+class ReportError(ValueError):
+    """A results.json that names a path outside its folder or a recipe name that is not one."""
+
+
+RECIPE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
+
+
+def md_escape(text: str) -> str:
+    """Markdown text with its active characters backslash-escaped: no raw HTML (<, >), no link or image ([, ]), no
+    table cell break (|), no emphasis or code (*, _, `); a newline becomes a space."""
+    return MD_SPECIAL.sub(r"\\\1", str(text).replace("\r", " ").replace("\n", " "))
+
+
+def resolve_inside(out: Path, relative: str) -> Path:
+    """`out / relative`, refused when it leaves the results folder (an absolute path, or ../ in a crafted
+    results.json)."""
+    root = Path(out).resolve()
+    path = (root / relative).resolve()
+    if path != root and root not in path.parents:
+        raise ReportError(f"{Path(out) / 'results.json'}: path {str(relative)[:120]!r} is outside the results folder")
+    return path
+
+
+def check_results(out: Path, results: dict) -> None:
+    """Every recipe name a file-name-safe name, and every path results.json names inside the folder."""
+    for name in list(results.get("recipes", {})) + [r.get("recipe", "") for r in results.get("rows", [])]:
+        if not RECIPE_NAME.match(str(name)) or str(name) in (".", ".."):
+            raise ReportError(f"{Path(out) / 'results.json'}: recipe name {str(name)[:80]!r} is not a name "
+                              f"(letters, digits and _ . + - only)")
+    for info in results.get("recipes", {}).values():
+        resolve_inside(out, info.get("run_dir", ""))
+    for row in results.get("rows", []):
+        resolve_inside(out, row["scores"])
 
 
 def strongest(rows: list[dict]) -> dict:
@@ -130,7 +171,10 @@ def headline_epsilon_text(headline: dict | None) -> str:
     """The headline one-run epsilon in a few words: 'eps >= 1.20 (lira, split)' or 'not audited'."""
     if not headline:
         return "not audited"
-    return f"{headline['epsilon']:.2f} ({headline['attack']}; held-out half of {headline['canaries']} canaries)"
+    total = headline["canaries"] + headline["selection_canaries"]
+    return (f"{headline['epsilon']:.2f} at {1 - headline['level']:.0%} (pre-registered split: {headline['attack']} "
+            f"chosen among {headline['attacks']} attacks on {headline['selection_canaries']} canaries, epsilon on the "
+            f"other {headline['canaries']} of {total})")
 
 
 def _epsilon_sentence(eps: float, delta: float, rows: list[dict] | None = None, headline: dict | None = None) -> str:
@@ -284,7 +328,8 @@ def example_grid(out: Path, results: dict, recipe: str) -> Path | None:
     df = pd.read_csv(out / top["scores"])
     members = df[(df.split == "test") & (df.is_member == 1)].nlargest(16, "score")
     loaded = load_run(out / results["recipes"][recipe]["run_dir"])
-    return grid_png(loaded.images.tensor(members.sample_id.tolist(), loaded.resolution), out / "plots" / f"examples-{recipe}.png")
+    return grid_png(loaded.images.tensor(members.sample_id.tolist(), loaded.resolution),
+                    out / "plots" / f"examples-{recipe}.png", private=True)  # member images: owner-only
 
 
 def _img(path: Path) -> str:
@@ -330,12 +375,24 @@ def signoff_rows(results: dict, by_recipe: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
-def _exposure_lines(results: dict) -> list[str]:
+def _source_names(out: Path, results: dict, recipe: str) -> dict[int, str]:
+    """sample_id -> file name from the recipe's manifest (shown only with --show-examples: names often carry personal
+    data)."""
+    manifest = resolve_inside(out, results["recipes"][recipe].get("run_dir", "")) / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    saved = json.loads(manifest.read_text(encoding="utf-8"))
+    return {int(e["index"]): str(e.get("source", "")) for role in ("members", "nonmembers") for e in saved.get(role, [])}
+
+
+def _exposure_lines(out: Path, results: dict, show_names: bool = False) -> list[str]:
     lines = []
     for recipe, top in (results.get("exposure") or {}).items():
+        names = _source_names(out, results, recipe) if show_names else {}
         for r in top:
             flagged = r.get("flagged_at_1%fpr_by") or ""
-            lines.append(f"{recipe}: sample {r['sample_id']} ({r['source']}, {r['half']} half): p = {r['p_value']:.4f}"
+            name = f"{names[int(r['sample_id'])]}, " if int(r["sample_id"]) in names else ""
+            lines.append(f"{recipe}: sample {r['sample_id']} ({name}{r['half']} half): p = {r['p_value']:.4f}"
                          + (f"; flagged at 1% FPR by {flagged.replace(';', ', ')}" if flagged == flagged and flagged else ""))
     return lines
 
@@ -371,6 +428,7 @@ THIN_NOTE = (f"Greyed out (marked 'thin' in Markdown): calibrated rates whose th
 
 def write_report(out: str | Path, results: dict, show_examples: bool = False) -> Path:
     out = Path(out)
+    check_results(out, results)  # a crafted results.json writes and reads nothing outside the folder
     plots = make_plots(out, results)
     rows = results["rows"]
     delta = results["evaluation"]["delta"]
@@ -379,6 +437,9 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
         by_recipe.setdefault(r["recipe"], []).append(r)
     summaries = {recipe: risk_summary(recipe, rr, results["recipes"][recipe], delta) for recipe, rr in by_recipe.items()}
     examples = {recipe: example_grid(out, results, recipe) for recipe in by_recipe} if show_examples else {}
+    if not show_examples:  # a rebuild without --show-examples leaves no member image behind
+        for stale in (out / "plots").glob("examples-*.png"):
+            stale.unlink()
     header, body, thin = results_table(rows)
     signoff = signoff_rows(results, by_recipe)
     env = results.get("environment")
@@ -456,7 +517,7 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     for recipe, grid in examples.items():
         if grid:
             parts.append(f"<h3>Most exposed test members of {html.escape(recipe)} (shown on request)</h3>{_img(grid)}")
-    exposed, not_run = _exposure_lines(results), _skipped_lines(results)
+    exposed, not_run = _exposure_lines(out, results, show_examples), _skipped_lines(results)
     compared = _comparison(out, results)
     if compared:
         parts.append(f"<h2>Paired comparison with {html.escape(next(iter(results['recipes'])))}</h2><p>Each recipe's "
@@ -466,7 +527,8 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     if exposed:
         parts.append("<h2>Most exposed images</h2><p>Members with the smallest calibrated p-value under the strongest "
                      "attack (the share of calibration non-members scoring at least as high): all of them in "
-                     "exposure.csv.</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in exposed) + "</ul>")
+                     "exposure.csv; file names only with --show-examples (manifest.json maps each sample id to its "
+                     "file).</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in exposed) + "</ul>")
     factors = _factor_lines(results)
     if factors:
         parts.append("<h2>What makes images exposed</h2><p>Spearman correlation of simple image properties with "
@@ -483,33 +545,37 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
                  "<code>diffmia report</code> on this folder to rebuild this page.</p></body></html>")
     write_text(out / "report.html", "\n".join(parts))
 
-    # ---- Markdown ----
-    md = [f"# Membership-inference audit: {results['benchmark']}", "", f"diffmia {__version__}, {when}."
-          + (f" Environment: {describe(env)}." if env else ""), "", "## Sign-off summary", "",
-          "| " + " | ".join(signoff[0]) + " |", "|" + "---|" * len(signoff[0])]
-    md += ["| " + " | ".join(str(v) for v in row.values()) + " |" for row in signoff]
+    # ---- Markdown ---- (every text from the results escaped: no raw HTML, table break or link from a name)
+    e = md_escape
+
+    def md_row(cells) -> str:
+        return "| " + " | ".join(e(str(c)) for c in cells) + " |"
+
+    md = [f"# Membership-inference audit: {e(results['benchmark'])}", "", f"diffmia {__version__}, {when}."
+          + (f" Environment: {e(describe(env))}." if env else ""), "", "## Sign-off summary", "",
+          md_row(signoff[0]), "|" + "---|" * len(signoff[0])]
+    md += [md_row(row.values()) for row in signoff]
     md += ["", "Reviewed by: ____________________  Date: __________  Decision: accept / mitigate / reject", "",
            "## Risk summary", ""]
-    md += [f"- {text}" for text in summaries.values()]
-    md += ["", "## What was audited", "", "| " + " | ".join(audited[0]) + " |", "|" + "---|" * len(audited[0])]
-    md += ["| " + " | ".join(str(v) for v in a.values()) + " |" for a in audited]
-    md += ["", "## Results", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(f"{c} (thin)" if grey.get(i) and c else c for i, c in enumerate(line)) + " |"
-           for line, grey in zip(body, thin)]
-    md += ["", THIN_NOTE]
+    md += [f"- {e(text)}" for text in summaries.values()]
+    md += ["", "## What was audited", "", md_row(audited[0]), "|" + "---|" * len(audited[0])]
+    md += [md_row(a.values()) for a in audited]
+    md += ["", "## Results", "", md_row(header), "|" + "---|" * len(header)]
+    md += [md_row(f"{c} (thin)" if grey.get(i) and c else c for i, c in enumerate(line)) for line, grey in zip(body, thin)]
+    md += ["", e(THIN_NOTE)]
     md += ["", "## Plots", ""]
-    md += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in plots["privacy_utility"] + plots["recipes"]]
-    md += [f"![examples {recipe}]({g.relative_to(out).as_posix()})" for recipe, g in examples.items() if g]
+    md += [f"![{e(p.stem)}]({p.relative_to(out).as_posix()})" for p in plots["privacy_utility"] + plots["recipes"]]
+    md += [f"![examples {e(recipe)}]({g.relative_to(out).as_posix()})" for recipe, g in examples.items() if g]
     if compared:
-        md += ["", f"## Paired comparison with {next(iter(results['recipes']))}", ""] + [f"- {x}" for x in compared]
+        md += ["", f"## Paired comparison with {e(next(iter(results['recipes'])))}", ""] + [f"- {e(x)}" for x in compared]
     if exposed:
         md += ["", "## Most exposed images", "", "Members with the smallest calibrated p-value under the strongest attack "
-               "(all of them in exposure.csv):", ""] + [f"- {x}" for x in exposed]
+               "(all of them in exposure.csv):", ""] + [f"- {e(x)}" for x in exposed]
     if factors:
-        md += ["", "## What makes images exposed", ""] + [f"- {x}" for x in factors]
+        md += ["", "## What makes images exposed", ""] + [f"- {e(x)}" for x in factors]
     if not_run:
-        md += ["", "## Attacks not run", ""] + [f"- {x}" for x in not_run]
-    md += ["", "## What these numbers do not show", ""] + [f"- {c}" for c in CAVEATS] + [""]
+        md += ["", "## Attacks not run", ""] + [f"- {e(x)}" for x in not_run]
+    md += ["", "## What these numbers do not show", ""] + [f"- {e(c)}" for c in CAVEATS] + [""]
     write_text(out / "report.md", "\n".join(md))
     return out / "report.html"
 
@@ -534,9 +600,20 @@ def write_pdf(html_path: str | Path, pdf_path: str | Path | None = None) -> Path
         raise FileNotFoundError("--pdf needs Chromium (Debian: apt-get install chromium); the HTML report is written")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_pdf = Path(tmp) / "report.pdf"
-        done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp}/profile",
-                               "--no-pdf-header-footer", f"--print-to-pdf={tmp_pdf}", html_path.resolve().as_uri()],
-                              capture_output=True, text=True, timeout=180)
+
+        def print_pdf(*extra: str):
+            return subprocess.run([browser, "--headless", *extra, "--disable-gpu", f"--user-data-dir={tmp}/profile",
+                                   "--no-pdf-header-footer", f"--print-to-pdf={tmp_pdf}", html_path.resolve().as_uri()],
+                                  capture_output=True, text=True, timeout=180)
+
+        done = print_pdf()  # Chromium's sandbox kept where the machine allows it
+        if (done.returncode != 0 or not tmp_pdf.is_file()) and "sandbox" in done.stderr.lower():
+            import logging
+
+            logging.getLogger("diffmia").warning(
+                "Chromium's sandbox is not available on this machine (%s); the PDF is printed without it, from the "
+                "report diffmia itself wrote", "running as root" if os.geteuid() == 0 else "no user namespaces")
+            done = print_pdf("--no-sandbox")
         if done.returncode != 0 or not tmp_pdf.is_file():
             raise RuntimeError(f"Chromium could not print {html_path}: {done.stderr.strip()[-300:]}")
         from diffmia.io import write_bytes

@@ -213,8 +213,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 @DATASETS.register("imagefolder")
 def load_imagefolder(cfg: DataConfig) -> ImageSet:
     """A folder of images with captions in metadata.jsonl (Hugging Face imagefolder: {"file_name", "text"})."""
-    from PIL import Image, UnidentifiedImageError
-
     root = Path(cfg.path or "")
     if not root.is_dir():
         raise DataError(f"data.path: image folder not found: {root}")
@@ -223,8 +221,24 @@ def load_imagefolder(cfg: DataConfig) -> ImageSet:
         raise DataError(f"{root}: metadata.jsonl not found (one JSON object per line with file_name and {cfg.caption_column})")
     size = int(cfg.resolution or 0)
     pixels, sources, captions = [], [], []
+    with open(meta, encoding="utf-8") as lines:
+        for name, caption, array in _imagefolder_rows(root, meta, lines, cfg, size):
+            pixels.append(array)
+            sources.append(name)
+            captions.append(caption)
+            if cfg.max_images and len(sources) >= cfg.max_images:
+                break
+    if not pixels:
+        raise DataError(f"{meta}: lists no images")
+    return ImageSet(root.name, np.stack(pixels), sources, captions)
+
+
+def _imagefolder_rows(root: Path, meta: Path, lines, cfg: DataConfig, size: int):
+    """(file name, caption, pixels) of each metadata.jsonl line, read one line at a time."""
+    from PIL import Image, UnidentifiedImageError
+
     seen: set[str] = set()
-    for lineno, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{meta}:{lineno}"
@@ -248,16 +262,12 @@ def load_imagefolder(cfg: DataConfig) -> ImageSet:
             raise DataError(f"{where}: image file not found or not an image: {name}")
         try:
             with Image.open(file) as img:
-                pixels.append(_square_resize(img.convert("RGB"), size))
+                array = _square_resize(img.convert("RGB"), size)
+        except Image.DecompressionBombError:
+            raise DataError(f"{file}: refused, more pixels than Pillow's decompression-bomb limit") from None
         except (UnidentifiedImageError, OSError):
             raise DataError(f"{file}: cannot be decoded as an image") from None
-        sources.append(name)
-        captions.append(caption.strip())
-        if cfg.max_images and len(sources) >= cfg.max_images:
-            break
-    if not pixels:
-        raise DataError(f"{meta}: lists no images")
-    return ImageSet(root.name, np.stack(pixels), sources, captions)
+        yield name, caption.strip(), array
 
 
 NPZ_ARRAYS = ("pixels", "sources", "captions")
@@ -288,11 +298,12 @@ def load_npz(cfg: DataConfig) -> ImageSet:
 
 
 def save_npz(images: ImageSet, path: str | Path) -> Path:
-    """Write `images` as the .npz `load_npz` reads (atomically: a killed write leaves no partial file)."""
+    """Write `images` as the .npz `load_npz` reads (atomically: a killed write leaves no partial file), owner-only:
+    it holds the audited images."""
     from diffmia.io import atomic_path
 
     path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, private=True) as tmp, open(tmp, "wb") as f:
         np.savez(f, pixels=images.pixels, sources=np.asarray(images.sources, dtype=str),
                  captions=np.asarray(images.captions, dtype=str))
     return path

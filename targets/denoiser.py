@@ -110,11 +110,51 @@ def read_model_index(folder: Path) -> dict:
     return data
 
 
+# Bounds on the sizes a component's config.json may ask for, checked before anything is allocated: a crafted folder
+# asking for a 10^9-channel UNet gets one line, not an out-of-memory kill. Real models sit far inside (SDXL: 1280).
+SIZE_LIMITS = {
+    "block_out_channels": 16384, "layers_per_block": 64, "sample_size": 8192, "cross_attention_dim": 16384,
+    "in_channels": 1024, "out_channels": 1024, "latent_channels": 1024, "norm_num_groups": 4096,
+    "hidden_size": 65536, "intermediate_size": 262144, "num_hidden_layers": 512, "num_attention_heads": 1024,
+    "vocab_size": 2_000_000, "max_position_embeddings": 1_000_000, "projection_dim": 65536,
+    "num_train_timesteps": 100_000, "image_size": 8192,
+}
+
+
+def check_component_sizes(folder: Path) -> None:
+    """Every component config.json of a pipeline folder (and the folder's own): the sizes of SIZE_LIMITS are
+    non-negative integers (or lists of them, at most 64 long) within their bounds; ModelError names file and key."""
+    folder = Path(folder)
+    for config in [folder / "config.json", *sorted(folder.glob("*/config.json")), *sorted(folder.glob("*/scheduler_config.json"))]:
+        if not config.is_file():
+            continue
+        if config.stat().st_size > MODEL_INDEX_MAX_BYTES:
+            raise ModelError(f"{config}: {config.stat().st_size} bytes, not a model config")
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise ModelError(f"{config}: not valid JSON (truncated or corrupt)") from None
+        if not isinstance(data, dict):
+            raise ModelError(f"{config}: must be a JSON object")
+        nested = [data] + [v for v in data.values() if isinstance(v, dict)]  # text_config / vision_config
+        for part in nested:
+            for key, limit in SIZE_LIMITS.items():
+                if key not in part or part[key] is None:
+                    continue
+                value = part[key]
+                values = value if isinstance(value, list) else [value]
+                if len(values) > 64 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= limit
+                                               for v in values):
+                    raise ModelError(f"{config}: {key} = {str(value)[:80]} is outside what a model can be "
+                                     f"(integers 0..{limit}); refused before allocating anything")
+
+
 def load_stable_diffusion(path: str):
     from diffusers import StableDiffusionPipeline
 
     folder = Path(path)
     read_model_index(folder)
+    check_component_sizes(folder)
     return StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True, safety_checker=None,
                                                    requires_safety_checker=False, trust_remote_code=False)
 

@@ -17,7 +17,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def grid_png(images: torch.Tensor, path: str | Path, columns: int | None = None, scale: int | None = None) -> Path:
+def grid_png(images: torch.Tensor, path: str | Path, columns: int | None = None, scale: int | None = None,
+             private: bool = False) -> Path:
     from PIL import Image
 
     pixels = to_uint8(images)
@@ -34,5 +35,5 @@ def grid_png(images: torch.Tensor, path: str | Path, columns: int | None = None,
     img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getvalue(), private)
     return Path(path)

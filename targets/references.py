@@ -26,6 +26,7 @@ import numpy as np
 
 from diffmia import devices, parallel
 from diffmia.config import TargetConfig, recipe_hash
+from diffmia.io import private_dir
 
 from .manifest import Entry, SplitManifest
 
@@ -122,6 +123,7 @@ def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | Non
     public_base = (manifest.extra.get("public_base") or {}).get("folder")
     helpers = Path(public_base).parent if public_base and Path(public_base).is_dir() else root
     recipe = recipe_hash(cfg.model_copy(update={"seed": 0}))
+    private_dir(root / "references")  # models trained on members: only their owner may read them
     folders, missing, cached = [], [], 0
     for r, subset in enumerate(subsets):
         digest = hashlib.sha256(np.asarray(subset, dtype=np.int64).tobytes()).hexdigest()[:12]

@@ -352,11 +352,12 @@ TARGET_KINDS = {
 def load_target(folder: str | Path, device: str | torch.device = "cpu") -> Target:
     """Open a saved target folder as the Target its pipeline class calls for (after read_model_index has checked
     that the folder asks for no code of its own)."""
-    from .denoiser import ModelError, read_model_index
+    from .denoiser import ModelError, check_component_sizes, read_model_index
 
     folder = Path(folder)
     index = folder / "model_index.json"
     kind = read_model_index(folder)["_class_name"]
+    check_component_sizes(folder)
     if kind not in TARGET_KINDS:
         raise ModelError(f"{index}: pipeline class {kind!r} is not a known target kind ({', '.join(TARGET_KINDS)})")
     try:

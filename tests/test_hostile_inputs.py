@@ -145,3 +145,114 @@ def test_a_yaml_alias_bomb_is_refused_in_one_short_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(bomb)
     assert "aliases" in str(info.value) and len(str(info.value)) < 400
+
+
+def test_a_model_config_asking_for_an_absurd_size_is_refused_before_allocating(tiny_run, tmp_path):
+    from diffmia.targets.denoiser import ModelError
+    from diffmia.targets.target import load_target
+
+    folder = _pipeline_folder(tmp_path, tiny_run)
+    config = folder / "unet" / "config.json"
+    data = json.loads(config.read_text())
+    config.write_text(json.dumps(data | {"block_out_channels": [8, 10**9]}))
+    with pytest.raises(ModelError, match="block_out_channels = \\[8, 1000000000\\] is outside what a model can be"):
+        load_target(folder)
+
+
+def test_a_crafted_results_json_reads_and_writes_nothing_outside(tmp_path):
+    from diffmia.evaluate.report import ReportError, check_results
+
+    out = tmp_path / "results"
+    out.mkdir()
+    for results, message in [
+        ({"recipes": {"../../x": {"run_dir": "r"}}, "rows": []}, "recipe name '../../x' is not a name"),
+        ({"recipes": {"ok": {"run_dir": "/etc"}}, "rows": []}, "path '/etc' is outside the results folder"),
+        ({"recipes": {"ok": {"run_dir": "r"}}, "rows": [{"recipe": "ok", "scores": "../../secret.csv"}]},
+         "path '../../secret.csv' is outside"),
+    ]:
+        with pytest.raises(ReportError, match=message):
+            check_results(out, results)
+
+
+def test_spreadsheet_formulas_and_markdown_are_neutralised():
+    import pandas as pd
+
+    from diffmia.evaluate.report import md_escape
+    from diffmia.io import csv_text, spreadsheet_safe
+
+    assert [spreadsheet_safe(v) for v in ["=1+1.png", "+x", "-y", "@z", "\tq", "ok.png", 3]] == \
+        ["'=1+1.png", "'+x", "'-y", "'@z", "'\tq", "ok.png", 3]
+    text = csv_text(pd.DataFrame({"source": ["=HYPERLINK(\"http://x\")", "a.png"], "score": [1.0, 2.0]}))
+    assert "'=HYPERLINK" in text and "\na.png," in text
+    assert md_escape("<img src=x onerror=alert(1)> | [a](b)") == "\\<img src=x onerror=alert(1)\\> \\| \\[a\\](b)"
+
+
+def test_audit_lists_are_confined_to_their_folder(tmp_path):
+    from diffmia.audit import list_images
+
+    folder = tmp_path / "members"
+    folder.mkdir()
+    (tmp_path / "outside.png").write_bytes(b"x")
+    (folder / "metadata.jsonl").write_text(json.dumps({"file_name": "../outside.png", "text": "t"}) + "\n")
+    with pytest.raises(DataError, match="metadata.jsonl:1: '../outside.png' points outside"):
+        list_images(folder, "members")
+    listing = tmp_path / "lists" / "m.csv"
+    listing.parent.mkdir()
+    listing.write_text(f"path\n{tmp_path / 'outside.png'}\n")
+    with pytest.raises(DataError, match="m.csv:2: .* points outside .*--allow-outside-paths"):
+        list_images(listing, "members")
+    assert list_images(listing, "members", allow_outside=True).paths == [tmp_path / "outside.png"]
+
+
+def test_a_decompression_bomb_is_one_line(tmp_path):
+    from PIL import Image
+
+    from diffmia.audit import ImageList, read_images
+
+    path = tmp_path / "bomb.png"
+    Image.new("L", (40, 40)).save(path)
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 100  # 1600 pixels is then over twice the limit: Pillow's DecompressionBombError
+    try:
+        with pytest.raises(DataError, match="bomb.png: refused, more pixels than Pillow's decompression-bomb limit"):
+            read_images(ImageList([path], [""]), (1, 40, 40), "members")
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def test_member_derived_files_are_owner_only(tmp_path):
+    import stat
+
+    from diffmia.io import private_dir, write_text
+    from diffmia.targets.data import load_dataset, save_npz
+
+    old = os.umask(0o022)
+    try:
+        images = load_dataset(DataConfig()).subset(4)
+        npz = save_npz(images, private_dir(tmp_path / "audit-data") / "a.npz")
+        write_text(tmp_path / "report.md", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(npz.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "audit-data").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o644  # the report stays readable
+
+
+def test_a_full_disk_in_safetensors_before_the_first_checkpoint_is_one_line(tmp_path, monkeypatch):
+    from accelerate import Accelerator
+    from safetensors import SafetensorError
+    from typer.testing import CliRunner
+
+    from diffmia.cli import app
+
+    def full(self, path, *args, **kwargs):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space "
+                              "left on device\" })")
+
+    monkeypatch.setattr(Accelerator, "save_state", full)
+    out = tmp_path / "r"
+    result = CliRunner().invoke(app, ["train", str(TINY), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "could not write the checkpoint (Error while serializing" in result.output
+    assert "Traceback" not in result.output and not out.exists()

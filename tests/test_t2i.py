@@ -375,13 +375,15 @@ def test_sd_mia_with_a_local_captioner_and_text_features(text_run, tmp_path):
         attack = build_attack("sd_mia", params, seed=1)
         attack.prepare(text_run, text_run.run.root / ".cache")
         out = attack.score(text_run.target, batch)
+        scores.last = attack
         return torch.stack([out[c] for c in attack.components], 1), attack.extra_info()
 
     own, own_info = scores(small)
     capt, capt_info = scores({**small, "captioner_path": str(tmp_path / "blip")})
     assert own_info["similarity"] == "image features only" and capt_info["similarity"].startswith("image features +")
     assert capt_info["rewrite_similarity"].startswith("CLIP text embedding cosine")
-    examples = capt_info["caption_examples"]
+    examples = [{"prompt": a, "captioner": b} for a, b in scores.last.caption_examples]
+    assert "caption_examples" not in capt_info and capt_info["captioned_images"] > 0  # no caption in the score JSON
     assert examples and all(e["captioner"] and set(words(e["captioner"])) <= set(vocab) for e in examples)
     assert torch.isfinite(capt).all()
     # the captions of x and x' enter the similarity: it differs from the image features' cosine alone
