@@ -183,10 +183,14 @@ CIFAR_PICKLE_GLOBALS = {
 }
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
 class _CifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in CIFAR_PICKLE_GLOBALS:
-            raise pickle.UnpicklingError(f"refuses {module[:80]}.{name[:80]}: a CIFAR-10 pickle holds only dicts, "
+            raise _RefusedGlobal(f"refuses {module[:80]}.{name[:80]}: a CIFAR-10 pickle holds only dicts, "
                                          f"lists and numpy arrays")
         return super().find_class(module, name)
 
@@ -196,7 +200,7 @@ def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             data = _CifarUnpickler(f, encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
+    except _RefusedGlobal as exc:
         raise DataError(f"{path}: not a CIFAR-10 pickle: {str(exc)[:200]}") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable pickle is the same user error
         raise DataError(f"{path}: not a readable CIFAR-10 pickle ({exc.__class__.__name__})") from None

@@ -80,7 +80,8 @@ MODEL_INDEX_MAX_BYTES = 1 << 20
 
 def read_model_index(folder: Path) -> dict:
     """model_index.json of a diffusers folder, checked before anything is loaded: a JSON object whose `_class_name`
-    is a string and whose every component is [library, class] with library diffusers or transformers (or null).
+    is a string and whose every component (a list) is [library, class] with library diffusers or transformers (or
+    null); other values are pipeline settings.
     Raises ModelError naming the file and the entry otherwise."""
     index = Path(folder) / "model_index.json"
     if not index.is_file():
@@ -98,9 +99,9 @@ def read_model_index(folder: Path) -> dict:
         raise ModelError(f"{index}: _class_name must be a string naming the pipeline class, got "
                          f"{type(data.get('_class_name')).__name__}")
     for key, value in data.items():
-        if key.startswith("_") or value is None:
+        if key.startswith("_") or not isinstance(value, list):  # a pipeline setting (requires_safety_checker: false)
             continue
-        if not (isinstance(value, list) and len(value) == 2 and all(v is None or isinstance(v, str) for v in value)):
+        if not (len(value) == 2 and all(v is None or isinstance(v, str) for v in value)):
             raise ModelError(f"{index}: component {key[:80]!r} must be [library, class], got {str(value)[:80]}")
         library = value[0]
         if library is not None and library not in COMPONENT_LIBRARIES:

@@ -253,6 +253,7 @@ def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, 
     log = JsonLinesLog(run.train_log)
     start = 0
     if resume and (ckpt := latest_checkpoint(run)) is not None:
+        loop_state.check(ckpt)  # before accelerate sees the folder
         accelerator.load_state(str(ckpt))  # model (safetensors), optimizer and RNG states (weights_only loads)
         loop_state.load(ckpt)
         start = int(read_json(ckpt / "step.json")["step"])
@@ -421,6 +422,14 @@ class LoopState:
         if self.plain_model is not None:
             save_file({k: v.detach().contiguous().cpu() for k, v in self.plain_model.state_dict().items()},
                       str(folder / "model_plain.safetensors"))
+
+    def check(self, folder: Path) -> None:
+        """Refuse a checkpoint holding pickled custom state (an older diffmia's, or planted) before anything reads it."""
+        pickled = sorted(p.name for p in folder.glob("custom_checkpoint_*.pkl"))
+        if pickled:
+            raise TrainingError(f"{folder}: holds pickled state ({', '.join(pickled)}) that diffmia never reads (an "
+                                f"older diffmia's checkpoint, or a planted file): remove {folder} to resume from an "
+                                f"earlier checkpoint, or the run folder to train from the start")
 
     def load(self, folder: Path) -> None:
         from safetensors.torch import load_file

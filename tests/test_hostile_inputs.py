@@ -77,7 +77,7 @@ def _pipeline_folder(tmp_path: Path, tiny_run: Path) -> Path:
      "component 'unet' names library 'evil': diffmia loads only diffusers and transformers components"),
     (lambda index: index | {"_class_name": ["DDPMPipeline", "x"]}, "_class_name must be a string"),
     (lambda index: [index], "must be a JSON object, got list"),
-    (lambda index: index | {"scheduler": "diffusers"}, "component 'scheduler' must be \\[library, class\\]"),
+    (lambda index: index | {"scheduler": ["diffusers"]}, "component 'scheduler' must be \\[library, class\\]"),
 ])
 def test_a_model_folder_asking_for_its_own_code_is_refused(tiny_run, tmp_path, edit, message):
     from diffmia.targets.denoiser import ModelError
@@ -95,8 +95,8 @@ def test_a_model_folder_asking_for_its_own_code_is_refused(tiny_run, tmp_path, e
 
 def test_a_checkpoint_never_unpickles_what_it_finds(tmp_path):
     """A step-N/ folder planted in a results folder or a shared cache: accelerate's custom_checkpoint_N.pkl (read with
-    weights_only=False by accelerate) is never read; the loop's own state is JSON and safetensors. A checkpoint
-    without that state (an older diffmia's) is one line."""
+    weights_only=False by accelerate) is never read, the checkpoint is refused in one line; the loop's own state is
+    JSON and safetensors. A checkpoint without that state is one line too."""
     from diffmia.targets.train import TrainingError, latest_checkpoint, train_target
     from diffmia.rundir import RunDir
 
@@ -110,8 +110,10 @@ def test_a_checkpoint_never_unpickles_what_it_finds(tmp_path):
     for i in range(3):
         with open(ckpt / f"custom_checkpoint_{i}.pkl", "wb") as f:
             pickle.dump(Payload(marker), f)
-    train_target(cfg, out, resume=True, progress=False)
-    assert not marker.exists() and (out / "summary.json").is_file()
+    with pytest.raises(TrainingError, match="holds pickled state \\(custom_checkpoint_0.pkl, custom_checkpoint_1.pkl, "
+                                            "custom_checkpoint_2.pkl\\) that diffmia never reads"):
+        train_target(cfg, out, resume=True, progress=False)
+    assert not marker.exists()
     again = tmp_path / "old"
     train_target(cfg, again, progress=False, stop_after=3)
     (latest_checkpoint(RunDir(again)) / "lr_scheduler.json").unlink()
