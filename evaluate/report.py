@@ -168,7 +168,8 @@ def _per_attack_one_run(rows: list[dict] | None) -> list[dict]:
 
 
 def headline_epsilon_text(headline: dict | None) -> str:
-    """The headline one-run epsilon in a few words: 'eps >= 1.20 (lira, split)' or 'not audited'."""
+    """The headline one-run epsilon for the sign-off: '1.20 at 95% (pre-registered split: lira chosen among 13
+    attacks on 100 canaries, epsilon on the other 100 of 200)', or 'not audited'."""
     if not headline:
         return "not audited"
     total = headline["canaries"] + headline["selection_canaries"]

@@ -78,6 +78,19 @@ COMPONENT_LIBRARIES = {"diffusers", "transformers"}
 MODEL_INDEX_MAX_BYTES = 1 << 20
 
 
+def _json_object(path: Path) -> dict:
+    """A model folder's JSON file (at most MODEL_INDEX_MAX_BYTES) as a dict; ModelError naming it otherwise."""
+    if path.stat().st_size > MODEL_INDEX_MAX_BYTES:
+        raise ModelError(f"{path}: {path.stat().st_size} bytes, not a model file (at most {MODEL_INDEX_MAX_BYTES})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise ModelError(f"{path}: not valid JSON (truncated or corrupt)") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path}: must be a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_model_index(folder: Path) -> dict:
     """model_index.json of a diffusers folder, checked before anything is loaded: a JSON object whose `_class_name`
     is a string and whose every component (a list) is [library, class] with library diffusers or transformers (or
@@ -87,14 +100,7 @@ def read_model_index(folder: Path) -> dict:
     if not index.is_file():
         raise ModelError(f"{folder}: not a local diffusers pipeline folder (model_index.json missing); weights are "
                          "never downloaded")
-    if index.stat().st_size > MODEL_INDEX_MAX_BYTES:
-        raise ModelError(f"{index}: {index.stat().st_size} bytes, not a model index (at most {MODEL_INDEX_MAX_BYTES})")
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise ModelError(f"{index}: not valid JSON (truncated or corrupt)") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{index}: must be a JSON object, got {type(data).__name__}")
+    data = _json_object(index)
     if not isinstance(data.get("_class_name"), str):
         raise ModelError(f"{index}: _class_name must be a string naming the pipeline class, got "
                          f"{type(data.get('_class_name')).__name__}")
@@ -129,14 +135,7 @@ def check_component_sizes(folder: Path) -> None:
     for config in [folder / "config.json", *sorted(folder.glob("*/config.json")), *sorted(folder.glob("*/scheduler_config.json"))]:
         if not config.is_file():
             continue
-        if config.stat().st_size > MODEL_INDEX_MAX_BYTES:
-            raise ModelError(f"{config}: {config.stat().st_size} bytes, not a model config")
-        try:
-            data = json.loads(config.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise ModelError(f"{config}: not valid JSON (truncated or corrupt)") from None
-        if not isinstance(data, dict):
-            raise ModelError(f"{config}: must be a JSON object")
+        data = _json_object(config)
         nested = [data] + [v for v in data.values() if isinstance(v, dict)]  # text_config / vision_config
         for part in nested:
             for key, limit in SIZE_LIMITS.items():
