@@ -259,7 +259,8 @@ def data(
     out.mkdir(parents=True, exist_ok=True)
     manifest.save(out / "manifest.json")
     for role in ("members", "nonmembers"):
-        grid_png(images.tensor(manifest.indices(role)[:64], cfg.data.resolution), out / f"{role}.png")
+        grid_png(images.tensor(manifest.indices(role)[:64], cfg.data.resolution), out / f"{role}.png",
+                 private=True)  # member (and non-member) images: owner-only
     counts = manifest.to_dict()["counts"]
     typer.echo(f"{images.name}: {len(images)} images -> {counts}; wrote {out / 'manifest.json'}, members.png, nonmembers.png")
 
