@@ -142,7 +142,8 @@ def run_attack(
         all_rows = [in_order(entries, reused, (r for rows in all_rows for r in rows))]
     if world > 1 and rank != 0:  # only the main process writes; the others return what was gathered
         return AttackResult(pd.DataFrame([r for rows in all_rows for r in rows], columns=columns), {}, csv_path)
-    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    # owner-only: one row per member with its file name and score
+    with atomic_path(csv_path, private=True) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for rows in all_rows:

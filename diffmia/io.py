@@ -80,8 +80,8 @@ def csv_text(frame) -> str:
     return safe.to_csv(index=False)
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+def write_json(path: str | os.PathLike, obj: Any, private: bool = False) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", private)
 
 
 def write_yaml(path: str | os.PathLike, obj: Any) -> None:

@@ -161,7 +161,8 @@ class SplitManifest:
         }
 
     def save(self, path: str | Path) -> None:
-        write_json(path, self.to_dict())
+        """Owner-only: it lists every member's file name and pixel hash."""
+        write_json(path, self.to_dict(), private=True)
 
     @classmethod
     def load(cls, path: str | Path) -> "SplitManifest":

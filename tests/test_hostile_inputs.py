@@ -233,9 +233,13 @@ def test_member_derived_files_are_owner_only(tmp_path):
         images = load_dataset(DataConfig()).subset(4)
         npz = save_npz(images, private_dir(tmp_path / "audit-data") / "a.npz")
         write_text(tmp_path / "report.md", "x")
+        from diffmia.targets.manifest import SplitManifest
+
+        SplitManifest.create(load_dataset(DataConfig()), 8, 8, 0).save(tmp_path / "manifest.json")
     finally:
         os.umask(old)
     assert stat.S_IMODE(npz.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "manifest.json").stat().st_mode) == 0o600  # every member's file name and hash
     assert stat.S_IMODE((tmp_path / "audit-data").stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o644  # the report stays readable
 
