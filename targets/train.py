@@ -404,7 +404,7 @@ class LoopState:
     EMA's shadow weights (and the model itself when accelerate does not hold it: distributed DP-SGD) as safetensors.
     Nothing is registered with accelerate's register_for_checkpointing, whose load_state unpickles
     custom_checkpoint_N.pkl with weights_only=False: a checkpoint planted in a results folder or a shared cache could
-    then run code. Files of that name in a checkpoint are never read."""
+    then run code. A checkpoint holding files of that name is refused (check) before accelerate opens it."""
 
     def __init__(self, lr_scheduler, ema=None, plain_model: torch.nn.Module | None = None):
         self.lr_scheduler, self.ema, self.plain_model = lr_scheduler, ema, plain_model
