@@ -264,7 +264,7 @@ def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             f"{r['auc']:.3f} [{r['auc_ci_lo']:.3f}, {r['auc_ci_hi']:.3f}]",
             f"{_pct(r['tpr@1%fpr'])} [{_pct(r['tpr@1%fpr_ci_lo'])}, {_pct(r['tpr@1%fpr_ci_hi'])}]",
             _achieved(r, "1%fpr"),
-            f"{_pct(r.get('tpr@0.1%fpr'))} [{_pct(r.get('tpr@0.1%fpr_ci_lo'))}, {_pct(r.get('tpr@0.1%fpr_ci_hi'))}]",
+            _rate_cell(r, "0.1%fpr", 0.001),
             _achieved(r, "0.1%fpr"),
             f"{r['asr']:.3f}", _pct(r["tpr@1%fpr_oracle"]), f"{r['epsilon_lower_bound']:.2f}",
             "" if r.get("epsilon_one_run") is None or r["epsilon_one_run"] != r["epsilon_one_run"]
@@ -272,6 +272,16 @@ def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         ])
         thin.append({7: _thin(r, "1%fpr"), 8: _thin(r, "1%fpr"), 9: _thin(r, "0.1%fpr"), 10: _thin(r, "0.1%fpr")})
     return header, body, thin
+
+
+def _rate_cell(r: dict, key: str, fpr: float) -> str:
+    """'TPR [lo, hi]' at a calibrated FPR, or 'not measurable' where the test split cannot resolve that FPR (fewer
+    than 1/FPR test non-members: one false positive is already above it), never a number then."""
+    needed = int(round(1 / fpr))
+    n = r.get("n_test_nonmembers")
+    if n is not None and n == n and n < needed:
+        return f"not measurable (needs >= {needed} test non-members; {int(n)} here)"
+    return f"{_pct(r.get(f'tpr@{key}'))} [{_pct(r.get(f'tpr@{key}_ci_lo'))}, {_pct(r.get(f'tpr@{key}_ci_hi'))}]"
 
 
 def _thin(r: dict, key: str) -> bool:
@@ -364,8 +374,7 @@ def signoff_rows(results: dict, by_recipe: dict[str, list[dict]]) -> list[dict]:
             "strongest attack": f"{top['attack']} ({top['access']})",
             "TPR@1%FPR [95% CI]": f"{_pct(top['tpr@1%fpr'])} [{_pct(top['tpr@1%fpr_ci_lo'])}, {_pct(top['tpr@1%fpr_ci_hi'])}] "
                                   f"at achieved FPR {_pct(top['fpr@1%fpr_achieved'])}",
-            "TPR@0.1%FPR [95% CI]": f"{_pct(top.get('tpr@0.1%fpr'))} [{_pct(top.get('tpr@0.1%fpr_ci_lo'))}, "
-                                    f"{_pct(top.get('tpr@0.1%fpr_ci_hi'))}]",
+            "TPR@0.1%FPR [95% CI]": _rate_cell(top, "0.1%fpr", 0.001),
             "test set": f"{top['n_test_members']} members, {top['n_test_nonmembers']} non-members",
             "epsilon (accountant / one-run)": ("no DP" if dp is None or dp != dp else f"{dp:.2f}") + " / "
                                               + headline_epsilon_text(headline),

@@ -172,3 +172,12 @@ def test_counting_auc_and_tpr_equal_scikit_learn_with_ties():
         assert auc_of(pos, neg) == pytest.approx(auc(labels, scores), abs=1e-12)
         for fpr in (0.0, 0.001, 0.01, 0.1, 0.5, 1.0, 1 / n_neg):
             assert tpr_of(pos, neg, fpr) == tpr_at_fpr(labels, scores, fpr)
+
+
+def test_an_unresolvable_rate_is_never_printed_as_a_number():
+    """TPR at 0.1% FPR on 128 test non-members (one false positive is already 0.8%) reads 'not measurable'."""
+    from diffmia.evaluate.report import _rate_cell
+
+    row = {"n_test_nonmembers": 128, "tpr@0.1%fpr": 0.586, "tpr@0.1%fpr_ci_lo": 0.496, "tpr@0.1%fpr_ci_hi": 0.672}
+    assert _rate_cell(row, "0.1%fpr", 0.001) == "not measurable (needs >= 1000 test non-members; 128 here)"
+    assert _rate_cell(dict(row, n_test_nonmembers=1000), "0.1%fpr", 0.001) == "58.6% [49.6%, 67.2%]"
