@@ -22,7 +22,7 @@ import numpy as np
 
 from diffmia.io import private_dir
 from diffmia.config import ConfigError, dump_config
-from diffmia.targets.data import IMAGE_SUFFIXES, DataError, ImageSet
+from diffmia.targets.data import IMAGE_SUFFIXES, DataError, ImageSet, open_image
 
 ACCESS_LEVELS = ("gray-box", "black-box", "white-box")
 
@@ -78,8 +78,6 @@ def list_images(path: str | Path, role: str, allow_outside: bool = False) -> Ima
 
 def read_images(listed: ImageList, shape: tuple[int, int, int], role: str) -> np.ndarray:
     """uint8 (N, H, W, C) at exactly the model's image shape; anything else is refused by file name."""
-    from PIL import Image, UnidentifiedImageError
-
     channels, height, width = shape
     want = {1: "L", 3: "RGB"}.get(channels)
     if want is None:
@@ -90,20 +88,15 @@ def read_images(listed: ImageList, shape: tuple[int, int, int], role: str) -> np
     for i, file in enumerate(listed.paths):
         if not file.is_file():
             raise DataError(f"{file}: image not found (listed in --{role})")
-        try:
-            with Image.open(file) as img:
-                if img.size != (width, height):
-                    raise DataError(f"{file}: {img.size[0]}x{img.size[1]} pixels; the model takes {width}x{height}")
-                mode = img.mode
-                if mode == "I;16" or mode == "I":
-                    raise DataError(f"{file}: 16/32-bit image; save it as 8-bit {want}")
-                if (want == "L" and mode not in ("L", "1")) or (want == "RGB" and mode not in ("RGB", "L", "P")):
-                    raise DataError(f"{file}: {mode} image; the model takes {channels}-channel ({want}) images")
-                arr = np.asarray(img.convert(want))
-        except Image.DecompressionBombError:
-            raise DataError(f"{file}: refused, more pixels than Pillow's decompression-bomb limit") from None
-        except (UnidentifiedImageError, OSError):
-            raise DataError(f"{file}: cannot be decoded as an image") from None
+        with open_image(file) as img:
+            if img.size != (width, height):
+                raise DataError(f"{file}: {img.size[0]}x{img.size[1]} pixels; the model takes {width}x{height}")
+            mode = img.mode
+            if mode == "I;16" or mode == "I":
+                raise DataError(f"{file}: 16/32-bit image; save it as 8-bit {want}")
+            if (want == "L" and mode not in ("L", "1")) or (want == "RGB" and mode not in ("RGB", "L", "P")):
+                raise DataError(f"{file}: {mode} image; the model takes {channels}-channel ({want}) images")
+            arr = np.asarray(img.convert(want))
         out[i] = arr.reshape(height, width, channels)
     return out
 

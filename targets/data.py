@@ -8,6 +8,7 @@ Loaders validate at the door: a missing folder, an unreadable file or a bad capt
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import pickle
@@ -237,10 +238,23 @@ def load_imagefolder(cfg: DataConfig) -> ImageSet:
     return ImageSet(root.name, np.stack(pixels), sources, captions)
 
 
-def _imagefolder_rows(root: Path, meta: Path, lines, cfg: DataConfig, size: int):
-    """(file name, caption, pixels) of each metadata.jsonl line, read one line at a time."""
+@contextlib.contextmanager
+def open_image(file: Path):
+    """A PIL image of `file` (the audit's and the image-folder loader's one way in): a file past Pillow's
+    decompression-bomb limit, or one that does not decode, is a one-line DataError naming it."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(file) as img:
+            yield img
+    except Image.DecompressionBombError:
+        raise DataError(f"{file}: refused, more pixels than Pillow's decompression-bomb limit") from None
+    except (UnidentifiedImageError, OSError):
+        raise DataError(f"{file}: cannot be decoded as an image") from None
+
+
+def _imagefolder_rows(root: Path, meta: Path, lines, cfg: DataConfig, size: int):
+    """(file name, caption, pixels) of each metadata.jsonl line, read one line at a time."""
     seen: set[str] = set()
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -264,13 +278,8 @@ def _imagefolder_rows(root: Path, meta: Path, lines, cfg: DataConfig, size: int)
             raise DataError(f"{where}: '{name}' points outside the folder")
         if not file.is_file() or file.suffix.lower() not in IMAGE_SUFFIXES:
             raise DataError(f"{where}: image file not found or not an image: {name}")
-        try:
-            with Image.open(file) as img:
-                array = _square_resize(img.convert("RGB"), size)
-        except Image.DecompressionBombError:
-            raise DataError(f"{file}: refused, more pixels than Pillow's decompression-bomb limit") from None
-        except (UnidentifiedImageError, OSError):
-            raise DataError(f"{file}: cannot be decoded as an image") from None
+        with open_image(file) as img:
+            array = _square_resize(img.convert("RGB"), size)
         yield name, caption.strip(), array
 
 
