@@ -3,6 +3,7 @@
 Scores are "higher = more likely member". Every random draw an attack makes comes from `per_sample_noise`, seeded by
 (attack seed, sample id, draw), so the same seed gives the same scores whatever the batch size or order.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ class AttackBatch:
         """Consecutive sub-batches of at most `size` images."""
         for start in range(0, len(self.ids), size):
             sl = slice(start, start + size)
-            yield AttackBatch(self.images[sl], list(self.ids[sl]),
-                              None if self.captions is None else list(self.captions[sl]))
+            yield AttackBatch(
+                self.images[sl], list(self.ids[sl]), None if self.captions is None else list(self.captions[sl])
+            )
 
 
 def batch_of(loaded, ids: Sequence[int]) -> AttackBatch:

@@ -4,6 +4,7 @@ Any image-to-text model that `AutoModelForImageTextToText` loads and whose proce
 BLIP-2, a vision-encoder-decoder. Nothing is ever downloaded; a folder without config.json is a clear error.
 Decoding is greedy, so the same image always gets the same caption.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,16 +19,22 @@ class ImageCaptioner:
     def __init__(self, path: str | Path, max_new_tokens: int = 20, batch_size: int = 32):
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise ConfigError(f"attack sd_mia: captioner_path {path}: no transformers model folder (config.json missing);"
-                              " captioners are never downloaded")
+            raise ConfigError(
+                f"attack sd_mia: captioner_path {path}: no transformers model folder (config.json missing);"
+                " captioners are never downloaded"
+            )
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         try:
             self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)
-            self.model = AutoModelForImageTextToText.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                path, use_safetensors=True, trust_remote_code=False
+            ).eval()
         except (OSError, ValueError, KeyError) as err:
-            raise ConfigError(f"attack sd_mia: captioner_path {path}: cannot load an image-to-text model and its "
-                              f"processor from this folder ({type(err).__name__}: {err})") from err
+            raise ConfigError(
+                f"attack sd_mia: captioner_path {path}: cannot load an image-to-text model and its "
+                f"processor from this folder ({type(err).__name__}: {err})"
+            ) from err
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
 

@@ -16,6 +16,7 @@ Final score: S = alpha * RS(D) + (1 - alpha) * RS(L), RS = scikit-learn's Robust
 alpha grid-searched on the calibration split for the best AUC (the official code tunes it on shadow data) unless
 given. Queries per audited image: len(timesteps) * (1 + len(rates) + 1) = 15 by default.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,9 @@ class CLiDParams(AttackParams):
     rates: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7])
     null_caption: bool = True
     alpha: Optional[float] = Field(None, ge=0.0, le=1.0, description="weight of D against L (None: fit on calibration)")
-    importance_images: int = Field(64, ge=0, le=100000, description="public images that rank the words (0: caption order)")
+    importance_images: int = Field(
+        64, ge=0, le=100000, description="public images that rank the words (0: caption order)"
+    )
 
 
 def pad_words(caption: str, positions: set[int], pad_for) -> str:
@@ -126,8 +129,10 @@ class CLiD(Attack):
         from sklearn.preprocessing import RobustScaler
 
         cal = (frame.split == "calibration").to_numpy()
-        d, l_ = (RobustScaler().fit(frame.loc[cal, [c]].to_numpy()).transform(frame[[c]].to_numpy())[:, 0]
-                 for c in self.components)
+        d, l_ = (
+            RobustScaler().fit(frame.loc[cal, [c]].to_numpy()).transform(frame[[c]].to_numpy())[:, 0]
+            for c in self.components
+        )
         alpha = self.params.alpha
         labels = frame.is_member.to_numpy()[cal]
         if alpha is None:
@@ -144,5 +149,8 @@ class CLiD(Attack):
 
     def extra_info(self) -> dict:
         top = sorted(self.importance.items(), key=lambda kv: -kv[1])
-        return {"fitted": getattr(self, "fitted", {}), "public_queries": self.public_queries,
-                "word_importance": {w: round(v, 6) for w, v in top[:20]}}
+        return {
+            "fitted": getattr(self, "fitted", {}),
+            "public_queries": self.public_queries,
+            "word_importance": {w: round(v, 6) for w, v in top[:20]},
+        }

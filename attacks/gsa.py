@@ -20,6 +20,7 @@ them; in offline mode each reference's public training images against an equal n
 Queries per audited image: K forward passes with a backward pass each; the target's standardisation statistics cost
 the same again over the audited images (reported as `standardisation_queries`).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -41,7 +42,8 @@ class GSAParams(AttackParams):
     timesteps: int = Field(10, ge=1, le=100, description="K equidistant timesteps")
     trees: int = Field(200, ge=10, le=5000, description="boosting rounds (official: 200)")
     classifier: Literal["xgboost", "gradient-boosting"] = Field(
-        "xgboost", description="xgboost: the official XGBClassifier; gradient-boosting: scikit-learn's")
+        "xgboost", description="xgboost: the official XGBClassifier; gradient-boosting: scikit-learn's"
+    )
 
 
 def gsa_steps(total: int, k: int) -> list[int]:
@@ -72,9 +74,15 @@ def fit_on_references(x: np.ndarray, y: np.ndarray, kind: str, trees: int, seed:
     return build_classifier(kind, trees, seed).fit((x - mean) / scale, y)
 
 
-def gsa_member_probability(reference_x: np.ndarray, reference_y: np.ndarray, target_x: np.ndarray,
-                           target_scale: tuple[np.ndarray, np.ndarray] | None = None, kind: str = "xgboost",
-                           trees: int = 200, seed: int = 0) -> np.ndarray:
+def gsa_member_probability(
+    reference_x: np.ndarray,
+    reference_y: np.ndarray,
+    target_x: np.ndarray,
+    target_scale: tuple[np.ndarray, np.ndarray] | None = None,
+    kind: str = "xgboost",
+    trees: int = 200,
+    seed: int = 0,
+) -> np.ndarray:
     """The official classifier: references standardised together, target standardised on its own statistics
     (`target_scale`, default: those of `target_x` itself), a classifier fitted on the references.
 
@@ -99,8 +107,10 @@ class GSA(ReferenceAttack):
             try:
                 import xgboost  # noqa: F401
             except ImportError:
-                raise ConfigError("attack gsa: classifier xgboost (the official code's) needs the xgboost package: "
-                                  "pip install 'diffmia[gsa]' (or set classifier: gradient-boosting)") from None
+                raise ConfigError(
+                    "attack gsa: classifier xgboost (the official code's) needs the xgboost package: "
+                    "pip install 'diffmia[gsa]' (or set classifier: gradient-boosting)"
+                ) from None
 
     def timesteps_used(self) -> list[int]:
         return []  # K equidistant over the target's own schedule
@@ -114,8 +124,9 @@ class GSA(ReferenceAttack):
     def features(self, model, batch: AttackBatch) -> np.ndarray:
         steps = self.steps(model)
         noises = torch.stack([per_sample_noise(batch.ids, model.sample_shape, self.seed, d) for d in range(len(steps))])
-        return model.gradient_norms(batch.images, steps, noises, batch.captions,
-                                    per_timestep=self.params.variant == "gsa2").numpy()
+        return model.gradient_norms(
+            batch.images, steps, noises, batch.captions, per_timestep=self.params.variant == "gsa2"
+        ).numpy()
 
     def prepare(self, loaded, cache_dir) -> None:
         from diffmia.targets.references import pool_indices
@@ -141,8 +152,9 @@ class GSA(ReferenceAttack):
         # and non-members together)
         audited = sorted(e.index for e, _ in loaded.manifest.audit_entries())
         before = loaded.target.queries.sample_queries
-        self.target_scale = standardise(np.concatenate([self.features(loaded.target, part)
-                                                        for part in batch_of(loaded, audited).chunks(256)]))
+        self.target_scale = standardise(
+            np.concatenate([self.features(loaded.target, part) for part in batch_of(loaded, audited).chunks(256)])
+        )
         self.standardisation_queries = loaded.target.queries.sample_queries - before
 
     def score(self, target, batch: AttackBatch) -> torch.Tensor:
@@ -154,6 +166,9 @@ class GSA(ReferenceAttack):
         return torch.as_tensor(np.log(proba) - np.log1p(-proba), dtype=torch.float32)
 
     def extra_info(self) -> dict:
-        return {**super().extra_info(), "classifier_trained_on": getattr(self, "trained_on", 0),
-                "classifier": self.params.classifier,
-                "standardisation_queries": getattr(self, "standardisation_queries", 0)}
+        return {
+            **super().extra_info(),
+            "classifier_trained_on": getattr(self, "trained_on", 0),
+            "classifier": self.params.classifier,
+            "standardisation_queries": getattr(self, "standardisation_queries", 0),
+        }

@@ -18,6 +18,7 @@ scores each augmentation and averages the log-ratios; here each noise draw's los
 same with one draw). Queries per audited image: J on the target; the
 references' queries and training time are reported apart.
 """
+
 from __future__ import annotations
 
 from typing import Literal, Optional
@@ -58,8 +59,10 @@ class LiRA(ReferenceAttack):
 
         p = self.params
         if p.timestep >= loaded.target.num_train_timesteps:
-            raise ConfigError(f"attack lira: timestep {p.timestep} is beyond the target's "
-                              f"{loaded.target.num_train_timesteps} diffusion steps")
+            raise ConfigError(
+                f"attack lira: timestep {p.timestep} is beyond the target's "
+                f"{loaded.target.num_train_timesteps} diffusion steps"
+            )
         refs = self.build_references(loaded, p.mode)
         ids = pool_indices(loaded.manifest)
         pool = batch_of(loaded, ids)
@@ -79,6 +82,7 @@ class LiRA(ReferenceAttack):
 def fit_references(stats: np.ndarray, is_in: np.ndarray, mode: str, fixed: bool) -> dict[str, np.ndarray]:
     """Per image: the medians of the IN and OUT references' phi (stats (N, n), is_in (N, n)) and their standard
     deviations, global when `fixed` (online: the IN values' for both, as the official fix_variance)."""
+
     def fit(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         spread = np.full(values.shape[1], np.nanstd(values)) if fixed else np.nanstd(values, 0)
         return np.nanmedian(values, 0), np.maximum(spread, 1e-12)

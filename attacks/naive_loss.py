@@ -5,6 +5,7 @@ One query per draw. Default t = 200: the reference implementation the PIA and Se
 "naive" attacker on DDPMs; it uses t = 500 on Stable Diffusion). Carlini et al.'s diffusion LiRA uses t = 100; give
 `timestep` to change it, and tune it on the calibration split, never on the test halves.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,7 +15,9 @@ from .base import Attack, AttackBatch, AttackParams, add_noise, register_attack
 
 
 class NaiveLossParams(AttackParams):
-    timestep: int = Field(200, ge=0, le=999, description="timestep t of the loss (PIA repo reference: 200 DDPM, 500 SD)")
+    timestep: int = Field(
+        200, ge=0, le=999, description="timestep t of the loss (PIA repo reference: 200 DDPM, 500 SD)"
+    )
     draws: int = Field(1, ge=1, le=100, description="noise draws averaged")
 
 

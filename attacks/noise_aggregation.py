@@ -15,6 +15,7 @@ Aggregations over the flattened predictions (B, k, D):
   hull     the (k-1)-volume of the simplex spanned by E: sqrt(det Gram(e_1-e_0, ..., e_{k-1}-e_0)) / (k-1)!
            (the convex hull of k points in D >> k dimensions is that simplex; computed in log space)
 """
+
 from __future__ import annotations
 
 import math
@@ -101,8 +102,10 @@ class NoiseAggregation(Attack):
         when the attack meets it)."""
         last = params.timestep - (params.k - 1) * params.stride
         if params.sigma is None and last < 0:
-            raise ConfigError(f"attack noise_aggregation: T={params.timestep} - (k-1)*stride = {last} < 0; lower k or "
-                              f"stride, or raise T")
+            raise ConfigError(
+                f"attack noise_aggregation: T={params.timestep} - (k-1)*stride = {last} < 0; lower k or "
+                f"stride, or raise T"
+            )
 
     def start_timestep(self, target) -> int:
         p = self.params

@@ -17,6 +17,7 @@ and model from the config, key from an environment variable) with per-view rules
 times when the rewrite is unchanged, under its floor or uses unknown words, and then gives up on that image (returns
 None): the attack drops it and records its id, never silently.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -67,7 +68,9 @@ class TextSimilarity:
 
     def __init__(self, embed: Optional[Callable[[list[str]], "np.ndarray"]] = None, label: str = ""):
         self.embed = embed
-        self.label = label or ("text-model embedding cosine" if embed else "character-trigram cosine (fallback: no text model)")
+        self.label = label or (
+            "text-model embedding cosine" if embed else "character-trigram cosine (fallback: no text model)"
+        )
         self._cache: dict[str, np.ndarray] = {}
 
     def vector(self, text: str) -> np.ndarray:
@@ -90,8 +93,14 @@ def known(text: str, vocabulary: set[str] | None) -> bool:
 class RulePerturber:
     name = "rules"
 
-    def __init__(self, seed: int = 0, floors: dict[str, float] | None = None, tries: int = 30,
-                 vocabulary: set[str] | None = None, similarity: TextSimilarity | None = None):
+    def __init__(
+        self,
+        seed: int = 0,
+        floors: dict[str, float] | None = None,
+        tries: int = 30,
+        vocabulary: set[str] | None = None,
+        similarity: TextSimilarity | None = None,
+    ):
         self.seed, self.floors, self.tries = seed, dict(floors or FLOORS), tries
         self.vocabulary = vocabulary
         self.similarity = similarity or TextSimilarity()
@@ -109,8 +118,14 @@ class RulePerturber:
                 for _change in range(rng.choice([1, 2])):
                     options = [i for i, x in enumerate(w) if self._allowed(SYNONYMS.get(x.lower(), []))]
                     fixed = STOP | NOUNS | {s for g in SUBJECT_GROUPS for s in g}
-                    pairs = [i for i in range(len(w) - 1) if w[i].lower() not in fixed and w[i + 1].lower() not in fixed
-                             and not w[i].endswith(",") and not w[i + 1].endswith(",")]
+                    pairs = [
+                        i
+                        for i in range(len(w) - 1)
+                        if w[i].lower() not in fixed
+                        and w[i + 1].lower() not in fixed
+                        and not w[i].endswith(",")
+                        and not w[i + 1].endswith(",")
+                    ]
                     if pairs and (rng.random() < 0.4 or not options):
                         i = rng.choice(pairs)
                         w[i], w[i + 1] = w[i + 1], w[i]
@@ -124,8 +139,12 @@ class RulePerturber:
                     break
                 chosen = rng.sample(mods, min(len(mods), rng.choice([1, 2])))
                 style = " and ".join(chosen) if known("and", self.vocabulary) else chosen[0]
-                forms = [f"{caption}, {style}", f"{caption}, in {style} style", f"{style} image of {caption}",
-                         f"{style}, {caption}"]
+                forms = [
+                    f"{caption}, {style}",
+                    f"{caption}, in {style} style",
+                    f"{style} image of {caption}",
+                    f"{style}, {caption}",
+                ]
                 text = rng.choice(self._allowed(forms) or forms)
             elif view == "semantic":  # another subject of the same kind, everything else kept
                 idx = [i for i, x in enumerate(w) if any(x.lower() in g for g in SUBJECT_GROUPS)]
@@ -167,21 +186,24 @@ INSTRUCTIONS = {
         "Rules: 1) no new objects, subjects or styles; 2) the meaning stays true to the original; "
         "3) reply with the new caption only, no quotes.\n"
         "Examples:\n- 'photorealistic, a cat on a chair' -> 'photorealistic, a cat sitting on a chair'\n"
-        "- 'a large thick upright digit seven' -> 'a big bold upright digit seven'"),
+        "- 'a large thick upright digit seven' -> 'a big bold upright digit seven'"
+    ),
     "style": (
         "Add one or two style modifiers (such as 'pencil', 'watercolor', 'cinematic', 'digital art') before, after or "
         "within the image caption below, and change nothing else.\n"
         "Rules: 1) the subject and its attributes stay exactly as they are; 2) one or two modifiers, not more; "
         "3) reply with the new caption only, no quotes.\n"
         "Examples:\n- 'a cat on a chair' -> 'photorealistic, a cat on a chair'\n"
-        "- 'a small thin digit two' -> 'a small thin digit two, in pencil'"),
+        "- 'a small thin digit two' -> 'a small thin digit two, in pencil'"
+    ),
     "semantic": (
         "Change the subject of the image caption below to a different one of the same kind, and keep its style words "
         "and format.\n"
         "Rules: 1) the subject must differ; 2) keep style modifiers if there are any; 3) reply with the new caption "
         "only, no quotes.\n"
         "Examples:\n- 'oil painting of mountains' -> 'oil painting of an ocean'\n"
-        "- 'a large thick upright digit seven' -> 'a large thick upright digit four'"),
+        "- 'a large thick upright digit seven' -> 'a large thick upright digit four'"
+    ),
 }
 
 
@@ -196,8 +218,10 @@ def check_endpoint(base_url: str) -> urllib.parse.SplitResult:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"llm_base_url {base_url[:100]!r}: not an http(s) URL")
     if parts.scheme == "http" and not local:
-        raise ConfigError(f"llm_base_url {base_url[:100]!r}: plain http to another machine would send the captions "
-                          f"and the API key in the clear; use https (http only for localhost)")
+        raise ConfigError(
+            f"llm_base_url {base_url[:100]!r}: plain http to another machine would send the captions "
+            f"and the API key in the clear; use https (http only for localhost)"
+        )
     return parts
 
 
@@ -212,8 +236,9 @@ def post_json(url: str, body: bytes, headers: dict[str, str], deadline: float, m
 
     parts = urllib.parse.urlsplit(url)
     if parts.scheme == "https":
-        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=deadline,
-                                           context=ssl.create_default_context())
+        conn = http.client.HTTPSConnection(
+            parts.hostname, parts.port, timeout=deadline, context=ssl.create_default_context()
+        )
     else:
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=deadline)
     expired = threading.Event()
@@ -261,9 +286,18 @@ class LLMPerturber:
     name = "llm"
     attempts = 3
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, timeout: float = 30.0, seed: int = 0,
-                 floors: dict[str, float] | None = None, vocabulary: set[str] | None = None,
-                 similarity: TextSimilarity | None = None, backoff: float = 1.0):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = None,
+        timeout: float = 30.0,
+        seed: int = 0,
+        floors: dict[str, float] | None = None,
+        vocabulary: set[str] | None = None,
+        similarity: TextSimilarity | None = None,
+        backoff: float = 1.0,
+    ):
         check_endpoint(base_url)
         self.base_url, self.model, self.timeout, self.seed = base_url.rstrip("/"), model, timeout, seed
         self.backoff = backoff
@@ -276,12 +310,20 @@ class LLMPerturber:
     def ask(self, caption: str, view: str, attempt: int) -> str:
         words = ""
         if self.vocabulary is not None:
-            words = "\nUse only these words: " + ", ".join(sorted(w for w in self.vocabulary if w.isalpha() or "-" in w))
-        body = json.dumps({
-            "model": self.model, "temperature": 0 if attempt == 0 else 1.0, "seed": self.seed + attempt,
-            "messages": [{"role": "system", "content": INSTRUCTIONS[view] + words},
-                         {"role": "user", "content": f"Original caption: {caption}\nNew caption:"}],
-        }).encode()
+            words = "\nUse only these words: " + ", ".join(
+                sorted(w for w in self.vocabulary if w.isalpha() or "-" in w)
+            )
+        body = json.dumps(
+            {
+                "model": self.model,
+                "temperature": 0 if attempt == 0 else 1.0,
+                "seed": self.seed + attempt,
+                "messages": [
+                    {"role": "system", "content": INSTRUCTIONS[view] + words},
+                    {"role": "user", "content": f"Original caption: {caption}\nNew caption:"},
+                ],
+            }
+        ).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -296,7 +338,7 @@ class LLMPerturber:
             except (OSError, KeyError, IndexError, TypeError, ValueError, TimeoutError):
                 self.stats[f"{view}_llm_failed"] += 1
                 if attempt + 1 < self.attempts and self.backoff:
-                    time.sleep(self.backoff * 2 ** attempt)
+                    time.sleep(self.backoff * 2**attempt)
                 continue
             if not rewrite or rewrite == caption:
                 self.stats[f"{view}_llm_unchanged"] += 1

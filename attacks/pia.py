@@ -6,6 +6,7 @@ S = -sum |e0 - eps_theta(x_t, t)|^p with p=4 (the official distance: the p-th po
 randomness. PIAN rescales e0 per image by its mean absolute value, e0 / mean(|e0|) * sqrt(2/pi), so that it has the
 mean absolute value of a standard normal, before it is used as the noise.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,9 @@ from .base import Attack, AttackBatch, AttackParams, add_noise, register_attack
 
 
 class PIAParams(AttackParams):
-    timestep: int = Field(200, ge=1, le=999, description="timestep t of the second query (official: 200 on DDPMs, 500 on SD)")
+    timestep: int = Field(
+        200, ge=1, le=999, description="timestep t of the second query (official: 200 on DDPMs, 500 on SD)"
+    )
     norm: float = Field(4.0, ge=1.0, le=16.0, description="p of the sum of |difference|^p (4 in the paper)")
 
 

@@ -21,6 +21,7 @@ The last `holdout` share of the public split (seeded) trains nothing: on it the 
 alpha threshold is measured and recorded (`held_out_fpr`: close to alpha when the regressor is calibrated).
 Queries per audited image: the statistic's (SecMI 11, loss 1); the public split's queries are reported apart.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,10 +39,12 @@ class QuantileRegressionParams(AttackParams):
     statistic: Literal["secmi", "loss"] = Field("secmi", description="per-image statistic (lower = member)")
     timestep: int = Field(100, ge=1, le=9999, description="loss statistic: its timestep")
     head: Literal["gaussian", "quantiles"] = Field("gaussian", description="the regressor's output")
-    levels: int = Field(16, ge=2, le=200, description="quantiles head: levels 1 - alpha, alpha log-spaced in "
-                                                      "[1e-3, 0.5]")
-    alpha: float = Field(0.01, gt=0.0, lt=0.5, description="the false-positive rate checked on the held-out public "
-                                                           "images")
+    levels: int = Field(
+        16, ge=2, le=200, description="quantiles head: levels 1 - alpha, alpha log-spaced in [1e-3, 0.5]"
+    )
+    alpha: float = Field(
+        0.01, gt=0.0, lt=0.5, description="the false-positive rate checked on the held-out public images"
+    )
     bags: int = Field(5, ge=1, le=100, description="regressors on bootstrap samples, majority vote")
     epochs: int = Field(60, ge=1, le=5000, description="training epochs of each regressor")
     width: int = Field(32, ge=4, le=512, description="CNN channels")
@@ -59,11 +62,18 @@ class QuantileCNN(torch.nn.Module):
     def __init__(self, channels: int, outputs: int, width: int):
         super().__init__()
         self.net = torch.nn.Sequential(
-            torch.nn.Conv2d(channels, width, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-            torch.nn.Linear(2 * width, 64), torch.nn.ReLU(), torch.nn.Linear(64, outputs))
+            torch.nn.Conv2d(channels, width, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(2 * width, 64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, outputs),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -119,13 +129,18 @@ def regressor_input(images: torch.Tensor) -> torch.Tensor:
 class QuantileRegression(Attack):
     name = "quantile_regression"
     access = "gray-box"
-    paper = ("Bertran et al., quantile-regression MIA, arXiv 2307.03694 (official code amazon-science/quantile-mia); "
-             "Tang et al., on diffusion models, arXiv 2312.05140")
+    paper = (
+        "Bertran et al., quantile-regression MIA, arXiv 2307.03694 (official code amazon-science/quantile-mia); "
+        "Tang et al., on diffusion models, arXiv 2312.05140"
+    )
     Params = QuantileRegressionParams
 
     def check(self, p: QuantileRegressionParams) -> None:
-        self.statistic = build_attack("secmi", seed=self.seed) if p.statistic == "secmi" else \
-            build_attack("naive_loss", {"timestep": p.timestep}, seed=self.seed)
+        self.statistic = (
+            build_attack("secmi", seed=self.seed)
+            if p.statistic == "secmi"
+            else build_attack("naive_loss", {"timestep": p.timestep}, seed=self.seed)
+        )
         self.models = []
         self.public_queries = 0
         self.levels = quantile_levels(p.levels)
@@ -181,8 +196,11 @@ class QuantileRegression(Attack):
         with torch.no_grad():
             for model in self.models:
                 pred = model(x).double().numpy()
-                out.append(gaussian_level_scores(standard, pred[:, 0], pred[:, 1]) if self.params.head == "gaussian"
-                           else quantile_level_scores(standard, pred, self.levels))
+                out.append(
+                    gaussian_level_scores(standard, pred[:, 0], pred[:, 1])
+                    if self.params.head == "gaussian"
+                    else quantile_level_scores(standard, pred, self.levels)
+                )
         return np.stack(out)
 
     def level_threshold(self, alpha: float) -> float:
@@ -201,7 +219,7 @@ class QuantileRegression(Attack):
         rng = np.random.default_rng([self.seed, 401])
         order = rng.permutation(len(values))
         held = order[: int(round(p.holdout * len(values)))]
-        train = np.sort(order[len(held):])
+        train = np.sort(order[len(held) :])
         self.s_mean, self.s_scale = float(values[train].mean()), float(values[train].std() or 1.0)
         self.models = []
         x_train, s_train = x[torch.as_tensor(train)], values[train]
@@ -222,5 +240,8 @@ class QuantileRegression(Attack):
         return torch.as_tensor(scores, dtype=torch.float32)
 
     def extra_info(self) -> dict:
-        return {"public_queries": self.public_queries, "held_out_public": getattr(self, "held_out", 0),
-                "held_out_fpr": getattr(self, "held_out_fpr", None)}
+        return {
+            "public_queries": self.public_queries,
+            "held_out_public": getattr(self, "held_out", 0),
+            "held_out_fpr": getattr(self, "held_out_fpr", None),
+        }

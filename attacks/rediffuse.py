@@ -10,6 +10,7 @@ Two scores, labelled apart in every table:
   the residual image |x - x_hat| (the paper: a ResNet-18 on 20% of the labels; here a small CNN) trained on the
   calibration split only, and S = its logit. The test halves are never seen in training.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -25,7 +26,9 @@ from .base import Attack, AttackBatch, AttackParams, register_attack
 class ReDiffuseParams(AttackParams):
     timestep: int = Field(200, ge=1, le=999, description="noise level the image is pushed to (official DDPM: 200)")
     repeats: int = Field(10, ge=1, le=100, description="variations averaged (official: 10)")
-    steps: int = Field(2, ge=1, le=200, description="DDIM steps back to the image (official: interval 100 from 200 = 2)")
+    steps: int = Field(
+        2, ge=1, le=200, description="DDIM steps back to the image (official: interval 100 from 200 = 2)"
+    )
     classifier: Literal["none", "cnn"] = Field("none", description="cnn: the supervised variant, fit on calibration")
     cnn_epochs: int = Field(200, ge=1, le=5000)
     cnn_learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
@@ -37,9 +40,13 @@ class ResidualCNN(torch.nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         self.net = torch.nn.Sequential(
-            torch.nn.Conv2d(channels, 16, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 1),
+            torch.nn.Conv2d(channels, 16, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 32, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(32, 1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,8 +55,9 @@ class ResidualCNN(torch.nn.Module):
         return self.net(x)[:, 0]
 
 
-def train_residual_classifier(residuals: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float,
-                              seed: int) -> ResidualCNN:
+def train_residual_classifier(
+    residuals: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float, seed: int
+) -> ResidualCNN:
     """Full-batch Adam on the binary cross-entropy, seeded: the same inputs give the same classifier."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -99,8 +107,9 @@ class ReDiffuse(Attack):
         x = torch.stack([self.residuals[int(i)] for i in frame.sample_id])
         cal = torch.tensor((frame.split == "calibration").to_numpy())
         labels = torch.tensor(frame.is_member.to_numpy())
-        model = train_residual_classifier(x[cal], labels[cal], self.params.cnn_epochs, self.params.cnn_learning_rate,
-                                          self.seed)
+        model = train_residual_classifier(
+            x[cal], labels[cal], self.params.cnn_epochs, self.params.cnn_learning_rate, self.seed
+        )
         with torch.no_grad():
             logits = model(x)
         self.fitted = {"classifier": "cnn", "trained_on": int(cal.sum()), "epochs": self.params.cnn_epochs}

@@ -2,6 +2,7 @@
 prepare(), runs a per-model computation over each, counts the references' queries apart from the target's, and
 records what the references cost next to the attack's scores.
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,8 +22,10 @@ class ReferenceAttack(Attack):
 
     def check(self, params) -> None:
         if getattr(params, "mode", "offline") == "online" and params.references % 2:
-            raise ConfigError(f"attack {self.name}: online references come in complementary pairs; references must be "
-                              f"even, got {params.references}")
+            raise ConfigError(
+                f"attack {self.name}: online references come in complementary pairs; references must be "
+                f"even, got {params.references}"
+            )
         self.refs = None
         self.reference_queries = 0
         self.position: dict[int, int] = {}
@@ -30,8 +33,9 @@ class ReferenceAttack(Attack):
     def build_references(self, loaded, mode: str):
         from diffmia.targets.references import reference_models
 
-        self.refs = reference_models(loaded, self.params.references, mode, seed=self.seed,
-                                     progress=sys.stderr.isatty(), log=print)
+        self.refs = reference_models(
+            loaded, self.params.references, mode, seed=self.seed, progress=sys.stderr.isatty(), log=print
+        )
         return self.refs
 
     def over_references(self, loaded, compute: Callable) -> list:
@@ -59,7 +63,9 @@ class ReferenceAttack(Attack):
             raise RuntimeError(f"{self.name}: prepare() was not called (the runner does this)")
         missing = [int(i) for i in ids if int(i) not in self.position]
         if missing:
-            raise ConfigError(f"attack {self.name}: images {missing[:5]} are not among those prepared from the references")
+            raise ConfigError(
+                f"attack {self.name}: images {missing[:5]} are not among those prepared from the references"
+            )
         return np.asarray([self.position[int(i)] for i in ids])
 
     def extra_info(self) -> dict:

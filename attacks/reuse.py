@@ -7,6 +7,7 @@ final run then needs only the test half (and canaries), and a candidate equal to
 default listed in the grid) costs nothing. The matrix keeps one store per trained recipe, `diffmia attack --tune` one
 per command.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,10 @@ class ScoredRows:
 
     @staticmethod
     def key(attack) -> str:
-        return json.dumps({"attack": attack.name, "params": attack.params.model_dump(mode="json"),
-                           "seed": attack.seed}, sort_keys=True)
+        return json.dumps(
+            {"attack": attack.name, "params": attack.params.model_dump(mode="json"), "seed": attack.seed},
+            sort_keys=True,
+        )
 
     def add(self, attack, columns: list[str], rows) -> None:
         """Remember `rows` (CSV rows: sample_id first, laid out as `columns`) of `attack`."""
@@ -33,8 +36,10 @@ class ScoredRows:
 
     def add_frame(self, attack, frame) -> None:
         """Remember the rows of a score CSV already on disk (read with pandas)."""
-        rows = ([int(r[0]), str(r[1]), str(r[2]), int(r[3]), *(float(v) for v in r[4:])]
-                for r in frame.itertuples(index=False, name=None))
+        rows = (
+            [int(r[0]), str(r[1]), str(r[2]), int(r[3]), *(float(v) for v in r[4:])]
+            for r in frame.itertuples(index=False, name=None)
+        )
         self.add(attack, list(frame.columns), rows)
 
     def get(self, attack) -> dict[int, list]:

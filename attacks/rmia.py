@@ -24,6 +24,7 @@ LR(x, z) > gamma (gamma 2, the paper code's default; strict, as both official co
   and the draws vote (a strict majority; a tie votes no, as the paper code's torch.mode picks the smaller value).
 Queries per audited image: `draws` on the target; the population's and the references' queries are reported apart.
 """
+
 from __future__ import annotations
 
 from typing import Literal, Optional
@@ -42,21 +43,31 @@ class RMIAParams(AttackParams):
     mode: Literal["online", "offline"] = "offline"
     timestep: int = Field(100, ge=0, le=9999)
     draws: int = Field(4, ge=1, le=64, description="noise draws, one query each; the draws vote per (x, z)")
-    gamma: float = Field(2.0, gt=0.0, description="likelihood-ratio threshold against each population point "
-                                                  "(paper code: 2)")
-    a: Optional[float] = Field(None, ge=0.0, le=1.0, description="offline Pr(x) approximation (None: fit on a reference)")
+    gamma: float = Field(
+        2.0, gt=0.0, description="likelihood-ratio threshold against each population point (paper code: 2)"
+    )
+    a: Optional[float] = Field(
+        None, ge=0.0, le=1.0, description="offline Pr(x) approximation (None: fit on a reference)"
+    )
     proportiontocut: float = Field(0.2, ge=0.0, lt=0.5, description="trimmed mean over references: share cut per side")
-    population: Optional[int] = Field(None, ge=10, le=1_000_000, description="public images used as population points "
-                                      "z (None: the whole public split)")
-    signal: Literal["rank", "exp"] = Field("rank", description="Pr(x | theta) from the loss: scale-free rank, or "
-                                           "exp(-loss / tau)")
+    population: Optional[int] = Field(
+        None,
+        ge=10,
+        le=1_000_000,
+        description="public images used as population points z (None: the whole public split)",
+    )
+    signal: Literal["rank", "exp"] = Field(
+        "rank", description="Pr(x | theta) from the loss: scale-free rank, or exp(-loss / tau)"
+    )
     tau: Optional[float] = Field(None, gt=0.0, description="signal exp: the loss scale (required there)")
 
     @model_validator(mode="after")
     def _tau(self) -> "RMIAParams":
         if self.signal == "exp" and self.tau is None:
-            raise ValueError("signal exp needs an explicit tau (tune it on the calibration split with tune: {tau: "
-                             "[...]}), or use signal rank")
+            raise ValueError(
+                "signal exp needs an explicit tau (tune it on the calibration split with tune: {tau: "
+                "[...]}), or use signal rank"
+            )
         if self.signal == "rank" and self.tau is not None:
             raise ValueError("tau applies to signal exp only")
         return self
@@ -84,9 +95,19 @@ def marginal(ref_signals: np.ndarray, out: np.ndarray, offline: bool, a: float, 
     return (1 + a) / 2 * trimmed_mean(ref_signals, out, proportiontocut) + (1 - a) / 2
 
 
-def rmia_scores(target_x: np.ndarray, ref_x: np.ndarray, out_x: np.ndarray, target_z: np.ndarray, ref_z: np.ndarray,
-                out_z: np.ndarray, offline: bool, a: float, gamma: float, proportiontocut: float,
-                batch: int = 1024) -> np.ndarray:
+def rmia_scores(
+    target_x: np.ndarray,
+    ref_x: np.ndarray,
+    out_x: np.ndarray,
+    target_z: np.ndarray,
+    ref_z: np.ndarray,
+    out_z: np.ndarray,
+    offline: bool,
+    a: float,
+    gamma: float,
+    proportiontocut: float,
+    batch: int = 1024,
+) -> np.ndarray:
     """RMIA's score of each x: the share of population points z with LR(x, z) > gamma, voted over draws.
 
     Args:
@@ -145,8 +166,11 @@ class RMIA(ReferenceAttack):
         p = self.params
         refs = self.build_references(loaded, p.mode)
         public = loaded.manifest.indices("public")
-        population = public if p.population is None else \
-            sorted(np.random.default_rng([self.seed, 307]).permutation(public)[: p.population].tolist())
+        population = (
+            public
+            if p.population is None
+            else sorted(np.random.default_rng([self.seed, 307]).permutation(public)[: p.population].tolist())
+        )
         if p.mode == "offline":  # a point IN every reference has no OUT signal
             population = [z for z, out in zip(population, (~refs.is_in(population)).any(0)) if out]
         ids = sorted(set(pool_indices(loaded.manifest)) | set(public))  # public: population and the a-fit's candidates
@@ -154,6 +178,7 @@ class RMIA(ReferenceAttack):
         zk = self.positions(population)
         in_population = np.isin(ids, population)
         everyone = batch_of(loaded, ids)
+
         def reference_signals(r, ref):
             losses = self.losses(ref, everyone)
             return self.signal(losses, losses[zk], in_population)
@@ -168,13 +193,23 @@ class RMIA(ReferenceAttack):
         self.target_z = self.signal(self.population_losses, self.population_losses, np.ones(len(population), bool))
         self.zk = zk
 
-    def attack(self, target_x: np.ndarray, k: np.ndarray, refs: np.ndarray, target_z: np.ndarray, zk: np.ndarray,
-               a: float) -> np.ndarray:
+    def attack(
+        self, target_x: np.ndarray, k: np.ndarray, refs: np.ndarray, target_z: np.ndarray, zk: np.ndarray, a: float
+    ) -> np.ndarray:
         """rmia_scores for the ids at positions k against the population at positions zk, with references `refs`."""
         p = self.params
-        return rmia_scores(target_x, self.ref_signals[refs][:, k], self.is_out[refs][:, k], target_z,
-                           self.ref_signals[refs][:, zk], self.is_out[refs][:, zk], p.mode == "offline", a, p.gamma,
-                           p.proportiontocut)
+        return rmia_scores(
+            target_x,
+            self.ref_signals[refs][:, k],
+            self.is_out[refs][:, k],
+            target_z,
+            self.ref_signals[refs][:, zk],
+            self.is_out[refs][:, zk],
+            p.mode == "offline",
+            a,
+            p.gamma,
+            p.proportiontocut,
+        )
 
     def fit_a(self, public: list[int]) -> float:
         """Attack reference 0 with the others: its public training images vs the rest of the public split (the
@@ -205,9 +240,15 @@ class RMIA(ReferenceAttack):
 
     def extra_info(self) -> dict:
         info = super().extra_info()
-        info.update({"a": getattr(self, "a", None), "signal": self.params.signal, "tau": self.params.tau,
-                     "population": len(getattr(self, "population", [])),
-                     "population_queries": getattr(self, "population_queries", 0)})
+        info.update(
+            {
+                "a": getattr(self, "a", None),
+                "signal": self.params.signal,
+                "tau": self.params.tau,
+                "population": len(getattr(self, "population", [])),
+                "population_queries": getattr(self, "population_queries", 0),
+            }
+        )
         if hasattr(self, "a_fit"):
             info["a_fit"] = self.a_fit
         return info

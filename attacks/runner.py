@@ -5,6 +5,7 @@ audit (split "canary", is_member = its coin flip; metrics read only the calibrat
 temporary file that is renamed into place only when complete. A sidecar scores/NAME.json records the attack's
 parameters, seed, declared and counted queries per sample, and seconds.
 """
+
 from __future__ import annotations
 
 import csv
@@ -58,16 +59,25 @@ def score_batches(loaded: LoadedRun, attack: Attack, entries, batch_size: int = 
         after = (target.queries.sample_queries, target.queries.generations)
         for what, per_image, b, a in zip(("queries", "generations"), (declared, generations), before, after):
             if a - b != per_image * scored:
-                raise QueryCountMismatch(f"{attack.name}: declared {per_image} {what} per image, "
-                                         f"made {(a - b) / max(scored, 1):g}")
+                raise QueryCountMismatch(
+                    f"{attack.name}: declared {per_image} {what} per image, made {(a - b) / max(scored, 1):g}"
+                )
         parts = [scores[c].tolist() for c in attack.components] if attack.components else []
         main = [float("nan")] * len(ids) if attack.components else scores.tolist()
         rows = []
         for row, ((entry, is_member), s) in enumerate(zip(chunk, main)):
             if entry.index in dropped:  # listed in the JSON, never scored
                 continue
-            rows.append([entry.index, spreadsheet_safe(entry.source), entry.half, int(is_member), float(s),
-                         *(float(p[row]) for p in parts)])
+            rows.append(
+                [
+                    entry.index,
+                    spreadsheet_safe(entry.source),
+                    entry.half,
+                    int(is_member),
+                    float(s),
+                    *(float(p[row]) for p in parts),
+                ]
+            )
         yield rows
         bar.update(len(ids))
     bar.close()
@@ -84,9 +94,11 @@ def check_attack_fits(loaded: LoadedRun, attack: Attack) -> None:
     limit = loaded.target.num_train_timesteps
     beyond = timesteps_beyond(attack, limit)
     if beyond:
-        raise ConfigError(f"attack {attack.name}: timestep {max(beyond)} is beyond {loaded.run.root}'s schedule of "
-                          f"{limit} diffusion steps (0..{limit - 1}); give one below {limit}, e.g. --set timestep="
-                          f"{max(1, limit // 10)}")
+        raise ConfigError(
+            f"attack {attack.name}: timestep {max(beyond)} is beyond {loaded.run.root}'s schedule of "
+            f"{limit} diffusion steps (0..{limit - 1}); give one below {limit}, e.g. --set timestep="
+            f"{max(1, limit // 10)}"
+        )
 
 
 def run_attack(

@@ -24,6 +24,7 @@ Guidance: the official 7.5 is the Stable Diffusion targets' default; the small d
 where their samples are best (benchmarks/guidance_fid.py: FID 33 at 1, 212 at 3).
 An image whose rewrite the LLM perturber cannot produce is dropped from the attack; its id is in the score file's JSON.
 """
+
 from __future__ import annotations
 
 from typing import Literal, Optional
@@ -44,8 +45,12 @@ VIEWS = ("token", "style", "semantic")
 class SDMIAParams(AttackParams):
     generations: int = Field(10, ge=1, le=100, description="N images per prompt (official: 10)")
     steps: int = Field(40, ge=1, le=200, description="DDIM steps per generation (official: 40)")
-    guidance_scale: Optional[float] = Field(None, ge=1.0, le=30.0,
-                                            description="None: the target's default (7.5 for Stable Diffusion, 1.0 for the digits text targets)")
+    guidance_scale: Optional[float] = Field(
+        None,
+        ge=1.0,
+        le=30.0,
+        description="None: the target's default (7.5 for Stable Diffusion, 1.0 for the digits text targets)",
+    )
     top_percent: float = Field(10.0, gt=0.0, le=100.0, description="K: mean of the top K% similarities (official: 10)")
     views: list[Literal["token", "style", "semantic"]] = Field(default_factory=lambda: list(VIEWS), min_length=1)
     score_mode: Literal["official", "mean", "paper"] = "official"
@@ -57,8 +62,12 @@ class SDMIAParams(AttackParams):
     llm_backoff: float = Field(1.0, ge=0.0, le=60.0, description="seconds before the 2nd attempt (doubled for the 3rd)")
     image_features: Literal["digits-classifier", "clip"] = "digits-classifier"
     image_features_path: Optional[str] = None
-    text_features_path: Optional[str] = Field(None, description="local CLIP folder: captions' text half and the rewrite floors")
-    captioner_path: Optional[str] = Field(None, description="local image-to-text folder (BLIP, BLIP-2) captioning x and x'")
+    text_features_path: Optional[str] = Field(
+        None, description="local CLIP folder: captions' text half and the rewrite floors"
+    )
+    captioner_path: Optional[str] = Field(
+        None, description="local image-to-text folder (BLIP, BLIP-2) captioning x and x'"
+    )
     captioner_max_tokens: int = Field(20, ge=1, le=100)
     floor_token: float = Field(FLOORS["token"], ge=0.0, le=1.0)
     floor_style: float = Field(FLOORS["style"], ge=0.0, le=1.0)
@@ -102,17 +111,31 @@ class SDMIA(Attack):
         if p.image_features == "clip" and not p.image_features_path:
             raise ConfigError("attack sd_mia: image_features=clip needs image_features_path (a local CLIP folder)")
         if p.captioner_path and not p.text_features_path:
-            raise ConfigError("attack sd_mia: captioner_path needs text_features_path: the captions enter the similarity "
-                              "only through the text half of the embedding")
+            raise ConfigError(
+                "attack sd_mia: captioner_path needs text_features_path: the captions enter the similarity "
+                "only through the text half of the embedding"
+            )
         if p.score_mode == "official" and sorted(p.views) != sorted(VIEWS):
-            raise ConfigError(f"attack sd_mia: score_mode official weighs all three views {list(VIEWS)}; "
-                              f"views={p.views} needs score_mode mean or paper")
+            raise ConfigError(
+                f"attack sd_mia: score_mode official weighs all three views {list(VIEWS)}; "
+                f"views={p.views} needs score_mode mean or paper"
+            )
         if len(set(p.views)) != len(p.views):
             raise ConfigError(f"attack sd_mia: views repeat: {p.views}")
         floors = {"token": p.floor_token, "style": p.floor_style, "semantic": p.floor_semantic}
-        self.perturber = (LLMPerturber(p.llm_base_url, p.llm_model, p.llm_api_key_env, timeout=p.llm_timeout, seed=self.seed,
-                                        floors=floors, backoff=p.llm_backoff)
-                          if p.perturber == "llm" else RulePerturber(self.seed, floors))
+        self.perturber = (
+            LLMPerturber(
+                p.llm_base_url,
+                p.llm_model,
+                p.llm_api_key_env,
+                timeout=p.llm_timeout,
+                seed=self.seed,
+                floors=floors,
+                backoff=p.llm_backoff,
+            )
+            if p.perturber == "llm"
+            else RulePerturber(self.seed, floors)
+        )
         self.prompt_views = (("original",) if p.score_mode == "paper" else ()) + tuple(p.views)
         self.components = tuple(f"s_{v}" for v in self.prompt_views)
         self.image_net = None
@@ -142,12 +165,14 @@ class SDMIA(Attack):
         if p.image_features == "clip":
             self.image_net = TransformersImageFeatures(p.image_features_path, "clip")
         else:
-            self.image_net, _ = public_digits_classifier(loaded.images, loaded.manifest, loaded.config.data.resolution,
-                                                         self.seed, cache_dir=cache_dir)
+            self.image_net, _ = public_digits_classifier(
+                loaded.images, loaded.manifest, loaded.config.data.resolution, self.seed, cache_dir=cache_dir
+            )
         if p.text_features_path:
             self.text_net = TextFeatures(p.text_features_path)
-            self.perturber.similarity = TextSimilarity(lambda texts: self.text_net(texts).numpy(),
-                                                       label=f"CLIP text embedding cosine ({p.text_features_path})")
+            self.perturber.similarity = TextSimilarity(
+                lambda texts: self.text_net(texts).numpy(), label=f"CLIP text embedding cosine ({p.text_features_path})"
+            )
         if p.captioner_path:
             from .captioner import ImageCaptioner
 
@@ -173,8 +198,11 @@ class SDMIA(Attack):
         captions = list(batch.captions or [""] * len(batch.ids))
         out = {}
         for view in self.prompt_views:
-            out[view] = captions if view == "original" else [
-                self.perturber.perturb(c, view, key=int(i)) for c, i in zip(captions, batch.ids)]
+            out[view] = (
+                captions
+                if view == "original"
+                else [self.perturber.perturb(c, view, key=int(i)) for c, i in zip(captions, batch.ids)]
+            )
         return out
 
     def score(self, target, batch: AttackBatch) -> dict[str, torch.Tensor]:
@@ -191,10 +219,13 @@ class SDMIA(Attack):
             sims = []
             for j in range(p.generations):
                 noise = self.noise(batch, target.sample_shape, draw=v * p.generations + j)[keep]
-                gen = target.generate(len(keep), view_prompts, steps=p.steps, guidance_scale=self.guidance(target),
-                                      initial_noise=noise)
+                gen = target.generate(
+                    len(keep), view_prompts, steps=p.steps, guidance_scale=self.guidance(target), initial_noise=noise
+                )
                 sims.append((anchor * self.embed(gen, view_prompts)).sum(-1))
-            out[f"s_{view}"][keep] = torch.as_tensor(top_percent_mean(torch.stack(sims, 1).double().numpy(), p.top_percent))
+            out[f"s_{view}"][keep] = torch.as_tensor(
+                top_percent_mean(torch.stack(sims, 1).double().numpy(), p.top_percent)
+            )
         return out
 
     def dropped_ids(self) -> list[int]:
@@ -210,9 +241,12 @@ class SDMIA(Attack):
         return score
 
     def extra_info(self) -> dict:
-        info = {"perturbations": dict(self.perturber.stats), "score_mode": self.params.score_mode,
-                "rewrite_similarity": self.perturber.similarity.label,
-                "similarity": "image features + captioner text (d_x, d_x')" if self.captioner else "image features only"}
+        info = {
+            "perturbations": dict(self.perturber.stats),
+            "score_mode": self.params.score_mode,
+            "rewrite_similarity": self.perturber.similarity.label,
+            "similarity": "image features + captioner text (d_x, d_x')" if self.captioner else "image features only",
+        }
         if hasattr(self, "fitted"):
             info["fitted"] = self.fitted
         if self.captioner is not None:  # a count, not the captions: they describe members' images
@@ -230,9 +264,13 @@ class TextFeatures(torch.nn.Module):
         from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
         if not (Path(path) / "config.json").is_file():
-            raise ConfigError(f"attack sd_mia: text_features_path {path}: no transformers model folder (config.json missing)")
+            raise ConfigError(
+                f"attack sd_mia: text_features_path {path}: no transformers model folder (config.json missing)"
+            )
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        self.model = CLIPTextModelWithProjection.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
+        self.model = CLIPTextModelWithProjection.from_pretrained(
+            path, use_safetensors=True, trust_remote_code=False
+        ).eval()
 
     @torch.no_grad()
     def forward(self, texts: list[str]) -> torch.Tensor:

@@ -7,6 +7,7 @@ With t_sec = 100 and stride k = 10:
 3. S = -||x_{t_sec-k} - x'_{t_sec-k}||^2, the round-trip error at t_sec - k: members come back more faithfully.
 Queries: t_sec/k + 1 (11 with the defaults; the paper counts "10 + 2"). No randomness: scores do not depend on the seed.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,10 @@ class SecMI(Attack):
 
     def check(self, params: SecMIParams) -> None:
         if params.timestep % params.stride or params.timestep < 2 * params.stride:
-            raise ConfigError(f"attack secmi: timestep {params.timestep} must be a multiple of stride {params.stride}, "
-                              "at least twice it")
+            raise ConfigError(
+                f"attack secmi: timestep {params.timestep} must be a multiple of stride {params.stride}, "
+                "at least twice it"
+            )
 
     def queries_per_sample(self, target) -> int:
         return self.params.timestep // self.params.stride + 1

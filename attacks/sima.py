@@ -6,6 +6,7 @@ noise level at all, which the default candidates include): when `timestep` is no
 the calibration halves and the one with the best calibration TPR at 1% FPR is used (attacks/tuning.py); the
 calibration queries are reported apart and the test halves are never looked at.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -49,8 +50,10 @@ class SimA(Attack):
 
     def score(self, target, batch: AttackBatch) -> torch.Tensor:
         if self.timestep is None:
-            raise ConfigError("attack sima: no timestep: give one, or run it through the runner, which chooses it on "
-                              "the calibration split")
+            raise ConfigError(
+                "attack sima: no timestep: give one, or run it through the runner, which chooses it on "
+                "the calibration split"
+            )
         x0 = target.encode(batch.images)
         eps = target.predict_noise(x0, self.timestep, batch.captions)
         return -(eps.abs() ** self.params.norm).flatten(1).sum(1)

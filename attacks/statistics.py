@@ -1,6 +1,7 @@
 """Per-image statistics that reference-model attacks compute the same way on the target and on every reference:
 the denoising loss at a fixed timestep over seeded noise draws (the same draws for every model), in batches.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,9 @@ from .base import AttackBatch, add_noise, per_sample_noise
 
 
 @torch.no_grad()
-def denoising_losses(target, batch: AttackBatch, timestep: int, draws: int, seed: int,
-                     batch_size: int = 256) -> np.ndarray:
+def denoising_losses(
+    target, batch: AttackBatch, timestep: int, draws: int, seed: int, batch_size: int = 256
+) -> np.ndarray:
     """(len(batch.ids), draws) losses ||eps - eps_theta(x_t, t[, c])||^2 / D, noise seeded by (seed, id, draw).
     Counted."""
     out = []

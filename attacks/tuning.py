@@ -2,6 +2,7 @@
 calibration halves only, and the one with the best calibration TPR at 1% FPR is used (ties: the higher calibration
 AUC, then the first listed). The table of every candidate is recorded with the attack's scores.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -39,8 +40,16 @@ def calibration_rows(loaded):
     return [(e, m) for e, m in loaded.manifest.audit_entries() if e.half == "calibration"]
 
 
-def tune(loaded, name: str, params: dict[str, Any], grid: dict[str, list], seed: int = 0, batch_size: int | None = None,
-         target_fpr: float = 0.01, known: ScoredRows | None = None) -> tuple[dict[str, Any], dict]:
+def tune(
+    loaded,
+    name: str,
+    params: dict[str, Any],
+    grid: dict[str, list],
+    seed: int = 0,
+    batch_size: int | None = None,
+    target_fpr: float = 0.01,
+    known: ScoredRows | None = None,
+) -> tuple[dict[str, Any], dict]:
     """The best values for the parameters in `grid` (the others from `params`) by calibration TPR at `target_fpr`.
     Calibration rows `known` already holds for a candidate (e.g. the paper default scored as its own cell) are not
     computed again; every candidate's calibration rows are added to it, so the chosen one's final run
@@ -74,6 +83,11 @@ def tune(loaded, name: str, params: dict[str, Any], grid: dict[str, list], seed:
         key = (tpr, area)
         if best_key is None or key > best_key:
             best, best_key = combo, key
-    return best, {"grid": {k: list(v) for k, v in grid.items()}, "chosen": best, "criterion":
-                  f"calibration TPR at {target_fpr:.1%} FPR, then AUC", "candidates": table,
-                  "calibration_queries": queries, "calibration_rows_reused": reused}
+    return best, {
+        "grid": {k: list(v) for k, v in grid.items()},
+        "chosen": best,
+        "criterion": f"calibration TPR at {target_fpr:.1%} FPR, then AUC",
+        "candidates": table,
+        "calibration_queries": queries,
+        "calibration_rows_reused": reused,
+    }

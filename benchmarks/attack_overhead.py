@@ -6,6 +6,7 @@ and time them. Both in the same process, alternating, best of `--repeats`. Aim: 
 
     python benchmarks/attack_overhead.py [--run runs/digits-ddpm] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,10 @@ def main() -> None:
     loaded = ensure_run(args.run)
     target = loaded.target
     ids = [e.index for e, _ in loaded.manifest.audit_entries()][: args.batch_size * 2]
-    batches = [AttackBatch(loaded.images.tensor(ids[i : i + args.batch_size]), ids[i : i + args.batch_size])
-               for i in range(0, len(ids), args.batch_size)]
+    batches = [
+        AttackBatch(loaded.images.tensor(ids[i : i + args.batch_size]), ids[i : i + args.batch_size])
+        for i in range(0, len(ids), args.batch_size)
+    ]
 
     calls: list[tuple[torch.Size, torch.Tensor]] = []
     forward = target._forward
@@ -64,13 +67,15 @@ def main() -> None:
                 for x, t in inputs:
                     forward(x, t, None)
             best_model = min(best_model, time.perf_counter() - t0)
-        rows.append({
-            "attack": name,
-            "forward passes": len(calls),
-            "attack s": best_attack,
-            "model calls s": best_model,
-            "ratio": best_attack / best_model,
-        })
+        rows.append(
+            {
+                "attack": name,
+                "forward passes": len(calls),
+                "attack s": best_attack,
+                "model calls s": best_model,
+                "ratio": best_attack / best_model,
+            }
+        )
     print(f"{len(ids)} images, batch {args.batch_size}, best of {args.repeats}, {torch.get_num_threads()} threads")
     print_table(rows, ["attack", "forward passes", "attack s", "model calls s", "ratio"])
 

@@ -1,4 +1,5 @@
 """Shared pieces of the benchmark scripts: open (or train) the run they measure, print a table."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -6,6 +6,7 @@ recipe's FID is the model and how much the sampling setting (the t2i benchmark r
 
     python benchmarks/guidance_fid.py runs/t2i-benchmark [--scales 1,1.5,2,3] [--samples 256]
 """
+
 from __future__ import annotations
 
 import argparse

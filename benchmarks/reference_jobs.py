@@ -8,6 +8,7 @@ reference training), and the seconds per step of the training loop alone (summar
 
     python benchmarks/reference_jobs.py --steps 300
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,22 @@ def trainings(n: int, threads: int, steps: int, config: Path, extra: list[str], 
     outs = [work / f"t{threads}-n{n}-{i}" for i in range(n)]
     t0 = time.perf_counter()
     for i, out in enumerate(outs):
-        cmd = [sys.executable, "-m", "diffmia", "--threads", str(threads), "train", str(config), "--out", str(out),
-               "--no-progress", "--set", f"train.steps={steps}", "--set", f"seed={i}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "diffmia",
+            "--threads",
+            str(threads),
+            "train",
+            str(config),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            f"train.steps={steps}",
+            "--set",
+            f"seed={i}",
+        ]
         for s in extra:
             cmd += ["--set", s]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
@@ -56,12 +71,20 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for label, n, threads in [(f"1 training, {cpus} threads", 1, cpus), ("1 training, 1 thread", 1, 1),
-                                  (f"{args.jobs} at once, {max(cpus // args.jobs, 1)} thread(s) each", args.jobs,
-                                   max(cpus // args.jobs, 1))]:
+        for label, n, threads in [
+            (f"1 training, {cpus} threads", 1, cpus),
+            ("1 training, 1 thread", 1, 1),
+            (f"{args.jobs} at once, {max(cpus // args.jobs, 1)} thread(s) each", args.jobs, max(cpus // args.jobs, 1)),
+        ]:
             seconds, loop = trainings(n, threads, args.steps, args.config, args.set, work)
-            rows.append({"how": label, "wall_s": round(seconds, 1), "loop_s_per_step_each": loop / args.steps,
-                         "references_per_hour_at_these_steps": round(3600 * n / seconds, 1)})
+            rows.append(
+                {
+                    "how": label,
+                    "wall_s": round(seconds, 1),
+                    "loop_s_per_step_each": loop / args.steps,
+                    "references_per_hour_at_these_steps": round(3600 * n / seconds, 1),
+                }
+            )
     base = rows[0]["references_per_hour_at_these_steps"]
     for r in rows:
         r["vs_one_process"] = f"{r['references_per_hour_at_these_steps'] / base:.2f}x"

@@ -5,6 +5,7 @@ and aggregation measure, one factor at a time around the defaults (T=80, k=5, st
 
 Prints AUC and TPR@1%FPR on the test halves for each setting (trains the default target first if the run is absent).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,13 +39,15 @@ def main() -> None:
         for factor, params in grid:
             result = run_attack(loaded, build_attack("noise_aggregation", params), tmp, progress=False)
             test = result.scores[result.scores.split == "test"]
-            rows.append({
-                "factor": factor,
-                "setting": ", ".join(f"{k}={v}" for k, v in params.items()),
-                "AUC": auc(test.is_member, test.score),
-                "TPR@1%FPR": tpr_at_fpr(test.is_member, test.score, 0.01),
-                "queries": result.info["queries_per_sample"],
-            })
+            rows.append(
+                {
+                    "factor": factor,
+                    "setting": ", ".join(f"{k}={v}" for k, v in params.items()),
+                    "AUC": auc(test.is_member, test.score),
+                    "TPR@1%FPR": tpr_at_fpr(test.is_member, test.score, 0.01),
+                    "queries": result.info["queries_per_sample"],
+                }
+            )
     print(f"noise_aggregation sweep on {args.run} (defaults T=80, k=5, stride=10, l2; test halves)")
     print_table(rows, ["factor", "setting", "AUC", "TPR@1%FPR", "queries"])
 

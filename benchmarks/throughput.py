@@ -8,6 +8,7 @@ The projection (--project 25000) multiplies the measured per-image cost of each 
 25k / 25k audit and adds 8 reference trainings for LiRA at the measured step time; it scales linearly with the
 number of processes only as far as scoring shards do (every process scores every world-th batch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,23 +62,42 @@ def main() -> None:
         attack = build_attack(name)
         attack.prepare(loaded, loaded.run.root / ".cache")
         seconds = best_of(args.repeats, lambda: [attack.score(target, b) for b in batches])
-        rows.append({"stage": f"attack {name}", "queries/image": attack.queries_per_sample(target),
-                     "images/s": len(ids) / seconds, "s per 1k images": 1000 * seconds / len(ids)})
+        rows.append(
+            {
+                "stage": f"attack {name}",
+                "queries/image": attack.queries_per_sample(target),
+                "images/s": len(ids) / seconds,
+                "s per 1k images": 1000 * seconds / len(ids),
+            }
+        )
 
     def sample() -> None:
         target.generate(64, steps=50, batch_size=64, generator=torch.Generator().manual_seed(0))
 
     seconds = best_of(args.repeats, sample)
-    rows.append({"stage": "FID sampling (50 DDIM steps)", "queries/image": 50, "images/s": 64 / seconds,
-                 "s per 1k images": 1000 * seconds / 64})
+    rows.append(
+        {
+            "stage": "FID sampling (50 DDIM steps)",
+            "queries/image": 50,
+            "images/s": 64 / seconds,
+            "s per 1k images": 1000 * seconds / 64,
+        }
+    )
     from diffmia.evaluate.features import public_digits_classifier
 
-    net, _ = public_digits_classifier(loaded.images, loaded.manifest, loaded.resolution, 0,
-                                      cache_dir=loaded.run.root / ".cache")
+    net, _ = public_digits_classifier(
+        loaded.images, loaded.manifest, loaded.resolution, 0, cache_dir=loaded.run.root / ".cache"
+    )
     x = torch.cat([b.images for b in batches])
     seconds = best_of(args.repeats, lambda: net(x))
-    rows.append({"stage": "FID features (digits classifier)", "queries/image": 0, "images/s": len(x) / seconds,
-                 "s per 1k images": 1000 * seconds / len(x)})
+    rows.append(
+        {
+            "stage": "FID features (digits classifier)",
+            "queries/image": 0,
+            "images/s": len(x) / seconds,
+            "s per 1k images": 1000 * seconds / len(x),
+        }
+    )
     # one training step at the recipe's batch size
     unet = target.unet
     unet.train()
@@ -94,17 +114,25 @@ def main() -> None:
 
     seconds = best_of(args.repeats, lambda: [step() for _ in range(5)]) / 5
     unet.eval()
-    rows.append({"stage": f"training step (batch {len(xb)})", "queries/image": 0, "images/s": len(xb) / seconds,
-                 "s per 1k images": 1000 * seconds / len(xb)})
+    rows.append(
+        {
+            "stage": f"training step (batch {len(xb)})",
+            "queries/image": 0,
+            "images/s": len(xb) / seconds,
+            "s per 1k images": 1000 * seconds / len(xb),
+        }
+    )
     print(f"{describe(environment())}; {len(ids)} images, batch {args.batch_size}, best of {args.repeats}")
     print_table(rows, ["stage", "queries/image", "images/s", "s per 1k images"])
     n = 2 * args.project
     attack_hours = sum(r["s per 1k images"] for r in rows if r["stage"].startswith("attack")) * n / 1000 / 3600
     train_hours = 8 * args.train_steps * seconds / 3600
-    print(f"\nprojection, {args.project} members + {args.project} non-members at this image size: every attack above "
-          f"{attack_hours:.1f} h; 8 LiRA references of {args.train_steps} steps {train_hours:.1f} h "
-          f"(sum {attack_hours + train_hours:.1f} h on 1 process; scoring divides by the processes, references by "
-          f"--jobs)")
+    print(
+        f"\nprojection, {args.project} members + {args.project} non-members at this image size: every attack above "
+        f"{attack_hours:.1f} h; 8 LiRA references of {args.train_steps} steps {train_hours:.1f} h "
+        f"(sum {attack_hours + train_hours:.1f} h on 1 process; scoring divides by the processes, references by "
+        f"--jobs)"
+    )
 
 
 if __name__ == "__main__":

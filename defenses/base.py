@@ -8,6 +8,7 @@
 Each defense has validated parameters, a paper, and `info()` for the manifest and the report. Recipes list them as
 `defenses: [{name: dp_sgd, epsilon: 10}, ...]`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -50,7 +51,9 @@ class Defense:
             params = validate(dict(params or {}), self.Params, source=f"defense {self.name}")
         self.params = params
 
-    def training_set(self, x: torch.Tensor, origins: np.ndarray, ctx: DefenseContext) -> tuple[torch.Tensor, np.ndarray]:
+    def training_set(
+        self, x: torch.Tensor, origins: np.ndarray, ctx: DefenseContext
+    ) -> tuple[torch.Tensor, np.ndarray]:
         return x, origins
 
     def build_model(self, model: torch.nn.Module, ctx: DefenseContext) -> torch.nn.Module:
@@ -64,7 +67,9 @@ class Defense:
         """Text models, per step: the caption token ids of the batch (`pool`: every training row's ids)."""
         return ids
 
-    def text_noise(self, shape: tuple[int, ...], gen: torch.Generator, current: torch.Tensor | None) -> torch.Tensor | None:
+    def text_noise(
+        self, shape: tuple[int, ...], gen: torch.Generator, current: torch.Tensor | None
+    ) -> torch.Tensor | None:
         """Text models, per step: noise added to the text features (None: none)."""
         return current
 

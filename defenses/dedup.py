@@ -7,6 +7,7 @@ Models", arXiv 2301.13188: duplicated images leak and are copied far more).
   digits-classifier features, or CLIP / DINOv2 from a local folder).
 What was removed (how many rows, which member ids, the groups) goes into the manifest and the report.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +63,9 @@ class Deduplication(Defense):
         from diffmia.evaluate.features import TransformersImageFeatures, public_digits_classifier
 
         if p.embedding == "digits-classifier":
-            net, _ = public_digits_classifier(ctx.images, ctx.manifest, ctx.config.data.resolution, ctx.config.seed,
-                                              cache_dir=ctx.cache_dir)
+            net, _ = public_digits_classifier(
+                ctx.images, ctx.manifest, ctx.config.data.resolution, ctx.config.seed, cache_dir=ctx.cache_dir
+            )
         else:
             net = TransformersImageFeatures(p.embedding_path or "", p.embedding)
         with torch.no_grad():
@@ -73,7 +75,9 @@ class Deduplication(Defense):
         keep = exact_keep(x) if self.params.mode == "exact" else near_keep(self.embed(x, ctx), self.params.threshold)
         dropped = np.setdiff1d(np.arange(len(x)), keep)
         ctx.report["dedup"] = {
-            "rows_before": int(len(x)), "rows_after": int(len(keep)), "removed": int(len(dropped)),
+            "rows_before": int(len(x)),
+            "rows_after": int(len(keep)),
+            "removed": int(len(dropped)),
             "removed_member_ids": sorted({int(origins[i]) for i in dropped}),
             "members_lost_entirely": sorted(set(int(o) for o in origins) - set(int(origins[i]) for i in keep)),
         }

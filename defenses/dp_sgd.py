@@ -17,6 +17,7 @@ Batches are Poisson samples of the training set (each row kept with probability 
 generator seeded by (seed, step) like everything else in the loop, and the optimizer's noise likewise, so a resumed
 DP run equals an uninterrupted one. Refused under several processes, gradient accumulation or fp16.
 """
+
 from __future__ import annotations
 
 from typing import Literal, Optional
@@ -27,9 +28,9 @@ from pydantic import Field, model_validator
 
 from diffmia.config import ConfigError
 
-MAX_SIGMA = 1e6  # opacus.accountants.utils.MAX_SIGMA: get_noise_multiplier gives up beyond it
-
 from .base import Defense, DefenseParams, register_defense
+
+MAX_SIGMA = 1e6  # opacus.accountants.utils.MAX_SIGMA: get_noise_multiplier gives up beyond it
 
 
 class DPSGDParams(DefenseParams):
@@ -54,13 +55,26 @@ class DPSGD(Defense):
     Params = DPSGDParams
     stage = "privacy"
 
-    def engine(self, model, optimizer, n_train: int, batch_size: int, steps: int, seed: int, accelerator) -> "PrivateTraining":
+    def engine(
+        self, model, optimizer, n_train: int, batch_size: int, steps: int, seed: int, accelerator
+    ) -> "PrivateTraining":
         if accelerator.gradient_accumulation_steps > 1:
-            raise ConfigError("defense dp_sgd: set train.gradient_accumulation_steps=1 (raise train.batch_size instead)")
+            raise ConfigError(
+                "defense dp_sgd: set train.gradient_accumulation_steps=1 (raise train.batch_size instead)"
+            )
         if accelerator.mixed_precision == "fp16":
             raise ConfigError("defense dp_sgd: fp16 is not supported; use train.mixed_precision=no or bf16")
-        return PrivateTraining(self.params, model, optimizer, n_train, batch_size, steps, seed,
-                               accelerator.num_processes, accelerator.process_index)
+        return PrivateTraining(
+            self.params,
+            model,
+            optimizer,
+            n_train,
+            batch_size,
+            steps,
+            seed,
+            accelerator.num_processes,
+            accelerator.process_index,
+        )
 
 
 def smallest_epsilon(p: "DPSGDParams", sample_rate: float, steps: int) -> float:
@@ -75,7 +89,9 @@ def smallest_epsilon(p: "DPSGDParams", sample_rate: float, steps: int) -> float:
 class PrivateTraining:
     """Owns the opacus pieces for one training run; the loop asks it for batches and steps."""
 
-    def __init__(self, p: DPSGDParams, model, optimizer, n_train, batch_size, steps, seed, world: int = 1, rank: int = 0):
+    def __init__(
+        self, p: DPSGDParams, model, optimizer, n_train, batch_size, steps, seed, world: int = 1, rank: int = 0
+    ):
         from opacus import GradSampleModule
         from opacus.accountants import create_accountant
         from opacus.accountants.utils import get_noise_multiplier
@@ -94,16 +110,22 @@ class PrivateTraining:
             self.noise_multiplier = p.noise_multiplier
         else:
             try:
-                self.noise_multiplier = float(get_noise_multiplier(
-                    target_epsilon=p.epsilon, target_delta=p.delta, sample_rate=self.sample_rate, steps=steps,
-                    accountant=p.accountant,
-                ))
+                self.noise_multiplier = float(
+                    get_noise_multiplier(
+                        target_epsilon=p.epsilon,
+                        target_delta=p.delta,
+                        sample_rate=self.sample_rate,
+                        steps=steps,
+                        accountant=p.accountant,
+                    )
+                )
             except ValueError as exc:  # opacus: "The privacy budget is too low."
                 raise ConfigError(
                     f"defense dp_sgd: epsilon {p.epsilon:g} is out of reach at delta {p.delta:g} with {steps} steps at "
                     f"sample rate {self.sample_rate:.4g} (batch {batch_size} of {n_train}): the smallest epsilon opacus "
                     f"can reach there (noise multiplier {MAX_SIGMA:g}) is {smallest_epsilon(p, self.sample_rate, steps):.3g}"
-                    f"; raise epsilon or delta, or train fewer steps ({exc})") from None
+                    f"; raise epsilon or delta, or train fewer steps ({exc})"
+                ) from None
         # force_functorch: opacus' hook-based per-sample gradients come out zero or wrong for the conv layers that
         # follow diffusers' attention blocks (measured here against torch.func; tests/test_defenses.py checks it);
         # the functorch path is exact for every layer, at about 1.4x the cost of the hooks.
@@ -117,13 +139,19 @@ class PrivateTraining:
             from opacus.optimizers import DistributedDPOptimizer
 
             self.optimizer = DistributedDPOptimizer(
-                optimizer, noise_multiplier=self.noise_multiplier, max_grad_norm=p.max_grad_norm,
-                expected_batch_size=batch_size / world, loss_reduction="mean",
+                optimizer,
+                noise_multiplier=self.noise_multiplier,
+                max_grad_norm=p.max_grad_norm,
+                expected_batch_size=batch_size / world,
+                loss_reduction="mean",
             )
         else:
             self.optimizer = DPOptimizer(
-                optimizer, noise_multiplier=self.noise_multiplier, max_grad_norm=p.max_grad_norm,
-                expected_batch_size=batch_size, loss_reduction="mean",
+                optimizer,
+                noise_multiplier=self.noise_multiplier,
+                max_grad_norm=p.max_grad_norm,
+                expected_batch_size=batch_size,
+                loss_reduction="mean",
             )
         self.accountant = create_accountant(p.accountant)
         self.steps_done = 0
@@ -178,9 +206,14 @@ class PrivateTraining:
 
     def info(self) -> dict:
         return {
-            "epsilon": round(self.epsilon(), 4), "delta": self.params.delta, "accountant": self.params.accountant,
-            "noise_multiplier": round(self.noise_multiplier, 5), "sample_rate": round(self.sample_rate, 6),
-            "steps": self.steps_done, "max_grad_norm": self.params.max_grad_norm,
-            "noise_multiplicity": self.params.noise_multiplicity, "training_rows": self.n_train,
+            "epsilon": round(self.epsilon(), 4),
+            "delta": self.params.delta,
+            "accountant": self.params.accountant,
+            "noise_multiplier": round(self.noise_multiplier, 5),
+            "sample_rate": round(self.sample_rate, 6),
+            "steps": self.steps_done,
+            "max_grad_norm": self.params.max_grad_norm,
+            "noise_multiplicity": self.params.noise_multiplicity,
+            "training_rows": self.n_train,
             "processes": self.world,
         }

@@ -7,6 +7,7 @@ of the members through the same training loop (cached under the cache folder, sh
 - mode `distill` (DistillMD): one student is trained on all members, its loss target for an image being the noise
   prediction of the teacher that did NOT see that image, so no single image is fitted by the model it reaches.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,17 +46,26 @@ class DualModel(Defense):
         key = recipe_hash(cfg)
         folders = []
         for half in (0, 1):  # cached: DualMD and DistillMD recipes of one benchmark share their teachers
-            run = train_target(cfg, ctx.cache_dir / f"dual-teachers-{key}" / f"half-{half}", resume=True,
-                               progress=progress, train_on=f"members-half-{half}", cache_dir=ctx.cache_dir)
+            run = train_target(
+                cfg,
+                ctx.cache_dir / f"dual-teachers-{key}" / f"half-{half}",
+                resume=True,
+                progress=progress,
+                train_on=f"members-half-{half}",
+                cache_dir=ctx.cache_dir,
+            )
             folders.append(run.target)
         from diffmia.targets.manifest import SplitManifest
 
         ctx.report["dual_model"] = {
-            "mode": self.params.mode, "teachers": [str(f) for f in folders],
+            "mode": self.params.mode,
+            "teachers": [str(f) for f in folders],
             # the IN canaries each teacher saw (its half of them): the one-run audit's canaries are trained on
             "canaries_trained_by_teacher": [
                 SplitManifest.load(f.parent / "manifest.json").extra.get("training_set", {}).get("canaries_trained", [])
-                for f in folders]}
+                for f in folders
+            ],
+        }
         return folders
 
     @property
@@ -74,10 +84,13 @@ class DualModel(Defense):
         from diffmia.targets.train import step_seed
 
         self.folders = self.teachers(ctx, run_root)
-        self.models = [UNet2DModel.from_pretrained(f, subfolder="unet", use_safetensors=True).to(device).eval()
-                       for f in self.folders]
-        half_one = set(member_half(ctx.manifest, ctx.config.seed, 1, step_seed)) | \
-            set(canary_half(ctx.manifest, ctx.config.seed, 1, step_seed))  # IN canaries are split like members
+        self.models = [
+            UNet2DModel.from_pretrained(f, subfolder="unet", use_safetensors=True).to(device).eval()
+            for f in self.folders
+        ]
+        half_one = set(member_half(ctx.manifest, ctx.config.seed, 1, step_seed)) | set(
+            canary_half(ctx.manifest, ctx.config.seed, 1, step_seed)
+        )  # IN canaries are split like members
         self.row_half = torch.as_tensor([1 if int(o) in half_one else 0 for o in train_origins])
 
     @torch.no_grad()

@@ -5,6 +5,7 @@ the members. The target is base + adapter merged (peft merge_and_unload); the ad
 RUN/adapter/. Fewer trainable parameters may reduce memorisation: the benchmark measures it against full fine-tuning
 from the same base.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,11 +40,18 @@ class LoRA(Defense):
         p = self.params
         names = [n for n, _ in model.unet.named_modules()]
         if not any(n.endswith(tuple(p.target_modules)) for n in names):
-            raise ConfigError(f"defense lora: no module of the model matches target_modules {p.target_modules} "
-                              "(does the model have attention? set model.attention)")
+            raise ConfigError(
+                f"defense lora: no module of the model matches target_modules {p.target_modules} "
+                "(does the model have attention? set model.attention)"
+            )
         torch.manual_seed(ctx.config.seed)  # adapter init from the seed, whether the base was trained or cached
-        config = LoraConfig(r=p.rank, lora_alpha=p.alpha, target_modules=list(p.target_modules), lora_dropout=p.dropout,
-                            init_lora_weights=True)
+        config = LoraConfig(
+            r=p.rank,
+            lora_alpha=p.alpha,
+            target_modules=list(p.target_modules),
+            lora_dropout=p.dropout,
+            init_lora_weights=True,
+        )
         model.requires_grad_(False)  # base frozen (text encoder included); only the adapters train
         model.unet = get_peft_model(model.unet, config)
         ctx.report["lora"] = {

@@ -6,6 +6,7 @@
   in the spirit of Somepalli et al., arXiv 2305.20086). Both are empirical defenses with no formal guarantee: the
   report shows them beside DP (Aerni et al., arXiv 2404.17399).
 """
+
 from __future__ import annotations
 
 import torch

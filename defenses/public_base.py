@@ -5,6 +5,7 @@ The base is the recipe's own model trained on the split's public images (never m
 recipe of a benchmark that asks for the same base reuses it. `public_base` then fine-tunes all weights on the
 members; `lora` (lora.py) fine-tunes only low-rank adapters.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

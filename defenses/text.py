@@ -6,6 +6,7 @@ Diffusion Models", arXiv 2305.20086): both weaken the tie between a training ima
 - `text_embedding_noise`: Gaussian noise of std `std` added to the text features the UNet cross-attends to
   (their rand_noise_lam).
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -14,8 +15,6 @@ import torch
 from pydantic import Field
 
 from .base import Defense, DefenseParams, register_defense
-
-
 
 
 class CaptionRandomisationParams(DefenseParams):

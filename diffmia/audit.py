@@ -9,6 +9,7 @@ refused with the pairs listed (a duplicated image is both a member and a non-mem
 Every attack the access level allows runs through the same runner as `diffmia run` and writes the same score files,
 results.csv/json, exposure.csv and report.
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from diffmia.io import private_dir
 from diffmia.config import ConfigError, dump_config
+from diffmia.io import private_dir
 from diffmia.targets.data import IMAGE_SUFFIXES, DataError, ImageSet, open_image
 
 ACCESS_LEVELS = ("gray-box", "black-box", "white-box")
@@ -38,8 +39,10 @@ def _confined(root: Path, name: str, where: str, allow_outside: bool) -> Path:
     the user allowed lists that point elsewhere."""
     file = (root / name).resolve()
     if not allow_outside and root.resolve() not in file.parents:
-        raise DataError(f"{where}: {name[:120]!r} points outside {root} (pass --allow-outside-paths for a list that "
-                        f"names files elsewhere)")
+        raise DataError(
+            f"{where}: {name[:120]!r} points outside {root} (pass --allow-outside-paths for a list that "
+            f"names files elsewhere)"
+        )
     return file
 
 
@@ -131,8 +134,16 @@ def duplicates_across(a: np.ndarray, b: np.ndarray, tolerance: float) -> list[tu
     return sorted((i, j, d) for (i, j), d in pairs.items())
 
 
-def build_audit_set(model_shape, members: ImageList, nonmembers: ImageList, public: ImageList | None, seed: int,
-                    calibration_fraction: float, near_tolerance: float, need_captions: bool):
+def build_audit_set(
+    model_shape,
+    members: ImageList,
+    nonmembers: ImageList,
+    public: ImageList | None,
+    seed: int,
+    calibration_fraction: float,
+    near_tolerance: float,
+    need_captions: bool,
+):
     from diffmia.targets.manifest import Entry, SplitManifest
 
     pm = read_images(members, model_shape, "members")
@@ -141,15 +152,19 @@ def build_audit_set(model_shape, members: ImageList, nonmembers: ImageList, publ
     pairs = duplicates_across(pm, pn, near_tolerance)
     if pairs:
         listed = "; ".join(f"{members.paths[i]} ~ {nonmembers.paths[j]} (RMS {d:.3f})" for i, j, d in pairs[:10])
-        raise DataError(f"{len(pairs)} image(s) of --members are (near) duplicates of --nonmembers images, so they are "
-                        f"both a member and a non-member: remove one of each pair, or lower --near-duplicates: {listed}"
-                        + (" ..." if len(pairs) > 10 else ""))
+        raise DataError(
+            f"{len(pairs)} image(s) of --members are (near) duplicates of --nonmembers images, so they are "
+            f"both a member and a non-member: remove one of each pair, or lower --near-duplicates: {listed}"
+            + (" ..." if len(pairs) > 10 else "")
+        )
     captions = members.captions + nonmembers.captions + (public.captions if public else [])
     if need_captions:
         missing = [str(p) for p, c in zip(members.paths + nonmembers.paths, captions) if not c]
         if missing:
-            raise DataError(f"the model is text-conditioned: every image needs a caption (metadata.jsonl 'text' or a "
-                            f"CSV 'text' column); none for {missing[:5]}")
+            raise DataError(
+                f"the model is text-conditioned: every image needs a caption (metadata.jsonl 'text' or a "
+                f"CSV 'text' column); none for {missing[:5]}"
+            )
     pixels = np.concatenate([pm, pn, pp])
     sources = [str(p) for p in members.paths + nonmembers.paths + (public.paths if public else [])]
     images = ImageSet("audit", pixels, sources, captions, max_value=255)
@@ -157,25 +172,36 @@ def build_audit_set(model_shape, members: ImageList, nonmembers: ImageList, publ
     pixel_shas = [pixel_sha256(x) for x in pixels]
 
     def entries(start: int, count: int, halves: bool) -> list[Entry]:
-        return [Entry(i, sources[i], hashes[i], half_of(pixel_shas[i], seed, calibration_fraction) if halves else None)
-                for i in range(start, start + count)]
+        return [
+            Entry(i, sources[i], hashes[i], half_of(pixel_shas[i], seed, calibration_fraction) if halves else None)
+            for i in range(start, start + count)
+        ]
 
     manifest = SplitManifest(
-        dataset={"name": "audit", "members": str(members.paths[0].parent), "nonmembers": str(nonmembers.paths[0].parent)},
-        seed=seed, members=entries(0, len(pm), True), nonmembers=entries(len(pm), len(pn), True),
+        dataset={
+            "name": "audit",
+            "members": str(members.paths[0].parent),
+            "nonmembers": str(nonmembers.paths[0].parent),
+        },
+        seed=seed,
+        members=entries(0, len(pm), True),
+        nonmembers=entries(len(pm), len(pn), True),
         public=entries(len(pm) + len(pn), len(pp), False),
         extra={"external": True, "near_duplicate_tolerance": near_tolerance},
     )
     for role in ("members", "nonmembers"):
         halves = {e.half for e in getattr(manifest, role)}
         if halves != {"calibration", "test"}:
-            raise DataError(f"--{role}: {len(getattr(manifest, role))} image(s) fill only the {', '.join(halves)} half; "
-                            f"an audit needs images in both the calibration and the test half (give more images)")
+            raise DataError(
+                f"--{role}: {len(getattr(manifest, role))} image(s) fill only the {', '.join(halves)} half; "
+                f"an audit needs images in both the calibration and the test half (give more images)"
+            )
     return images, manifest
 
 
-def plan_attacks(target, access: str, has_public: bool, has_recipe: bool, members: int = 0, public_count: int = 0
-                 ) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
+def plan_attacks(
+    target, access: str, has_public: bool, has_recipe: bool, members: int = 0, public_count: int = 0
+) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
     """(attacks to run with their parameters, attacks skipped with the reason), by access level; reference-model
     attacks need the recipe (and, offline, at least as many public images as members)."""
     from diffmia.attacks import ATTACKS
@@ -187,8 +213,13 @@ def plan_attacks(target, access: str, has_public: bool, has_recipe: bool, member
         if cls.needs_captions and not target.conditional:
             continue  # not applicable to an unconditional model: not a gap in the audit
         if cls.needs_references and not has_recipe:
-            skipped.append((name, "needs reference models: give --recipe CONFIG (the training recipe, retrained on "
-                                  "subsets of the audited images)"))
+            skipped.append(
+                (
+                    name,
+                    "needs reference models: give --recipe CONFIG (the training recipe, retrained on "
+                    "subsets of the audited images)",
+                )
+            )
             continue
         if cls.access == "white-box" and access != "white-box":
             skipped.append((name, f"white-box (gradients); --access is {access}"))
@@ -200,15 +231,25 @@ def plan_attacks(target, access: str, has_public: bool, has_recipe: bool, member
             skipped.append((name, "gray-box (noise predictions); --access is black-box"))
             continue
         if cls.needs_references and getattr(cls.Params(), "mode", "online") == "offline" and public_count < members:
-            skipped.append((name, f"offline references train on {members} public images each: give --public FOLDER "
-                                  f"with at least {members} images" + (f" (it has {public_count})" if public_count else "")))
+            skipped.append(
+                (
+                    name,
+                    f"offline references train on {members} public images each: give --public FOLDER "
+                    f"with at least {members} images" + (f" (it has {public_count})" if public_count else ""),
+                )
+            )
             continue
         if name == "quantile_regression" and not has_public:
             skipped.append((name, "trains on public non-members: give --public FOLDER"))
             continue
         if name == "sd_mia" and not has_public:
-            skipped.append((name, "its default image features are a classifier trained on public images: give --public "
-                                  "FOLDER (or run `diffmia attack` with image_features=clip and a local CLIP)"))
+            skipped.append(
+                (
+                    name,
+                    "its default image features are a classifier trained on public images: give --public "
+                    "FOLDER (or run `diffmia attack` with image_features=clip and a local CLIP)",
+                )
+            )
             continue
         if name == "clid" and not has_public:
             params = {"importance_images": 0}  # words in caption order instead of ranked on public images
@@ -229,16 +270,33 @@ def apply_adapter(target, adapter: str | Path) -> None:
     try:
         target.unet = PeftModel.from_pretrained(target.unet, str(adapter)).merge_and_unload().eval()
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
-        raise ModelError(f"--adapter {adapter}: does not fit the model's UNet ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200]})") from None
+        raise ModelError(
+            f"--adapter {adapter}: does not fit the model's UNet ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]})"
+        ) from None
 
 
-def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, out: str | Path,
-                access: str = "gray-box", public: str | Path | None = None, recipe: str | Path | None = None,
-                seed: int = 0, calibration_fraction: float = 0.5, near_tolerance: float = 0.01,
-                attacks: list[str] | None = None, batch_size: int | None = None, bootstrap: int = 1000, delta: float = 1e-5,
-                progress: bool = True, log=print, adapter: str | Path | None = None,
-                attack_params: dict[str, dict] | None = None, allow_outside: bool = False) -> dict:
+def audit_model(
+    model: str | Path,
+    members: str | Path,
+    nonmembers: str | Path,
+    out: str | Path,
+    access: str = "gray-box",
+    public: str | Path | None = None,
+    recipe: str | Path | None = None,
+    seed: int = 0,
+    calibration_fraction: float = 0.5,
+    near_tolerance: float = 0.01,
+    attacks: list[str] | None = None,
+    batch_size: int | None = None,
+    bootstrap: int = 1000,
+    delta: float = 1e-5,
+    progress: bool = True,
+    log=print,
+    adapter: str | Path | None = None,
+    attack_params: dict[str, dict] | None = None,
+    allow_outside: bool = False,
+) -> dict:
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import check_attack_fits, run_attack
     from diffmia.config import TargetConfig
@@ -255,23 +313,33 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
     if adapter is not None:
         apply_adapter(target, adapter)
     shape = target.image_shape
-    images, manifest = build_audit_set(shape, list_images(members, "members", allow_outside),
-                                       list_images(nonmembers, "nonmembers", allow_outside),
-                                       list_images(public, "public", allow_outside) if public else None, seed, calibration_fraction,
-                                       near_tolerance, target.conditional)
-    planned, skipped = plan_attacks(target, access, public is not None, recipe is not None, len(manifest.members),
-                                    len(manifest.public))
+    images, manifest = build_audit_set(
+        shape,
+        list_images(members, "members", allow_outside),
+        list_images(nonmembers, "nonmembers", allow_outside),
+        list_images(public, "public", allow_outside) if public else None,
+        seed,
+        calibration_fraction,
+        near_tolerance,
+        target.conditional,
+    )
+    planned, skipped = plan_attacks(
+        target, access, public is not None, recipe is not None, len(manifest.members), len(manifest.public)
+    )
     if attacks:
         unknown = sorted(set(attacks) - {n for n, _ in planned})
         if unknown:
             reasons = dict(skipped)
-            raise ConfigError("; ".join(f"--attack {n}: " + (reasons.get(n) or "not applicable to this model")
-                                        for n in unknown))
+            raise ConfigError(
+                "; ".join(f"--attack {n}: " + (reasons.get(n) or "not applicable to this model") for n in unknown)
+            )
         planned = [(n, p) for n, p in planned if n in attacks]
     unknown = sorted(set(attack_params or {}) - {n for n, _ in planned})
     if unknown:
-        raise ConfigError(f"--set {unknown[0]}.…: {unknown[0]} is not among the attacks this audit runs "
-                          f"({', '.join(n for n, _ in planned) or 'none'})")
+        raise ConfigError(
+            f"--set {unknown[0]}.…: {unknown[0]} is not among the attacks this audit runs "
+            f"({', '.join(n for n, _ in planned) or 'none'})"
+        )
     planned = [(n, {**p, **(attack_params or {}).get(n, {})}) for n, p in planned]
     out = Path(out)
     name = model.resolve().name
@@ -288,14 +356,23 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
     manifest.save(run.manifest)
     ev = EvaluationConfig(delta=delta, bootstrap=bootstrap, seed=seed)
     info = {
-        "run_dir": os.path.relpath(run.root, out), "external": True, "model": str(model.resolve()),
-        "access": access, "adapter": str(adapter) if adapter else None, "members_from": str(members), "nonmembers_from": str(nonmembers),
+        "run_dir": os.path.relpath(run.root, out),
+        "external": True,
+        "model": str(model.resolve()),
+        "access": access,
+        "adapter": str(adapter) if adapter else None,
+        "members_from": str(members),
+        "nonmembers_from": str(nonmembers),
         "public_from": str(public) if public else None,
         "counts": {r: len(getattr(manifest, r)) for r in ("members", "nonmembers", "public")},
         "parameters": sum(p.numel() for m in target_modules(target) for p in m.parameters()),
-        "manifest_sha256": hashlib.sha256(run.manifest.read_bytes()).hexdigest(), "utility": None,
-        "skipped_attacks": dict(skipped), "calibration_fraction": calibration_fraction, "seed": seed,
-        "recipe_from": str(recipe) if recipe else None, "config": dump_config(cfg) if recipe else None,
+        "manifest_sha256": hashlib.sha256(run.manifest.read_bytes()).hexdigest(),
+        "utility": None,
+        "skipped_attacks": dict(skipped),
+        "calibration_fraction": calibration_fraction,
+        "seed": seed,
+        "recipe_from": str(recipe) if recipe else None,
+        "config": dump_config(cfg) if recipe else None,
         # copies of the audited images outside --out (`diffmia forget OUT` removes them and the references)
         "member_data_copies": [cfg.data.path] if recipe else [],
     }
@@ -303,12 +380,30 @@ def audit_model(model: str | Path, members: str | Path, nonmembers: str | Path, 
     for atk in built:
         log(f"[{name}] attack {atk.name}")
         result = run_attack(loaded, atk, run.scores, progress=progress, batch_size=batch_size)
-        rows.append(cell_row(name, atk.name, atk, result.scores, result.info, loaded, ev, info, {"defenses": "unknown"},
-                             os.path.relpath(run.scores / f"{atk.name}.csv", out), None))
+        rows.append(
+            cell_row(
+                name,
+                atk.name,
+                atk,
+                result.scores,
+                result.info,
+                loaded,
+                ev,
+                info,
+                {"defenses": "unknown"},
+                os.path.relpath(run.scores / f"{atk.name}.csv", out),
+                None,
+            )
+        )
     for n, why in skipped:
         log(f"[{name}] skipped {n}: {why}")
-    results = {"benchmark": f"audit of {name}", "recipes": {name: info}, "rows": rows,
-               "evaluation": ev.model_dump(mode="json"), "environment": environment()}
+    results = {
+        "benchmark": f"audit of {name}",
+        "recipes": {name: info},
+        "rows": rows,
+        "evaluation": ev.model_dump(mode="json"),
+        "environment": environment(),
+    }
     return write_results(out, results, {name: (images, manifest)})
 
 
@@ -322,15 +417,24 @@ def recipe_for_audit(recipe: str | Path, images: ImageSet, manifest, shape: tupl
 
     cfg = load_config(recipe)
     if cfg.data.resolution not in (None, shape[-1]):
-        raise ConfigError(f"--recipe {recipe}: data.resolution {cfg.data.resolution} differs from the audited model's "
-                          f"{shape[-1]}x{shape[-1]} images")
+        raise ConfigError(
+            f"--recipe {recipe}: data.resolution {cfg.data.resolution} differs from the audited model's "
+            f"{shape[-1]}x{shape[-1]} images"
+        )
     digest = hashlib.sha256("".join(images.hashes()).encode() + "\n".join(images.captions).encode()).hexdigest()[:16]
     npz = private_dir(default_cache_dir() / "audit-data") / f"audit-{digest}.npz"  # owner-only: member images
     if not npz.is_file():
         save_npz(images, npz)
-    data = {**cfg.data.model_dump(mode="json"), "dataset": "npz", "path": str(npz), "resolution": None,
-            "members": len(manifest.members), "nonmembers": len(manifest.nonmembers), "max_images": None,
-            "canaries": 0}
+    data = {
+        **cfg.data.model_dump(mode="json"),
+        "dataset": "npz",
+        "path": str(npz),
+        "resolution": None,
+        "members": len(manifest.members),
+        "nonmembers": len(manifest.nonmembers),
+        "max_images": None,
+        "canaries": 0,
+    }
     return cfg.model_copy(update={"data": type(cfg.data).model_validate(data)})
 
 

@@ -1,5 +1,6 @@
 """The `diffmia` command line (typer). Each command takes a YAML config (or a run directory made from one),
 repeatable `--set dotted.key=value` overrides and `--out DIR`. Bad input exits with code 2 and a one-line error."""
+
 from __future__ import annotations
 
 import functools
@@ -15,6 +16,7 @@ app = typer.Typer(
     help="diffmia: does this diffusion training recipe leak which images it was trained on?",
 )
 
+
 def _version(value: bool) -> None:
     if value:
         from diffmia import __version__
@@ -25,11 +27,26 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, max=1024, help="torch CPU threads (default: the CPUs "
-                                          "this process may use, from its affinity and cgroup quota; env DIFFMIA_THREADS)."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=256, help="Reference models trained at once, each "
-                                       "in its own process with threads/jobs threads (default 1; env DIFFMIA_JOBS)."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    threads: Optional[int] = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        max=1024,
+        help="torch CPU threads (default: the CPUs "
+        "this process may use, from its affinity and cgroup quota; env DIFFMIA_THREADS).",
+    ),
+    jobs: Optional[int] = typer.Option(
+        None,
+        "--jobs",
+        "-j",
+        min=1,
+        max=256,
+        help="Reference models trained at once, each "
+        "in its own process with threads/jobs threads (default 1; env DIFFMIA_JOBS).",
+    ),
 ) -> None:
     """diffmia: does this diffusion training recipe leak which images it was trained on?"""
     from diffmia import parallel
@@ -42,8 +59,21 @@ def main_options(
 
 
 # the registered attacks, for --help without importing torch (tests/test_cli.py checks it against the registry)
-ATTACK_NAMES = ("clid", "gsa", "lira", "naive_loss", "noise_aggregation", "pia", "pian", "quantile_regression",
-                "rediffuse", "rmia", "sd_mia", "secmi", "sima")
+ATTACK_NAMES = (
+    "clid",
+    "gsa",
+    "lira",
+    "naive_loss",
+    "noise_aggregation",
+    "pia",
+    "pian",
+    "quantile_regression",
+    "rediffuse",
+    "rmia",
+    "sd_mia",
+    "secmi",
+    "sima",
+)
 
 SetOption = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set train.steps=500 (repeatable).")
 
@@ -53,28 +83,40 @@ def user_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import os
+
         from diffmia.config import ConfigError
+        from diffmia.evaluate.features import FeatureError
+        from diffmia.evaluate.report import ReportError
         from diffmia.registry import UnknownNameError
         from diffmia.targets.data import DataError
-        from diffmia.targets.runs import RunError
-        from diffmia.evaluate.features import FeatureError
         from diffmia.targets.denoiser import ModelError
+        from diffmia.targets.runs import RunError
         from diffmia.targets.train import TrainingError
-        from diffmia.evaluate.report import ReportError
-
-        import os
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, DataError, RunError, TrainingError, UnknownNameError, ModelError, FeatureError,
-                ReportError) as exc:
+        except (
+            ConfigError,
+            DataError,
+            RunError,
+            TrainingError,
+            UnknownNameError,
+            ModelError,
+            FeatureError,
+            ReportError,
+        ) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        except OSError as exc:  # a full disk, a read-only folder, a path that is a file: one line (DIFFMIA_DEBUG=1: all)
+        except (
+            OSError
+        ) as exc:  # a full disk, a read-only folder, a path that is a file: one line (DIFFMIA_DEBUG=1: all)
             if os.environ.get("DIFFMIA_DEBUG"):
                 raise
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-            typer.echo(f"error: {where}{exc.strerror or exc} (nothing half-written is kept; rerun when fixed)", err=True)
+            typer.echo(
+                f"error: {where}{exc.strerror or exc} (nothing half-written is kept; rerun when fixed)", err=True
+            )
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo(f"\ninterrupted. {INTERRUPTED.get(fn.__name__, 'Nothing half-written is kept.')}", err=True)
@@ -108,8 +150,10 @@ def refuse_launch(command: str, instead: str) -> None:
     from diffmia.config import ConfigError
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError(f"diffmia {command} does not run under a multi-process launcher (WORLD_SIZE="
-                          f"{os.environ['WORLD_SIZE']}): {instead}")
+        raise ConfigError(
+            f"diffmia {command} does not run under a multi-process launcher (WORLD_SIZE="
+            f"{os.environ['WORLD_SIZE']}): {instead}"
+        )
 
 
 def out_path(value: Optional[str], flag: str = "--out", file: bool = False) -> Optional[Path]:
@@ -122,7 +166,9 @@ def out_path(value: Optional[str], flag: str = "--out", file: bool = False) -> O
     if value is None:
         return None
     if not value.strip():
-        raise ConfigError(f"{flag} is empty (an unset shell variable?): name the {'file' if file else 'folder'} to write")
+        raise ConfigError(
+            f"{flag} is empty (an unset shell variable?): name the {'file' if file else 'folder'} to write"
+        )
     path = Path(value)
     if file and path.is_dir():
         raise ConfigError(f"{flag} {path}: is a folder; name a file to write")
@@ -160,8 +206,11 @@ def train(
 
         last = latest_checkpoint(RunDir(out))
         where = f"the last checkpoint is {last}" if last else "no checkpoint was written yet"
-        typer.echo(f"\ninterrupted: {where}. Resume with: diffmia train {config} --out {out} --resume"
-                   + "".join(f" --set {s_!r}" for s_ in set_ or []), err=True)
+        typer.echo(
+            f"\ninterrupted: {where}. Resume with: diffmia train {config} --out {out} --resume"
+            + "".join(f" --set {s_!r}" for s_ in set_ or []),
+            err=True,
+        )
         raise typer.Exit(130) from None
     from diffmia.parallel import finish_processes, processes
 
@@ -171,7 +220,9 @@ def train(
     summary = read_json(run.summary)
     typer.echo(f"target: {run.target}")
     for t, row in summary["gap"].items():
-        typer.echo(f"  t={t:>4}: loss members {row['members']:.4f}  non-members {row['nonmembers_test']:.4f}  ratio {row['ratio']:.2f}")
+        typer.echo(
+            f"  t={t:>4}: loss members {row['members']:.4f}  non-members {row['nonmembers_test']:.4f}  ratio {row['ratio']:.2f}"
+        )
     finish_processes()
 
 
@@ -184,8 +235,12 @@ def sample(
     steps: int = typer.Option(50, "--steps", min=1, max=1000, help="Denoising steps."),
     sampler: str = typer.Option("ddim", "--sampler", help="ddim (eta=0) or ddpm (ancestral)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the initial noise."),
-    prompt: Optional[List[str]] = typer.Option(None, "--prompt", "-p", help="Text targets: prompt(s), cycled over the n images."),
-    guidance: float = typer.Option(3.0, "--guidance", min=1.0, max=30.0, help="Text targets: classifier-free guidance scale."),
+    prompt: Optional[List[str]] = typer.Option(
+        None, "--prompt", "-p", help="Text targets: prompt(s), cycled over the n images."
+    ),
+    guidance: float = typer.Option(
+        3.0, "--guidance", min=1.0, max=30.0, help="Text targets: classifier-free guidance scale."
+    ),
 ) -> None:
     """Draw samples from a trained target and save them as a PNG grid."""
     import torch
@@ -201,8 +256,9 @@ def sample(
     if prompt and not loaded.target.conditional:
         raise ConfigError(f"--prompt: {run} is an unconditional target")
     prompts = [prompt[i % len(prompt)] for i in range(n)] if prompt else None
-    images = loaded.target.generate(n, prompts, steps=steps, sampler=sampler, guidance_scale=guidance,
-                                    generator=torch.Generator().manual_seed(seed))
+    images = loaded.target.generate(
+        n, prompts, steps=steps, sampler=sampler, guidance_scale=guidance, generator=torch.Generator().manual_seed(seed)
+    )
     typer.echo(f"wrote {grid_png(images, out)} ({n} images, {sampler}, {steps} steps)")
 
 
@@ -211,17 +267,21 @@ def sample(
 def utility(
     run: Path = typer.Argument(..., help="A trained run directory."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="JSON to write (default: RUN/utility.json)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="A utility setting as KEY=VALUE, e.g. "
-                                             "samples=1024, features=clip, features_path=DIR (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(
+        None,
+        "--set",
+        "-s",
+        help="A utility setting as KEY=VALUE, e.g. samples=1024, features=clip, features_path=DIR (repeatable).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """FID and KID of the target's samples against its held-out non-members, beside the floor (members against the
     same non-members). Under torchrun / accelerate launch each process draws every N-th batch of samples: the same
     images, hence the same numbers, as one process."""
-    from diffmia.parallel import finish_processes, processes
     from diffmia.config import validate
     from diffmia.evaluate.fid import UtilityConfig, compute_utility
     from diffmia.io import write_json
+    from diffmia.parallel import finish_processes, processes
     from diffmia.targets.runs import load_run
     from diffmia.targets.train import default_cache_dir
 
@@ -231,9 +291,11 @@ def utility(
     result = compute_utility(loaded, cfg, default_cache_dir(), progress=progress)
     if processes()[1] == 0:
         write_json(target_file, {**result, "run": str(run), "utility": cfg.model_dump(mode="json")})
-        typer.echo(f"{result['fid_label']}: {result['fid']:.3f} (floor {result['fid_floor']:.3f}), KID "
-                   f"{result['kid']:.4f} (floor {result['kid_floor']:.4f}); {cfg.samples} samples, "
-                   f"{result['reference']} non-members -> {target_file}")
+        typer.echo(
+            f"{result['fid_label']}: {result['fid']:.3f} (floor {result['fid_floor']:.3f}), KID "
+            f"{result['kid']:.4f} (floor {result['kid_floor']:.4f}); {cfg.samples} samples, "
+            f"{result['reference']} non-members -> {target_file}"
+        )
     finish_processes()
 
 
@@ -254,33 +316,58 @@ def data(
     cfg = load_config(config, set_ or [])
     images = load_dataset(cfg.data)
     dataset = {"name": cfg.data.dataset, "path": cfg.data.path, "resolution": cfg.data.resolution}
-    manifest = SplitManifest.create(images, cfg.data.members, cfg.data.nonmembers, cfg.seed, cfg.data.calibration_fraction, dataset,
-                                   canaries=cfg.data.canaries)
+    manifest = SplitManifest.create(
+        images,
+        cfg.data.members,
+        cfg.data.nonmembers,
+        cfg.seed,
+        cfg.data.calibration_fraction,
+        dataset,
+        canaries=cfg.data.canaries,
+    )
     out.mkdir(parents=True, exist_ok=True)
     manifest.save(out / "manifest.json")
     for role in ("members", "nonmembers"):
-        grid_png(images.tensor(manifest.indices(role)[:64], cfg.data.resolution), out / f"{role}.png",
-                 private=True)  # member (and non-member) images: owner-only
+        grid_png(
+            images.tensor(manifest.indices(role)[:64], cfg.data.resolution), out / f"{role}.png", private=True
+        )  # member (and non-member) images: owner-only
     counts = manifest.to_dict()["counts"]
-    typer.echo(f"{images.name}: {len(images)} images -> {counts}; wrote {out / 'manifest.json'}, members.png, nonmembers.png")
+    typer.echo(
+        f"{images.name}: {len(images)} images -> {counts}; wrote {out / 'manifest.json'}, members.png, nonmembers.png"
+    )
 
 
 @app.command()
 @user_errors
 def attack(
     run: Path = typer.Argument(..., help="A trained run directory."),
-    attack_name: str = typer.Option("all", "--attack", "-a", help="Attack name, or 'all' for every gray-box attack that "
-                                    "fits the target and needs no reference models. Attacks: " + ", ".join(ATTACK_NAMES) + "."),
+    attack_name: str = typer.Option(
+        "all",
+        "--attack",
+        "-a",
+        help="Attack name, or 'all' for every gray-box attack that "
+        "fits the target and needs no reference models. Attacks: " + ", ".join(ATTACK_NAMES) + ".",
+    ),
     set_: Optional[List[str]] = SetOption,
-    tune_: Optional[List[str]] = typer.Option(None, "--tune", help="Choose a parameter on the calibration split: "
-                                              "--tune timestep=50,100,200 (repeatable)."),
+    tune_: Optional[List[str]] = typer.Option(
+        None, "--tune", help="Choose a parameter on the calibration split: --tune timestep=50,100,200 (repeatable)."
+    ),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the attack's noise draws."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=65536, help="Images per batch of model "
-                                             "calls (default: 128 on CPU, 512 on a GPU)."),
+    batch_size: Optional[int] = typer.Option(
+        None,
+        "--batch-size",
+        min=1,
+        max=65536,
+        help="Images per batch of model calls (default: 128 on CPU, 512 on a GPU).",
+    ),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Folder for the scores (default: RUN/scores)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 (exact), bf16 or fp16: the denoiser runs under "
-                                  "autocast (faster on GPUs; scores within the README's stated tolerance)."),
+    precision: str = typer.Option(
+        "fp32",
+        "--precision",
+        help="fp32 (exact), bf16 or fp16: the denoiser runs under "
+        "autocast (faster on GPUs; scores within the README's stated tolerance).",
+    ),
 ) -> None:
     """Score the run's members and non-members with an attack; write scores/NAME.csv and print test-half metrics.
 
@@ -304,8 +391,13 @@ def attack(
         values = value if isinstance(value, list) else [parse_override(f"x={v}")[1] for v in str(value).split(",")]
         grid[".".join(keys)] = values
     if attack_name == "all":  # every gray-box attack that fits the target (reference attacks train models: name them)
-        names = [n for n in ATTACKS.names() if ATTACKS.get(n).access == "gray-box" and not ATTACKS.get(n).needs_references
-                 and (loaded.target.conditional or not ATTACKS.get(n).needs_captions)]
+        names = [
+            n
+            for n in ATTACKS.names()
+            if ATTACKS.get(n).access == "gray-box"
+            and not ATTACKS.get(n).needs_references
+            and (loaded.target.conditional or not ATTACKS.get(n).needs_captions)
+        ]
         if params or grid:
             raise ConfigError("--set and --tune apply to one attack; name it with --attack")
     else:
@@ -320,8 +412,10 @@ def attack(
 
     if processes()[1] != 0:  # under `accelerate launch`: only the main process speaks
         typer.echo = lambda *a, **k: None  # type: ignore[assignment]
-    typer.echo(f"{'attack':<20} {'AUC':>6} {'TPR@1%FPR':>10} {'(FPR)':>7} {'queries':>8} {'images':>7} {'seconds':>8}"
-               "   (test halves; threshold fixed on the calibration halves)")
+    typer.echo(
+        f"{'attack':<20} {'AUC':>6} {'TPR@1%FPR':>10} {'(FPR)':>7} {'queries':>8} {'images':>7} {'seconds':>8}"
+        "   (test halves; threshold fixed on the calibration halves)"
+    )
     from diffmia.attacks.reuse import ScoredRows
 
     for atk in attacks:
@@ -354,23 +448,23 @@ def evaluate(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, max=100000, help="Bootstrap resamples for intervals."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="JSON file to write (default: RUN/metrics.json)."),
-    set_sizes: Optional[str] = typer.Option(None, "--set-sizes", help="Also set-level AUC for these set sizes, e.g. 1,5,10,30."),
+    set_sizes: Optional[str] = typer.Option(
+        None, "--set-sizes", help="Also set-level AUC for these set sizes, e.g. 1,5,10,30."
+    ),
 ) -> None:
     """Metrics for every score file of a run: calibrated AUC, TPR at 1% / 0.1% FPR, ASR, intervals, epsilon bound.
     Score files written by `diffmia run` (scores/LABEL-HASH/NAME.csv) are read too, named by their label."""
     import json
 
+    from diffmia.config import ConfigError
+    from diffmia.evaluate.audit import canary_audit
     from diffmia.evaluate.metrics import evaluate_scores
+    from diffmia.evaluate.scores import ScoreFileError, read_scores
+    from diffmia.evaluate.setlevel import set_level
     from diffmia.io import write_json
     from diffmia.rundir import RunDir
-    from diffmia.targets.runs import RunError
-
-    from diffmia.evaluate.audit import canary_audit
-    from diffmia.evaluate.setlevel import set_level
-
-    from diffmia.config import ConfigError
-    from diffmia.evaluate.scores import ScoreFileError, read_scores
     from diffmia.targets.manifest import SplitManifest
+    from diffmia.targets.runs import RunError
 
     out = out_path(out, file=True)
     if not Path(run).is_dir():
@@ -392,15 +486,21 @@ def evaluate(
         except ScoreFileError as exc:
             raise RunError(str(exc)) from None
     results = {}
-    typer.echo(f"{'attack':<20} {'AUC [95% CI]':>22} {'TPR@1%FPR cal.':>15} {'ASR':>6} {'eps heur.':>9} "
-               f"{'eps 1-run':>9}   (test halves; eps 1-run from the canaries)")
+    typer.echo(
+        f"{'attack':<20} {'AUC [95% CI]':>22} {'TPR@1%FPR cal.':>15} {'ASR':>6} {'eps heur.':>9} "
+        f"{'eps 1-run':>9}   (test halves; eps 1-run from the canaries)"
+    )
     for path in scores:
         df = frames[path]
         label = path.stem if path.parent == RunDir(run).scores else path.parent.name.rsplit("-", 1)[0]
         if label in results:  # the same attack scored by `diffmia attack` and by `diffmia run`: keep both, apart
             label = f"{label} ({path.parent.relative_to(RunDir(run).root)})"
         m = evaluate_scores(df.is_member, df.score, df.split, delta, (0.01, 0.001), bootstrap, seed)
-        queries = json.loads(path.with_suffix(".json").read_text())["queries_per_sample"] if path.with_suffix(".json").is_file() else None
+        queries = (
+            json.loads(path.with_suffix(".json").read_text())["queries_per_sample"]
+            if path.with_suffix(".json").is_file()
+            else None
+        )
         m["queries_per_sample"] = queries
         if sizes:
             m["set_level"] = set_level(df.is_member, df.score, df.split, sizes, seed=seed)
@@ -409,9 +509,11 @@ def evaluate(
         results[label] = m
         lo, hi = m["auc_ci"]
         one_run = f"{audit.epsilon:9.2f}" if audit else f"{'-':>9}"
-        typer.echo(f"{label:<20} {m['auc']:.3f} [{lo:.3f}, {hi:.3f}] {m['tpr@1%fpr']:15.3f} {m['asr']:6.3f} "
-                   f"{m['epsilon_lower_bound']:9.2f} {one_run}  queries {queries}"
-                   + ("  set AUC " + " ".join(f"L={r['set_size']}:{r['auc']:.3f}" for r in m["set_level"]) if sizes else ""))
+        typer.echo(
+            f"{label:<20} {m['auc']:.3f} [{lo:.3f}, {hi:.3f}] {m['tpr@1%fpr']:15.3f} {m['asr']:6.3f} "
+            f"{m['epsilon_lower_bound']:9.2f} {one_run}  queries {queries}"
+            + ("  set AUC " + " ".join(f"L={r['set_size']}:{r['auc']:.3f}" for r in m["set_level"]) if sizes else "")
+        )
     target = out or RunDir(run).root / "metrics.json"
     write_json(target, results)
     typer.echo(f"wrote {target}")
@@ -423,15 +525,28 @@ def run(
     config: Path = typer.Argument(..., help="Benchmark config (YAML): recipes x attacks, utility, evaluation."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Results folder (default: runs/NAME)."),
     set_: Optional[List[str]] = SetOption,
-    show_examples: bool = typer.Option(False, "--show-examples", help="Embed the most exposed member images in the report."),
+    show_examples: bool = typer.Option(
+        False, "--show-examples", help="Embed the most exposed member images in the report."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this recipe (repeatable); results and report "
-                                             "then cover only these. Rerun without it to collect every cached recipe."),
-    executor: str = typer.Option("inline", "--executor", help="inline (this process), local (one process per recipe, "
-                                 "submitit's local executor) or slurm (one Slurm job per recipe through submitit; "
-                                 "--slurm key=value sets its parameters)."),
-    slurm: Optional[List[str]] = typer.Option(None, "--slurm", help="submitit Slurm parameter, e.g. --slurm "
-                                              "slurm_partition=gpu --slurm gpus_per_node=1 (repeatable)."),
+    only: Optional[List[str]] = typer.Option(
+        None,
+        "--only",
+        help="Run only this recipe (repeatable); results and report "
+        "then cover only these. Rerun without it to collect every cached recipe.",
+    ),
+    executor: str = typer.Option(
+        "inline",
+        "--executor",
+        help="inline (this process), local (one process per recipe, "
+        "submitit's local executor) or slurm (one Slurm job per recipe through submitit; "
+        "--slurm key=value sets its parameters).",
+    ),
+    slurm: Optional[List[str]] = typer.Option(
+        None,
+        "--slurm",
+        help="submitit Slurm parameter, e.g. --slurm slurm_partition=gpu --slurm gpus_per_node=1 (repeatable).",
+    ),
 ) -> None:
     """Train every recipe, run every attack, measure FID, and write results.csv/json, plots and report.html.
 
@@ -441,8 +556,11 @@ def run(
     from diffmia.matrix import load_benchmark, run_matrix
     from diffmia.targets.runs import RunError
 
-    refuse_launch("run", "launch its stages instead (diffmia train / attack / utility), or spread the recipes with "
-                  "--executor local|slurm and the references with --jobs")
+    refuse_launch(
+        "run",
+        "launch its stages instead (diffmia train / attack / utility), or spread the recipes with "
+        "--executor local|slurm and the references with --jobs",
+    )
     out = out_path(out)
     bench, recipes = load_benchmark(config, set_ or [])
     if only:
@@ -475,30 +593,67 @@ def run(
 @app.command()
 @user_errors
 def audit(
-    model: Path = typer.Argument(..., help="A local diffusers pipeline folder trained elsewhere (DDPMPipeline, "
-                                 "diffmia's text pipeline, StableDiffusionPipeline)."),
-    members: Path = typer.Option(..., "--members", "-m", help="Training images: a folder (metadata.jsonl captions for "
-                                 "text models) or a CSV with a path (and text) column."),
+    model: Path = typer.Argument(
+        ...,
+        help="A local diffusers pipeline folder trained elsewhere (DDPMPipeline, "
+        "diffmia's text pipeline, StableDiffusionPipeline).",
+    ),
+    members: Path = typer.Option(
+        ...,
+        "--members",
+        "-m",
+        help="Training images: a folder (metadata.jsonl captions for "
+        "text models) or a CSV with a path (and text) column.",
+    ),
     nonmembers: Path = typer.Option(..., "--nonmembers", "-n", help="Images known not to be in training, same form."),
-    access: str = typer.Option("gray-box", "--access", help="What the attacker may use: gray-box (noise "
-                               "predictions), black-box (generated images only) or white-box (gradients)."),
-    public: Optional[Path] = typer.Option(None, "--public", help="Other non-member images the attacker may learn from "
-                                          "(needed by quantile regression and SD-MIA's feature network)."),
-    recipe: Optional[Path] = typer.Option(None, "--recipe", help="The training recipe (a diffmia target YAML): the reference-model attacks (LiRA, RMIA, GSA) retrain it on subsets of the audited images."),
-    adapter: Optional[Path] = typer.Option(None, "--adapter", help="A peft LoRA adapter folder merged into MODEL's UNet."),
+    access: str = typer.Option(
+        "gray-box",
+        "--access",
+        help="What the attacker may use: gray-box (noise "
+        "predictions), black-box (generated images only) or white-box (gradients).",
+    ),
+    public: Optional[Path] = typer.Option(
+        None,
+        "--public",
+        help="Other non-member images the attacker may learn from "
+        "(needed by quantile regression and SD-MIA's feature network).",
+    ),
+    recipe: Optional[Path] = typer.Option(
+        None,
+        "--recipe",
+        help="The training recipe (a diffmia target YAML): the reference-model attacks (LiRA, RMIA, GSA) retrain it on subsets of the audited images.",
+    ),
+    adapter: Optional[Path] = typer.Option(
+        None, "--adapter", help="A peft LoRA adapter folder merged into MODEL's UNet."
+    ),
     attack_names: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Only these attacks (repeatable)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help="An attack's parameter as ATTACK.KEY=VALUE, "
-                                             "e.g. lira.references=16 (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", "-s", help="An attack's parameter as ATTACK.KEY=VALUE, e.g. lira.references=16 (repeatable)."
+    ),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Results folder (default: runs/audit-MODELNAME)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the halves' hash and of the attacks' noise."),
     calibration_fraction: float = typer.Option(0.5, "--calibration-fraction", min=0.05, max=0.95),
-    near_duplicates: float = typer.Option(0.01, "--near-duplicates", min=0.0, max=1.0, help="Refuse member/non-member "
-                                          "pairs this close (RMS pixel difference, 0-1 scale, 16x16 thumbnails); 0: exact only."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=65536,
-                                             help="Images per batch of model calls (default: 128 on CPU, 512 on a GPU)."),
+    near_duplicates: float = typer.Option(
+        0.01,
+        "--near-duplicates",
+        min=0.0,
+        max=1.0,
+        help="Refuse member/non-member "
+        "pairs this close (RMS pixel difference, 0-1 scale, 16x16 thumbnails); 0: exact only.",
+    ),
+    batch_size: Optional[int] = typer.Option(
+        None,
+        "--batch-size",
+        min=1,
+        max=65536,
+        help="Images per batch of model calls (default: 128 on CPU, 512 on a GPU).",
+    ),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, max=100000),
-    allow_outside: bool = typer.Option(False, "--allow-outside-paths", help="Let a CSV list name files outside its "
-                                       "own folder (absolute or ../ paths); refused by default."),
+    allow_outside: bool = typer.Option(
+        False,
+        "--allow-outside-paths",
+        help="Let a CSV list name files outside its own folder (absolute or ../ paths); refused by default.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members;
@@ -516,12 +671,31 @@ def audit(
             raise ConfigError(f"--set {key}=...: name the attack, as ATTACK.KEY=VALUE (e.g. lira.references=16)")
         name, param = key.split(".", 1)
         attack_params.setdefault(name, {})[param] = value
-    results = audit_model(model, members, nonmembers, out, access, public, recipe, seed, calibration_fraction,
-                          near_duplicates, attack_names, batch_size, bootstrap, progress=progress, log=typer.echo,
-                          adapter=adapter, attack_params=attack_params, allow_outside=allow_outside)
+    results = audit_model(
+        model,
+        members,
+        nonmembers,
+        out,
+        access,
+        public,
+        recipe,
+        seed,
+        calibration_fraction,
+        near_duplicates,
+        attack_names,
+        batch_size,
+        bootstrap,
+        progress=progress,
+        log=typer.echo,
+        adapter=adapter,
+        attack_params=attack_params,
+        allow_outside=allow_outside,
+    )
     for row in results["rows"]:
-        typer.echo(f"{row['attack']:<20} AUC {row['auc']:.3f}  TPR@1%FPR calibrated {row['tpr@1%fpr']:.3f} "
-                   f"(achieved FPR {row['fpr@1%fpr_achieved']:.3f})  (test halves)")
+        typer.echo(
+            f"{row['attack']:<20} AUC {row['auc']:.3f}  TPR@1%FPR calibrated {row['tpr@1%fpr']:.3f} "
+            f"(achieved FPR {row['fpr@1%fpr_achieved']:.3f})  (test halves)"
+        )
     if not results["rows"]:
         typer.echo("no attack applies at this access level; see the reasons above")
     typer.echo(f"results: {out / 'results.csv'}\nexposure: {out / 'exposure.csv'}\nreport: {results['report']}")
@@ -561,14 +735,18 @@ def compare(
 def owner(
     model: Path = typer.Argument(..., help="A local diffusers pipeline folder (the model in question)."),
     suspect: Path = typer.Option(..., "--suspect", "-s", help="The owner's collection (folder or CSV list)."),
-    reference: Path = typer.Option(..., "--reference", "-r", help="Images of the same kind known NOT to be in "
-                                   "training (folder or CSV list)."),
+    reference: Path = typer.Option(
+        ..., "--reference", "-r", help="Images of the same kind known NOT to be in training (folder or CSV list)."
+    ),
     attack_names: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Only these attacks (repeatable)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Results folder (default: runs/owner-MODELNAME)."),
     permutations: int = typer.Option(10000, "--permutations", min=100, max=1000000),
     seed: int = typer.Option(0, "--seed", min=0),
-    allow_outside: bool = typer.Option(False, "--allow-outside-paths", help="Let a CSV list name files outside its "
-                                       "own folder (absolute or ../ paths); refused by default."),
+    allow_outside: bool = typer.Option(
+        False,
+        "--allow-outside-paths",
+        help="Let a CSV list name files outside its own folder (absolute or ../ paths); refused by default.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """The data owner's test: was the suspect collection used to train MODEL? A one-sided set-level test of
@@ -576,12 +754,26 @@ def owner(
     from diffmia.owner import owner_test
 
     out = out_path(out) or Path("runs") / f"owner-{model.resolve().name}"
-    r = owner_test(model, suspect, reference, out, seed, attack_names, permutations, progress=progress, log=typer.echo,
-                   allow_outside=allow_outside)
+    r = owner_test(
+        model,
+        suspect,
+        reference,
+        out,
+        seed,
+        attack_names,
+        permutations,
+        progress=progress,
+        log=typer.echo,
+        allow_outside=allow_outside,
+    )
     c = r["combined"]
-    typer.echo(f"{r['suspect_images']} suspect vs {r['reference_images']} reference images, attacks: {', '.join(r['attacks'])}")
-    typer.echo(f"combined: permutation p = {c['permutation_p']:.3g}, Welch p = {c['welch_p']:.3g}, effect size d = "
-               f"{c['effect_size_d']:.2f}; median p < 0.05 from {r['images_needed_median_p_0.05'] or 'more than all'} images")
+    typer.echo(
+        f"{r['suspect_images']} suspect vs {r['reference_images']} reference images, attacks: {', '.join(r['attacks'])}"
+    )
+    typer.echo(
+        f"combined: permutation p = {c['permutation_p']:.3g}, Welch p = {c['welch_p']:.3g}, effect size d = "
+        f"{c['effect_size_d']:.2f}; median p < 0.05 from {r['images_needed_median_p_0.05'] or 'more than all'} images"
+    )
     typer.echo(f"verdict: {r['verdict']}")
     typer.echo(f"wrote {out / 'owner.json'} and {out / 'owner-size-curve.png'}")
 

@@ -3,6 +3,7 @@
 Every recipe is a `TargetConfig`. Loading refuses unknown keys, wrong types and out-of-range values with a one-line
 error that names the file and the field (and suggests the closest known key for a typo).
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,12 @@ class DataConfig(StrictModel):
     calibration_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of each side used to fit thresholds")
     max_images: Optional[int] = Field(None, ge=4, description="use only the first N images of the dataset")
     partial: bool = Field(False, description="cifar10: accept a folder that lacks some of its batch files")
-    canaries: int = Field(0, ge=0, description="one-run audit: images outside the audit split, each trained on by a "
-                                               "seeded fair coin (Steinke et al. 2023)")
+    canaries: int = Field(
+        0,
+        ge=0,
+        description="one-run audit: images outside the audit split, each trained on by a "
+        "seeded fair coin (Steinke et al. 2023)",
+    )
     duplicates: DuplicatesConfig = DuplicatesConfig()
 
     @model_validator(mode="after")
@@ -56,8 +61,11 @@ class DataConfig(StrictModel):
 
 class ModelConfig(StrictModel):
     kind: Literal["unet2d", "unet2d-condition", "stable-diffusion"] = Field(
-        "unet2d", description="pixel DDPM, text-conditioned pixel model, or Stable Diffusion from a local folder")
-    pretrained: Optional[str] = Field(None, description="stable-diffusion: local diffusers StableDiffusionPipeline folder")
+        "unet2d", description="pixel DDPM, text-conditioned pixel model, or Stable Diffusion from a local folder"
+    )
+    pretrained: Optional[str] = Field(
+        None, description="stable-diffusion: local diffusers StableDiffusionPipeline folder"
+    )
     cross_attention_dim: int = Field(32, ge=4, le=4096, description="unet2d-condition: text feature size")
     text_layers: int = Field(2, ge=1, le=24, description="unet2d-condition: CLIP text encoder layers")
     text_heads: int = Field(4, ge=1, le=64)
@@ -81,7 +89,9 @@ class ModelConfig(StrictModel):
         if self.kind == "stable-diffusion" and not self.pretrained:
             raise ValueError("kind 'stable-diffusion' needs model.pretrained (a local StableDiffusionPipeline folder)")
         if self.kind == "unet2d-condition" and self.cross_attention_dim % self.text_heads:
-            raise ValueError(f"text_heads={self.text_heads} does not divide cross_attention_dim={self.cross_attention_dim}")
+            raise ValueError(
+                f"text_heads={self.text_heads} does not divide cross_attention_dim={self.cross_attention_dim}"
+            )
         return self
 
 
@@ -204,9 +214,11 @@ def format_validation_error(source: str, exc: ValidationError, model_cls: type[B
             lines.append(f"{source}: {field}: unknown key{hint}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            got = f" (got {_short(repr(err['input']))})" if err["type"] not in ("missing",) and not isinstance(
-                err.get("input"), dict
-            ) else ""
+            got = (
+                f" (got {_short(repr(err['input']))})"
+                if err["type"] not in ("missing",) and not isinstance(err.get("input"), dict)
+                else ""
+            )
             lines.append(f"{source}: {field}: {msg}{got}")
     return "\n".join(lines)
 
@@ -225,8 +237,9 @@ class _NoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.events.AliasEvent):
             event = self.peek_event()
-            raise yaml.YAMLError(f"aliases (*{str(event.anchor)[:40]}) are not allowed in a config, at line "
-                                 f"{event.start_mark.line + 1}")
+            raise yaml.YAMLError(
+                f"aliases (*{str(event.anchor)[:40]}) are not allowed in a config, at line {event.start_mark.line + 1}"
+            )
         return super().compose_node(parent, index)
 
 

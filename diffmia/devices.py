@@ -9,6 +9,7 @@ defaults are the batch sizes CPU runs always used and `to_device` is a plain `.t
 - `to_device(x, device)`: on CUDA a CPU tensor is copied through pinned (page-locked) memory without blocking the
   host, so the copy of the next batch overlaps the GPU's work; elsewhere it is `x.to(device)`.
 """
+
 from __future__ import annotations
 
 # images per batch of model calls, per stage and device kind; the CPU values are the ones measured and used so far

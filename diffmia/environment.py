@@ -4,13 +4,26 @@ Recorded in every results.json, report and score file's JSON, because scores are
 hardware class and packages: float32 sums change with the SIMD kernels torch picks (AVX2 vs AVX-512), the thread
 count and library versions, and a threshold at 1% FPR can move by one image on such a change.
 """
+
 from __future__ import annotations
 
 import platform
 from importlib import metadata
 
-PACKAGES = ("diffmia", "torch", "diffusers", "accelerate", "opacus", "peft", "transformers", "numpy", "scikit-learn",
-            "pandas", "scipy", "mlxtend")
+PACKAGES = (
+    "diffmia",
+    "torch",
+    "diffusers",
+    "accelerate",
+    "opacus",
+    "peft",
+    "transformers",
+    "numpy",
+    "scikit-learn",
+    "pandas",
+    "scipy",
+    "mlxtend",
+)
 
 
 def environment() -> dict:
@@ -44,6 +57,8 @@ def environment() -> dict:
 def describe(env: dict) -> str:
     """One line for reports: the facts that decide bit-reproducibility."""
     p = env.get("packages", {})
-    return (f"{env.get('device')} ({env.get('cpu_capability')}, {env.get('torch_threads')} torch threads), "
-            f"python {env.get('python')}, torch {p.get('torch')}, diffusers {p.get('diffusers')}, "
-            f"opacus {p.get('opacus')}, numpy {p.get('numpy')}, scikit-learn {p.get('scikit-learn')}")
+    return (
+        f"{env.get('device')} ({env.get('cpu_capability')}, {env.get('torch_threads')} torch threads), "
+        f"python {env.get('python')}, torch {p.get('torch')}, diffusers {p.get('diffusers')}, "
+        f"opacus {p.get('opacus')}, numpy {p.get('numpy')}, scikit-learn {p.get('scikit-learn')}"
+    )

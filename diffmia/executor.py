@@ -10,6 +10,7 @@
   executor (what the tests use). The command waits for the jobs, then collects every cached cell into results,
   exposure and report as a plain `diffmia run` does.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -113,8 +114,15 @@ def _job(config: str, overrides: list[str], recipe: str, out: str) -> str:
     return recipe
 
 
-def submit(config: str | Path, overrides: list[str], recipes: list[str], out: str | Path, executor: str,
-           log=print, slurm: dict | None = None) -> list[str]:
+def submit(
+    config: str | Path,
+    overrides: list[str],
+    recipes: list[str],
+    out: str | Path,
+    executor: str,
+    log=print,
+    slurm: dict | None = None,
+) -> list[str]:
     """One job per recipe through submitit; waits for all, re-raising the first failure with its recipe named."""
     import submitit
 

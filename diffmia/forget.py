@@ -1,6 +1,7 @@
 """What an audit left outside its results folder that holds or was trained on member data: the audited images cached
 for reference training (`audit-data/*.npz`) and the reference models, as results.json and the score sidecars list
 them. `diffmia forget OUT` removes them."""
+
 from __future__ import annotations
 
 import json

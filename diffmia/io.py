@@ -3,6 +3,7 @@
 Every file diffmia writes goes through here: it is written under a temporary name in the same folder and then
 renamed into place, so a run killed mid-write never leaves a half-written file behind.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ Every cell is cached by a hash of its resolved config: a recipe trains into reci
 checkpoint after a kill), an attack's scores are reused when their sidecar records the same hash, and utility is
 stored as utility-HASH.json. A rerun skips finished cells; every file is written atomically.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,11 +19,20 @@ from typing import Any, Optional
 import pandas as pd
 from pydantic import Field, model_validator
 
-from diffmia.config import ConfigError, StrictModel, TargetConfig, apply_overrides, dump_config, load_config, read_yaml_mapping, validate
+from diffmia.config import (
+    ConfigError,
+    StrictModel,
+    TargetConfig,
+    apply_overrides,
+    dump_config,
+    load_config,
+    read_yaml_mapping,
+    validate,
+)
 from diffmia.config import recipe_hash as recipe_hash_of
+from diffmia.devices import resolve_batch_size
 from diffmia.evaluate import fid as fid_module
 from diffmia.evaluate.fid import UtilityConfig
-from diffmia.devices import resolve_batch_size
 from diffmia.io import csv_text, read_json, write_json, write_text
 
 
@@ -36,8 +46,10 @@ class AttackEntry(StrictModel):
     name: str
     label: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.+=,()-]+$", description="name in tables (default: name)")
     params: dict[str, Any] = Field(default_factory=dict)
-    tune: dict[str, list[Any]] = Field(default_factory=dict, description="parameters chosen on the calibration split: "
-                                       "{name: [candidates]} (attacks/tuning.py)")
+    tune: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="parameters chosen on the calibration split: {name: [candidates]} (attacks/tuning.py)",
+    )
 
     @property
     def display(self) -> str:
@@ -65,7 +77,10 @@ class BenchmarkConfig(StrictModel):
 
     @model_validator(mode="after")
     def _unique(self) -> "BenchmarkConfig":
-        for kind, names in (("recipe", [r.name for r in self.recipes]), ("attack label", [a.display for a in self.attacks])):
+        for kind, names in (
+            ("recipe", [r.name for r in self.recipes]),
+            ("attack label", [a.display for a in self.attacks]),
+        ):
             dup = {n for n in names if names.count(n) > 1}
             if dup:
                 raise ValueError(f"{kind} names must be unique; repeated: {sorted(dup)}")
@@ -76,7 +91,9 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> tuple[BenchmarkConfig, dict[str, TargetConfig]]:
+def load_benchmark(
+    path: str | Path, overrides: list[str] | None = None
+) -> tuple[BenchmarkConfig, dict[str, TargetConfig]]:
     """Validate the benchmark and every recipe and attack it names (every tuning combination too) before any work
     starts."""
     from diffmia.attacks import build_attack
@@ -102,10 +119,16 @@ def load_benchmark(path: str | Path, overrides: list[str] | None = None) -> tupl
             raise ConfigError(f"{path}: attacks.{i}: {exc}") from None
         for name, cfg in recipes.items():  # a timestep beyond a recipe's schedule, caught before any training
             limit = cfg.scheduler.num_train_timesteps
-            beyond = [t for a in variants for t in timesteps_beyond(a, limit)] if cfg.model.kind != "stable-diffusion" else []
+            beyond = (
+                [t for a in variants for t in timesteps_beyond(a, limit)]
+                if cfg.model.kind != "stable-diffusion"
+                else []
+            )
             if beyond:
-                raise ConfigError(f"{path}: attacks.{i} ({entry.display}): timestep {max(beyond)} is beyond recipe "
-                                  f"{name}'s schedule of {limit} diffusion steps (0..{limit - 1})")
+                raise ConfigError(
+                    f"{path}: attacks.{i} ({entry.display}): timestep {max(beyond)} is beyond recipe "
+                    f"{name}'s schedule of {limit} diffusion steps (0..{limit - 1})"
+                )
     return bench, recipes
 
 
@@ -113,8 +136,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", text)
 
 
-def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: str | Path, progress: bool = True,
-               log=print, write_outputs: bool = True) -> dict:
+def run_matrix(
+    bench: BenchmarkConfig,
+    recipes: dict[str, TargetConfig],
+    out: str | Path,
+    progress: bool = True,
+    log=print,
+    write_outputs: bool = True,
+) -> dict:
     """Every recipe (claimed atomically, so several workers on one folder share the work), then results, exposure
     and report (unless write_outputs is False: a worker job of an executor)."""
     from diffmia.attacks import build_attack
@@ -147,21 +176,33 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
 
         utility = None
         if bench.utility.enabled:
-            util_hash = config_hash({"recipe": recipe_hash, "utility": bench.utility.model_dump(mode="json"),
-                                     "version": fid_module.UTILITY_VERSION})
+            util_hash = config_hash(
+                {
+                    "recipe": recipe_hash,
+                    "utility": bench.utility.model_dump(mode="json"),
+                    "version": fid_module.UTILITY_VERSION,
+                }
+            )
             util_path = run_dir / f"utility-{util_hash}.json"
             if util_path.is_file():
                 utility = read_json(util_path)
             else:
                 log(f"[{entry.name}] utility: {bench.utility.samples} samples, {bench.utility.features} features")
-                utility = compute_utility(loaded, bench.utility, out / "cache", run_dir / "samples.png", progress=progress)
+                utility = compute_utility(
+                    loaded, bench.utility, out / "cache", run_dir / "samples.png", progress=progress
+                )
                 write_json(util_path, utility)
         recipe_info[entry.name] = {
-            "run_dir": os.path.relpath(run_dir, out), "config_hash": recipe_hash, "config": dump_config(cfg),
+            "run_dir": os.path.relpath(run_dir, out),
+            "config_hash": recipe_hash,
+            "config": dump_config(cfg),
             "manifest_sha256": hashlib.sha256((run_dir / "manifest.json").read_bytes()).hexdigest(),
             "counts": {r: len(getattr(loaded.manifest, r)) for r in ("members", "nonmembers", "public")},
-            "gap": summary.get("gap"), "train_seconds": summary.get("train_seconds_this_session"),
-            "parameters": summary.get("parameters"), "utility": utility, "manifest_extra": loaded.manifest.extra,
+            "gap": summary.get("gap"),
+            "train_seconds": summary.get("train_seconds_this_session"),
+            "parameters": summary.get("parameters"),
+            "utility": utility,
+            "manifest_extra": loaded.manifest.extra,
         }
 
         batch_size = resolve_batch_size(bench.attack_batch_size, "matrix_attack", loaded.target.device)
@@ -169,8 +210,12 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
         for attack_entry in bench.attacks:
             attack = build_attack(attack_entry.name, attack_entry.params, seed=bench.attack_seed)
             label = attack_entry.display
-            cell = {"recipe": recipe_hash, "attack": attack.name, "params": attack.params.model_dump(mode="json"),
-                    "seed": bench.attack_seed}
+            cell = {
+                "recipe": recipe_hash,
+                "attack": attack.name,
+                "params": attack.params.model_dump(mode="json"),
+                "seed": bench.attack_seed,
+            }
             if attack_entry.tune:
                 cell["tune"] = attack_entry.tune
             cell_hash = config_hash(cell)
@@ -189,19 +234,40 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
                 log(f"[{entry.name}] attack {label}")
                 tuned = None
                 if attack_entry.tune:
-                    chosen, tuned = tune(loaded, attack_entry.name, attack_entry.params, attack_entry.tune,
-                                         bench.attack_seed, batch_size, known=known)
+                    chosen, tuned = tune(
+                        loaded,
+                        attack_entry.name,
+                        attack_entry.params,
+                        attack_entry.tune,
+                        bench.attack_seed,
+                        batch_size,
+                        known=known,
+                    )
                     log(f"[{entry.name}] {label}: chosen on calibration {chosen}")
                     attack = build_attack(attack_entry.name, {**attack_entry.params, **chosen}, seed=bench.attack_seed)
-                result = run_attack(loaded, attack, scores_dir, batch_size=batch_size, progress=progress,
-                                    tuned=tuned, known=known)
+                result = run_attack(
+                    loaded, attack, scores_dir, batch_size=batch_size, progress=progress, tuned=tuned, known=known
+                )
                 scores, info = result.scores, result.info
-            rows.append(cell_row(entry.name, label, attack, scores, info, loaded, bench.evaluation,
-                                 recipe_info[entry.name], {
-                                     "defenses": "+".join(d["name"] for d in cfg.defenses) or "none",
-                                     "dp_epsilon": summary.get("dp_epsilon"),
-                                     "train_seconds": summary.get("train_seconds_this_session")},
-                                 os.path.relpath(csv_path, out), utility))
+            rows.append(
+                cell_row(
+                    entry.name,
+                    label,
+                    attack,
+                    scores,
+                    info,
+                    loaded,
+                    bench.evaluation,
+                    recipe_info[entry.name],
+                    {
+                        "defenses": "+".join(d["name"] for d in cfg.defenses) or "none",
+                        "dp_epsilon": summary.get("dp_epsilon"),
+                        "train_seconds": summary.get("train_seconds_this_session"),
+                    },
+                    os.path.relpath(csv_path, out),
+                    utility,
+                )
+            )
         log(f"[{entry.name}] done in {time.time() - t0:.0f}s")
 
     from diffmia.executor import claim, wait_for_claim
@@ -227,8 +293,13 @@ def run_matrix(bench: BenchmarkConfig, recipes: dict[str, TargetConfig], out: st
 
     from diffmia.environment import environment
 
-    results = {"benchmark": bench.name, "recipes": recipe_info, "rows": rows,
-               "evaluation": bench.evaluation.model_dump(mode="json"), "environment": environment()}
+    results = {
+        "benchmark": bench.name,
+        "recipes": recipe_info,
+        "rows": rows,
+        "evaluation": bench.evaluation.model_dump(mode="json"),
+        "environment": environment(),
+    }
     return write_results(out, results, data_of)
 
 
@@ -261,35 +332,61 @@ def add_headline_audits(out: Path, results: dict) -> None:
             frame = pd.read_csv(out / row["scores"], usecols=["sample_id", "split", "is_member", "score"])
             frame = frame[frame.split == "canary"]
             if len(frame):
-                canaries[row["attack"]] = (frame.sample_id.to_numpy(), frame.score.to_numpy(), frame.is_member.to_numpy())
+                canaries[row["attack"]] = (
+                    frame.sample_id.to_numpy(),
+                    frame.score.to_numpy(),
+                    frame.is_member.to_numpy(),
+                )
         audit = headline_audit(canaries, ev.get("delta", 1e-5), ev.get("alpha", 0.05), ev.get("seed", 0))
         info["one_run_headline"] = audit.to_dict() if audit else None
 
 
-def cell_row(recipe: str, label: str, attack, scores: pd.DataFrame, info: dict, loaded, ev: EvaluationConfig,
-             recipe_info: dict, recipe_fields: dict, scores_path: str, utility: dict | None) -> dict:
+def cell_row(
+    recipe: str,
+    label: str,
+    attack,
+    scores: pd.DataFrame,
+    info: dict,
+    loaded,
+    ev: EvaluationConfig,
+    recipe_info: dict,
+    recipe_fields: dict,
+    scores_path: str,
+    utility: dict | None,
+) -> dict:
     """One row of results.csv: an attack's calibrated metrics, one-run audit and costs on one target (shared by
     `diffmia run` and `diffmia audit`)."""
     from diffmia.evaluate.audit import canary_audit
     from diffmia.evaluate.metrics import evaluate_scores
     from diffmia.evaluate.setlevel import set_level
 
-    metrics = evaluate_scores(scores.is_member, scores.score, scores.split, ev.delta, tuple(ev.fprs),
-                              ev.bootstrap, ev.seed, ev.alpha)
+    metrics = evaluate_scores(
+        scores.is_member, scores.score, scores.split, ev.delta, tuple(ev.fprs), ev.bootstrap, ev.seed, ev.alpha
+    )
     duplicated = loaded.manifest.extra.get("training_set", {}).get("duplicated_members")
     dup_metrics = {}
     if duplicated:  # the originally duplicated members against all non-members
         subset = scores[(scores.is_member == 0) | scores.sample_id.isin(duplicated)]
-        d = evaluate_scores(subset.is_member, subset.score, subset.split, ev.delta, (0.01,), ev.bootstrap,
-                            ev.seed, ev.alpha)
-        dup_metrics = {"dup_members": len(duplicated), "dup_auc": d["auc"], "dup_auc_ci_lo": d["auc_ci"][0],
-                       "dup_auc_ci_hi": d["auc_ci"][1], "dup_tpr@1%fpr": d["tpr@1%fpr"]}
+        d = evaluate_scores(
+            subset.is_member, subset.score, subset.split, ev.delta, (0.01,), ev.bootstrap, ev.seed, ev.alpha
+        )
+        dup_metrics = {
+            "dup_members": len(duplicated),
+            "dup_auc": d["auc"],
+            "dup_auc_ci_lo": d["auc_ci"][0],
+            "dup_auc_ci_hi": d["auc_ci"][1],
+            "dup_tpr@1%fpr": d["tpr@1%fpr"],
+        }
     audit = canary_audit(scores, ev.delta)
     if ev.set_sizes:
         recipe_info.setdefault("set_level", {})[label] = set_level(
-            scores.is_member, scores.score, scores.split, tuple(ev.set_sizes), ev.set_samples, ev.seed)
+            scores.is_member, scores.score, scores.split, tuple(ev.set_sizes), ev.set_samples, ev.seed
+        )
     return {
-        "recipe": recipe, "attack": label, "attack_name": attack.name, "access": attack.access,
+        "recipe": recipe,
+        "attack": label,
+        "attack_name": attack.name,
+        "access": attack.access,
         "queries_per_sample": info["queries_per_sample"],
         "generations_per_sample": info.get("generations_per_sample", attack.generations_per_sample(loaded.target)),
         "attack_seconds": info["seconds"],
@@ -303,8 +400,10 @@ def cell_row(recipe: str, label: str, attack, scores: pd.DataFrame, info: dict, 
         "references": (info.get("references") or {}).get("count"),
         "tuned": json.dumps(info["tuned"]["chosen"]) if info.get("tuned") else None,
         **dup_metrics,
-        "fid": utility["fid"] if utility else None, "fid_floor": utility["fid_floor"] if utility else None,
-        "kid": utility["kid"] if utility else None, "fid_label": utility["fid_label"] if utility else None,
+        "fid": utility["fid"] if utility else None,
+        "fid_floor": utility["fid_floor"] if utility else None,
+        "kid": utility["kid"] if utility else None,
+        "fid_label": utility["fid_label"] if utility else None,
         "train_seconds": recipe_fields.get("train_seconds"),
     }
 

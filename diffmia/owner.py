@@ -11,6 +11,7 @@ too, so the permutation p-value is valid for the set as a whole.
 Also: the effect size (Cohen's d) and the p-value against the size of S (random subsets, median p), i.e. how many
 of the owner's images were needed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,10 +31,14 @@ def one_sided_tests(s: np.ndarray, r: np.ndarray, permutations: int = 10000, see
     hits = 0
     for _ in range(permutations):
         perm = rng.permutation(both)
-        hits += perm[: len(s)].mean() - perm[len(s):].mean() >= observed
+        hits += perm[: len(s)].mean() - perm[len(s) :].mean() >= observed
     pooled = np.sqrt(((len(s) - 1) * s.var(ddof=1) + (len(r) - 1) * r.var(ddof=1)) / max(1, len(s) + len(r) - 2))
-    return {"welch_p": float(welch.pvalue), "permutation_p": float((1 + hits) / (1 + permutations)),
-            "effect_size_d": float(observed / pooled) if pooled > 0 else 0.0, "mean_difference": float(observed)}
+    return {
+        "welch_p": float(welch.pvalue),
+        "permutation_p": float((1 + hits) / (1 + permutations)),
+        "effect_size_d": float(observed / pooled) if pooled > 0 else 0.0,
+        "mean_difference": float(observed),
+    }
 
 
 def cross_fitted(features: pd.DataFrame, is_suspect: np.ndarray, half: np.ndarray) -> np.ndarray:
@@ -60,15 +65,33 @@ def size_curve(s: np.ndarray, r: np.ndarray, sizes: list[int], repeats: int = 20
     rng = np.random.default_rng(seed)
     rows = []
     for k in sizes:
-        ps = [ttest_ind(rng.choice(s, k, replace=False), r, equal_var=False, alternative="greater").pvalue
-              for _ in range(repeats)]
-        rows.append({"set_size": int(k), "median_p": float(np.median(ps)), "share_below_0.05": float(np.mean(np.array(ps) < 0.05))})
+        ps = [
+            ttest_ind(rng.choice(s, k, replace=False), r, equal_var=False, alternative="greater").pvalue
+            for _ in range(repeats)
+        ]
+        rows.append(
+            {
+                "set_size": int(k),
+                "median_p": float(np.median(ps)),
+                "share_below_0.05": float(np.mean(np.array(ps) < 0.05)),
+            }
+        )
     return rows
 
 
-def owner_test(model: str | Path, suspect: str | Path, reference: str | Path, out: str | Path, seed: int = 0,
-               attacks: list[str] | None = None, permutations: int = 10000, batch_size: int | None = None,
-               progress: bool = True, log=print, allow_outside: bool = False) -> dict:
+def owner_test(
+    model: str | Path,
+    suspect: str | Path,
+    reference: str | Path,
+    out: str | Path,
+    seed: int = 0,
+    attacks: list[str] | None = None,
+    permutations: int = 10000,
+    batch_size: int | None = None,
+    progress: bool = True,
+    log=print,
+    allow_outside: bool = False,
+) -> dict:
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import check_attack_fits, run_attack
     from diffmia.audit import build_audit_set, list_images, plan_attacks
@@ -80,13 +103,23 @@ def owner_test(model: str | Path, suspect: str | Path, reference: str | Path, ou
     from diffmia.targets.target import load_target
 
     target = load_target(model)
-    images, manifest = build_audit_set(target.image_shape, list_images(suspect, "suspect", allow_outside),
-                                       list_images(reference, "reference", allow_outside), None, seed, 0.5, 0.01, target.conditional)
+    images, manifest = build_audit_set(
+        target.image_shape,
+        list_images(suspect, "suspect", allow_outside),
+        list_images(reference, "reference", allow_outside),
+        None,
+        seed,
+        0.5,
+        0.01,
+        target.conditional,
+    )
     planned, _ = plan_attacks(target, "gray-box", False, False)
     if attacks:
         unknown = sorted(set(attacks) - {n for n, _ in planned})
         if unknown:
-            raise ConfigError(f"--attack: {', '.join(unknown)} cannot run here (gray-box, no reference models, no public data)")
+            raise ConfigError(
+                f"--attack: {', '.join(unknown)} cannot run here (gray-box, no reference models, no public data)"
+            )
         planned = [(n, p) for n, p in planned if n in attacks]
     out = Path(out)
     cfg = TargetConfig.model_validate({"name": "owner", "seed": seed, "data": {"resolution": target.image_shape[-1]}})
@@ -104,23 +137,39 @@ def owner_test(model: str | Path, suspect: str | Path, reference: str | Path, ou
     features = pd.DataFrame({name: df.set_index("sample_id").score for name, df in frames.items()}).loc[first.sample_id]
     is_suspect = first.is_member.to_numpy(int)
     half = first.split.to_numpy()
-    per_attack = {name: one_sided_tests(features[name][is_suspect == 1], features[name][is_suspect == 0], permutations, seed)
-                  for name in features}
+    per_attack = {
+        name: one_sided_tests(features[name][is_suspect == 1], features[name][is_suspect == 0], permutations, seed)
+        for name in features
+    }
     combined = cross_fitted(features, is_suspect, half)
     result = one_sided_tests(combined[is_suspect == 1], combined[is_suspect == 0], permutations, seed)
     n_s = int(is_suspect.sum())
     sizes = sorted({k for k in (2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000) if k <= n_s} | {n_s})
     curve = size_curve(combined[is_suspect == 1], combined[is_suspect == 0], sizes, seed=seed)
     needed = next((row["set_size"] for row in curve if row["median_p"] < 0.05), None)
-    verdict = ("the model was very likely trained on the suspect collection (p < 0.01)" if result["permutation_p"] < 0.01
-               else "evidence that the suspect collection was used (p < 0.05)" if result["permutation_p"] < 0.05
-               else "no evidence at this set size that the suspect collection was used (not proof that it was not)")
-    report = {"model": str(Path(model).resolve()), "suspect": str(suspect), "reference": str(reference),
-              "suspect_images": n_s, "reference_images": int((is_suspect == 0).sum()), "attacks": list(frames),
-              "combined": result, "per_attack": per_attack, "size_curve": curve, "images_needed_median_p_0.05": needed,
-              "verdict": verdict, "environment": environment(),
-              "method": "one-sided Welch t-test and permutation test of suspect > reference on cross-fitted logistic "
-                        "combinations of the attacks' scores (fit on one hash half, applied to the other)"}
+    verdict = (
+        "the model was very likely trained on the suspect collection (p < 0.01)"
+        if result["permutation_p"] < 0.01
+        else "evidence that the suspect collection was used (p < 0.05)"
+        if result["permutation_p"] < 0.05
+        else "no evidence at this set size that the suspect collection was used (not proof that it was not)"
+    )
+    report = {
+        "model": str(Path(model).resolve()),
+        "suspect": str(suspect),
+        "reference": str(reference),
+        "suspect_images": n_s,
+        "reference_images": int((is_suspect == 0).sum()),
+        "attacks": list(frames),
+        "combined": result,
+        "per_attack": per_attack,
+        "size_curve": curve,
+        "images_needed_median_p_0.05": needed,
+        "verdict": verdict,
+        "environment": environment(),
+        "method": "one-sided Welch t-test and permutation test of suspect > reference on cross-fitted logistic "
+        "combinations of the attacks' scores (fit on one hash half, applied to the other)",
+    }
     write_json(out / "owner.json", report)
     _plot(curve, out / "owner-size-curve.png")
     return report

@@ -10,6 +10,7 @@
 - `processes()`: (processes, this one's index) under torchrun / `accelerate launch`, else (1, 0); `finish_processes()`
   ends such a launch cleanly.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Attacks and defenses register themselves by name with a decorator; the CLI and the matrix runner look
 them up here instead of walking an if-chain.
 """
+
 from __future__ import annotations
 
 import difflib

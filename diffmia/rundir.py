@@ -1,4 +1,5 @@
 """The layout of a run directory: one place that names every file a run writes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -21,6 +21,7 @@ best is chosen; the epsilon is then computed on the other half alone, for that o
 level (one test, no correction). The choice used the selection half's scores and coins only, which are independent of
 the test half's coins, so it is part of the guesser and the bound is valid at 1 - level for the recipe as a whole.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,7 +45,9 @@ def p_value(eps: float, r: int, v: int, m: int, delta: float = 0.0) -> float:
     return min(p, 1.0)
 
 
-def epsilon_lower_bound(r: int, v: int, m: int, delta: float = 0.0, level: float = 0.05, eps_max: float = 50.0) -> float:
+def epsilon_lower_bound(
+    r: int, v: int, m: int, delta: float = 0.0, level: float = 0.05, eps_max: float = 50.0
+) -> float:
     """sup{eps >= 0 : p(eps) < level}; 0 when even eps = 0 is not rejected."""
     if r == 0 or v == 0 or bdtrc(v - 1, r, 0.5) >= level:  # the delta term only adds: not rejected at eps = 0
         return 0.0
@@ -103,7 +106,7 @@ def one_run_audit(scores, included, delta: float = 0.0, level: float = 0.05) -> 
     corrected = level / len(grid)
     best = None
     for kp, km in grid:
-        top, bottom = order[:kp], order[m - km:] if km else order[:0]
+        top, bottom = order[:kp], order[m - km :] if km else order[:0]
         v = int(included[top].sum() + (~included[bottom]).sum())
         eps = epsilon_lower_bound(kp + km, v, m, delta, corrected)
         if best is None or eps > best.epsilon:
@@ -133,8 +136,9 @@ class HeadlineAudit:
         return dict(self.__dict__)
 
 
-def headline_audit(canaries: dict[str, tuple], delta: float = 0.0, level: float = 0.05,
-                   seed: int = 0) -> HeadlineAudit | None:
+def headline_audit(
+    canaries: dict[str, tuple], delta: float = 0.0, level: float = 0.05, seed: int = 0
+) -> HeadlineAudit | None:
     """The headline one-run epsilon over several attacks, valid at 1 - level for all of them together.
 
     Args:
@@ -152,7 +156,9 @@ def headline_audit(canaries: dict[str, tuple], delta: float = 0.0, level: float 
     frames = {}
     for label, (ids, scores, coins) in canaries.items():
         ids = np.asarray(ids, dtype=np.int64)
-        frames[label] = dict(zip(ids.tolist(), zip(np.asarray(scores, dtype=np.float64), np.asarray(coins).astype(bool))))
+        frames[label] = dict(
+            zip(ids.tolist(), zip(np.asarray(scores, dtype=np.float64), np.asarray(coins).astype(bool)))
+        )
     shared = sorted(set.intersection(*(set(f) for f in frames.values())))
     if len(shared) < 4:
         return None
@@ -166,7 +172,7 @@ def headline_audit(canaries: dict[str, tuple], delta: float = 0.0, level: float 
 
     def counts(scores, coins, kp, km):
         rank = np.argsort(-scores, kind="stable")
-        bottom = rank[len(scores) - km:] if km else rank[:0]
+        bottom = rank[len(scores) - km :] if km else rank[:0]
         return int(coins[rank[:kp]].sum() + (~coins[bottom]).sum())
 
     m_sel = len(halves[0])
@@ -182,5 +188,16 @@ def headline_audit(canaries: dict[str, tuple], delta: float = 0.0, level: float 
     scores, coins = half_arrays(label, 1)
     m_test = len(scores)
     v = counts(scores, coins, kp, km)
-    return HeadlineAudit(epsilon_lower_bound(kp + km, v, m_test, delta, level), label, kp, km, kp + km, v, m_test,
-                         m_sel, len(frames), delta, level)
+    return HeadlineAudit(
+        epsilon_lower_bound(kp + km, v, m_test, delta, level),
+        label,
+        kp,
+        km,
+        kp + km,
+        v,
+        m_test,
+        m_sel,
+        len(frames),
+        delta,
+        level,
+    )

@@ -6,6 +6,7 @@ images both scored (paired by sample id). A stratified paired bootstrap resample
 own calibration half, as reported); the 95% interval of each difference and a two-sided bootstrap p-value decide
 its verdict (one by AUC, one at 1% FPR), never more than the interval shows.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,10 @@ def paired_difference(recipe: pd.DataFrame, baseline: pd.DataFrame, n_boot: int 
     common = sr.index.intersection(sb.index)
     common = common[(yr[common] == yb[common]).to_numpy()]
     if len(common) < 0.5 * max(len(sr), len(sb)):
-        raise ValueError(f"the two recipes share only {len(common)} test images (of {len(sr)} and {len(sb)}): they were "
-                         f"audited on different images, so a paired comparison does not apply")
+        raise ValueError(
+            f"the two recipes share only {len(common)} test images (of {len(sr)} and {len(sb)}): they were "
+            f"audited on different images, so a paired comparison does not apply"
+        )
     y = yr[common].to_numpy()
     a, b = sr[common].to_numpy(), sb[common].to_numpy()
     members, non = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
@@ -43,14 +46,21 @@ def paired_difference(recipe: pd.DataFrame, baseline: pd.DataFrame, n_boot: int 
 
     observed = stats(np.arange(len(y)))
     rng = np.random.default_rng(seed)
-    draws = np.array([stats(np.concatenate([rng.choice(members, len(members)), rng.choice(non, len(non))]))
-                      for _ in range(n_boot)])
+    draws = np.array(
+        [stats(np.concatenate([rng.choice(members, len(members)), rng.choice(non, len(non))])) for _ in range(n_boot)]
+    )
     out = {"paired_test_images": int(len(y)), "paired_members": int(len(members)), "paired_nonmembers": int(len(non))}
     for k, name in enumerate(("auc", "tpr@1%fpr")):
         lo, hi = np.quantile(draws[:, k], [0.025, 0.975])
         p = 2 * min((draws[:, k] <= 0).mean(), (draws[:, k] >= 0).mean())
-        out.update({f"d_{name}": float(observed[k]), f"d_{name}_lo": float(lo), f"d_{name}_hi": float(hi),
-                    f"p_{name}": float(min(1.0, max(p, 1.0 / n_boot)))})
+        out.update(
+            {
+                f"d_{name}": float(observed[k]),
+                f"d_{name}_lo": float(lo),
+                f"d_{name}_hi": float(hi),
+                f"p_{name}": float(min(1.0, max(p, 1.0 / n_boot))),
+            }
+        )
     return out
 
 
@@ -91,8 +101,16 @@ def compare_recipes(out: str | Path, results: dict, baseline: str, n_boot: int =
         top = strongest(rows)
         diff = paired_difference(pd.read_csv(out / top["scores"]), base_scores, n_boot, seed)
         fid, base_fid = top.get("fid"), base.get("fid")
-        table.append({"recipe": recipe, "baseline": baseline, "attack": top["attack"], "baseline_attack": base["attack"],
-                      **diff, "d_fid": (fid - base_fid) if fid is not None and base_fid is not None else None})
+        table.append(
+            {
+                "recipe": recipe,
+                "baseline": baseline,
+                "attack": top["attack"],
+                "baseline_attack": base["attack"],
+                **diff,
+                "d_fid": (fid - base_fid) if fid is not None and base_fid is not None else None,
+            }
+        )
         table[-1]["verdict"] = verdict(table[-1])
         table[-1]["verdict_at_1%fpr"] = low_fpr_verdict(table[-1])
     return pd.DataFrame(table)
@@ -107,5 +125,6 @@ def comparison_lines(frame: pd.DataFrame) -> list[str]:
             f"Strongest attacks {r['attack']} vs {r['baseline_attack']} "
             f"on the same {r['paired_test_images']} test images: AUC {r['d_auc']:+.3f} [{r['d_auc_lo']:+.3f}, "
             f"{r['d_auc_hi']:+.3f}] (p = {r['p_auc']:.3g}), calibrated TPR@1%FPR {r['d_tpr@1%fpr']:+.1%} "
-            f"[{r['d_tpr@1%fpr_lo']:+.1%}, {r['d_tpr@1%fpr_hi']:+.1%}] (p = {r['p_tpr@1%fpr']:.3g}){fid}.")
+            f"[{r['d_tpr@1%fpr_lo']:+.1%}, {r['d_tpr@1%fpr_hi']:+.1%}] (p = {r['p_tpr@1%fpr']:.3g}){fid}."
+        )
     return lines

@@ -5,6 +5,7 @@ For every member (both halves), under the recipe's strongest attack (the report'
 scores this high, so small means exposed. Plus its rank among the members, the attacks whose calibrated 1%-FPR
 threshold flags it, and every attack's score. Written to exposure.csv (one row per recipe and member).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -104,7 +105,9 @@ def exposure_factors(table: pd.DataFrame, properties: pd.DataFrame, path: Path |
         if np.nanstd(x) == 0:
             continue
         rho, pv = spearmanr(x, merged.exposure, nan_policy="omit")
-        factors.append({"property": c, "spearman": float(rho), "p_value": float(pv), "images": int(np.isfinite(x).sum())})
+        factors.append(
+            {"property": c, "spearman": float(rho), "p_value": float(pv), "images": int(np.isfinite(x).sum())}
+        )
     if path is not None and factors:
         from .plots import _save, plt
 
@@ -130,13 +133,13 @@ def write_exposure(out: str | Path, results: dict, data: dict | None = None) -> 
         by_recipe.setdefault(r["recipe"], []).append(r)
     tables, summary = [], {}
     for recipe, rows in by_recipe.items():
-        info = results["recipes"].get(recipe, {})
         table = recipe_exposure(out, recipe, rows)
         if data and recipe in data:
             images, manifest_obj = data[recipe]
             props = image_properties(images, manifest_obj, [int(i) for i in table.sample_id])
             results.setdefault("exposure_factors", {})[recipe] = exposure_factors(
-                table, props, out / "plots" / f"exposure-factors-{recipe}.png")
+                table, props, out / "plots" / f"exposure-factors-{recipe}.png"
+            )
             table = table.merge(props, on="sample_id", how="left")
         tables.append(table)
         summary[recipe] = table.head(10)[["sample_id", "half", "p_value", "flagged_at_1%fpr_by"]].to_dict("records")

@@ -8,6 +8,7 @@
 - `inception`: the standard Inception FID through torchmetrics with a local weights file; needs torch-fidelity
   (and so torchvision): the `inception` extra. It cannot run on the CPU-only machines diffmia is developed on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,10 +36,15 @@ class DigitsClassifier(nn.Module):
     def __init__(self, channels: int = 1, classes: int = 10):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(channels, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.head = nn.Linear(64, classes)
 
@@ -50,16 +56,27 @@ class DigitsClassifier(nn.Module):
 
 
 def train_digits_classifier(
-    images: ImageSet, indices: list[int], resolution: int | None, seed: int = 0, epochs: int = 30,
+    images: ImageSet,
+    indices: list[int],
+    resolution: int | None,
+    seed: int = 0,
+    epochs: int = 30,
     cache_dir: str | Path | None = None,
 ) -> tuple[DigitsClassifier, dict]:
     """Train (or load from cache) the feature classifier on `indices` (the public split). 20% held out for accuracy."""
     if images.labels is None:
         raise FeatureError(f"{images.name}: the digits-classifier features need class labels, and this data has none")
-    key = hashlib.sha256(json.dumps({
-        "hashes": [images.hashes()[i] for i in indices], "resolution": resolution, "seed": seed, "epochs": epochs,
-        "version": 2,
-    }).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "hashes": [images.hashes()[i] for i in indices],
+                "resolution": resolution,
+                "seed": seed,
+                "epochs": epochs,
+                "version": 2,
+            }
+        ).encode()
+    ).hexdigest()[:16]
     torch.manual_seed(seed)  # the initial weights, too, come from the seed alone
     model = DigitsClassifier(images.channels, int(images.labels.max()) + 1)
     cache = Path(cache_dir) / f"digits-classifier-{key}" if cache_dir else None
@@ -86,8 +103,13 @@ def train_digits_classifier(
     with torch.no_grad():
         xh, yh = images.tensor(held_idx, resolution), torch.as_tensor(images.labels[held_idx])
         accuracy = float((model.logits(xh).argmax(1) == yh).float().mean()) if len(held_idx) else float("nan")
-    info = {"features": "digits-classifier", "train_images": len(train_idx), "held_out_accuracy": round(accuracy, 4),
-            "epochs": epochs, "seed": seed}
+    info = {
+        "features": "digits-classifier",
+        "train_images": len(train_idx),
+        "held_out_accuracy": round(accuracy, 4),
+        "epochs": epochs,
+        "seed": seed,
+    }
     if cache:
         cache.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache / "model.safetensors") as tmp:
@@ -96,8 +118,14 @@ def train_digits_classifier(
     return model, info
 
 
-def public_digits_classifier(images: ImageSet, manifest, resolution: int | None, seed: int = 0, epochs: int = 30,
-                             cache_dir: str | Path | None = None) -> tuple[DigitsClassifier, dict]:
+def public_digits_classifier(
+    images: ImageSet,
+    manifest,
+    resolution: int | None,
+    seed: int = 0,
+    epochs: int = 30,
+    cache_dir: str | Path | None = None,
+) -> tuple[DigitsClassifier, dict]:
     """The feature classifier trained on a split's public images only (never members or non-members)."""
     return train_digits_classifier(images, manifest.indices("public"), resolution, seed, epochs, cache_dir)
 
@@ -109,11 +137,15 @@ class TransformersImageFeatures(nn.Module):
         super().__init__()
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FeatureError(f"{path}: no transformers model folder here (config.json missing); features are never downloaded")
+            raise FeatureError(
+                f"{path}: no transformers model folder here (config.json missing); features are never downloaded"
+            )
         if kind == "clip":
             from transformers import CLIPVisionModelWithProjection
 
-            self.model = CLIPVisionModelWithProjection.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
+            self.model = CLIPVisionModelWithProjection.from_pretrained(
+                path, use_safetensors=True, trust_remote_code=False
+            ).eval()
             self.num_features = int(self.model.config.projection_dim)
         elif kind == "dinov2":
             from transformers import Dinov2Model
@@ -166,13 +198,21 @@ def inception_fid_metric(weights_path: str | Path | None):
         )
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    return FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=str(weights_path),
-                                    sync_on_compute=False)  # the main process alone computes it
+    return FrechetInceptionDistance(
+        feature=2048, normalize=True, feature_extractor_weights_path=str(weights_path), sync_on_compute=False
+    )  # the main process alone computes it
 
 
 def to_unit_interval(images: torch.Tensor) -> torch.Tensor:
     return ((images.float() + 1) / 2).clamp(0, 1)
 
 
-__all__ = ["DigitsClassifier", "FeatureError", "TransformersImageFeatures", "inception_fid_metric",
-           "public_digits_classifier", "train_digits_classifier", "to_unit_interval"]
+__all__ = [
+    "DigitsClassifier",
+    "FeatureError",
+    "TransformersImageFeatures",
+    "inception_fid_metric",
+    "public_digits_classifier",
+    "train_digits_classifier",
+    "to_unit_interval",
+]

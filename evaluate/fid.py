@@ -4,6 +4,7 @@ Frechet maths), and the floor a perfect model would reach: the same distance bet
 Reference = the non-members (never trained on, by the target or by the feature network). Floor = the members against
 that same reference: what a model that reproduced its training set would score at this sample size.
 """
+
 from __future__ import annotations
 
 import time
@@ -20,7 +21,13 @@ from diffmia.config import StrictModel
 from diffmia.targets.images import grid_png
 from diffmia.targets.runs import LoadedRun
 
-from .features import FeatureError, TransformersImageFeatures, inception_fid_metric, public_digits_classifier, to_unit_interval
+from .features import (
+    FeatureError,
+    TransformersImageFeatures,
+    inception_fid_metric,
+    public_digits_classifier,
+    to_unit_interval,
+)
 
 # Part of the key of every cached utility file (diffmia run): bump it when sampling, the feature networks or the
 # distance computation change, and every recipe's FID is recomputed on the next run instead of read from a stale file.
@@ -47,14 +54,22 @@ class UtilityConfig(StrictModel):
     guidance_scale: float = Field(3.0, ge=1.0, le=30.0, description="text targets: prompts are the reference captions")
 
 
-def feature_network(loaded: LoadedRun, cfg: UtilityConfig, cache_dir: str | Path | None) -> tuple[torch.nn.Module, dict]:
+def feature_network(
+    loaded: LoadedRun, cfg: UtilityConfig, cache_dir: str | Path | None
+) -> tuple[torch.nn.Module, dict]:
     if cfg.features == "digits-classifier":
-        return public_digits_classifier(loaded.images, loaded.manifest, loaded.config.data.resolution, cfg.seed,
-                                        cfg.classifier_epochs, cache_dir)
+        return public_digits_classifier(
+            loaded.images, loaded.manifest, loaded.config.data.resolution, cfg.seed, cfg.classifier_epochs, cache_dir
+        )
     if cfg.features in ("clip", "dinov2"):
         if not cfg.features_path:
-            raise FeatureError(f"utility.features={cfg.features} needs utility.features_path (a local transformers folder)")
-        return TransformersImageFeatures(cfg.features_path, cfg.features), {"features": cfg.features, "path": cfg.features_path}
+            raise FeatureError(
+                f"utility.features={cfg.features} needs utility.features_path (a local transformers folder)"
+            )
+        return TransformersImageFeatures(cfg.features_path, cfg.features), {
+            "features": cfg.features,
+            "path": cfg.features_path,
+        }
     raise FeatureError(f"unknown features {cfg.features!r}")
 
 
@@ -80,8 +95,9 @@ def distances(net: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, batc
     subset = max(2, min(len(real), len(fake), 2000) // 2)
     with warnings.catch_warnings():  # "KID keeps all features in memory": intended at these sizes
         warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=ScaledFeatures(net, scale), subsets=100, subset_size=subset,
-                                      normalize=False, sync_on_compute=False)
+        kid = KernelInceptionDistance(
+            feature=ScaledFeatures(net, scale), subsets=100, subset_size=subset, normalize=False, sync_on_compute=False
+        )
     for images, is_real in ((real, True), (fake, False)):
         for i in range(0, len(images), batch):
             fid.update(images[i : i + batch], real=is_real)
@@ -133,8 +149,15 @@ def generate_samples(loaded: LoadedRun, cfg: UtilityConfig, progress: bool = Fal
         count = min(cfg.batch_size, cfg.samples - start)
         gen = torch.Generator().manual_seed(batch_seed(cfg.seed, k))
         mine[k] = loaded.target.generate(
-            count, prompts[start : start + count] if prompts else None, steps=cfg.sample_steps, sampler=cfg.sampler,
-            generator=gen, batch_size=count, guidance_scale=cfg.guidance_scale, progress=progress and rank == 0).cpu()
+            count,
+            prompts[start : start + count] if prompts else None,
+            steps=cfg.sample_steps,
+            sampler=cfg.sampler,
+            generator=gen,
+            batch_size=count,
+            guidance_scale=cfg.guidance_scale,
+            progress=progress and rank == 0,
+        ).cpu()
     if world > 1:
         from accelerate.utils import gather_object
 
@@ -143,8 +166,13 @@ def generate_samples(loaded: LoadedRun, cfg: UtilityConfig, progress: bool = Fal
     return torch.cat([mine[k] for k in range(len(starts))])
 
 
-def compute_utility(loaded: LoadedRun, cfg: UtilityConfig, cache_dir: str | Path | None = None, samples_png: Path | None = None,
-                    progress: bool = False) -> dict:
+def compute_utility(
+    loaded: LoadedRun,
+    cfg: UtilityConfig,
+    cache_dir: str | Path | None = None,
+    samples_png: Path | None = None,
+    progress: bool = False,
+) -> dict:
     """FID/KID of cfg.samples generated images against the non-members, and the members' floor. Under a launcher
     the sampling is sharded (generate_samples); the main process alone computes the distances (and trains or reads
     the cached feature network), then every process returns its result."""
@@ -178,11 +206,17 @@ def _distances_of(loaded: LoadedRun, cfg: UtilityConfig, fake: torch.Tensor, cac
         model_d = distances(net, reference, fake, cfg.batch_size)
         floor_d = distances(net, reference, members, cfg.batch_size)
     return {
-        "fid": model_d["fid"], "kid": model_d["kid"], "kid_std": model_d["kid_std"],
-        "fid_floor": floor_d["fid"], "kid_floor": floor_d["kid"],
+        "fid": model_d["fid"],
+        "kid": model_d["kid"],
+        "kid_std": model_d["kid_std"],
+        "fid_floor": floor_d["fid"],
+        "kid_floor": floor_d["kid"],
         "fid_label": FEATURE_LABELS[cfg.features],
         "feature_info": info,
-        "generated": cfg.samples, "reference": len(reference), "floor_set": len(members),
-        "sample_steps": cfg.sample_steps, "sampler": cfg.sampler,
+        "generated": cfg.samples,
+        "reference": len(reference),
+        "floor_set": len(members),
+        "sample_steps": cfg.sample_steps,
+        "sampler": cfg.sampler,
         "seconds": round(time.time() - t0, 2),
     }

@@ -9,6 +9,7 @@ resampled separately) for AUC and TPR@FPR; Clopper-Pearson for rates at a fixed 
 lower bound follows Jagielski et al. (arXiv 2006.07709) with Clopper-Pearson upper bounds on FPR and FNR.
 Built on scikit-learn's roc_curve / roc_auc_score and scipy's exact binomial intervals.
 """
+
 from __future__ import annotations
 
 import math
@@ -84,8 +85,13 @@ def rates_at(labels, scores, threshold: float) -> Rates:
     """Counts when "member" is predicted for score >= threshold."""
     labels, scores = _check(labels, scores)
     predicted = scores >= threshold
-    return Rates(float(threshold), int((predicted & labels).sum()), int((predicted & ~labels).sum()),
-                 int(labels.sum()), int((~labels).sum()))
+    return Rates(
+        float(threshold),
+        int((predicted & labels).sum()),
+        int((predicted & ~labels).sum()),
+        int(labels.sum()),
+        int((~labels).sum()),
+    )
 
 
 def threshold_for_fpr(nonmember_scores, fpr: float) -> float:
@@ -143,16 +149,21 @@ def best_epsilon_threshold(labels, scores, delta: float, alpha: float = 0.05) ->
 
 
 # -- bootstrap -----------------------------------------------------------------------------------------------------
-def bootstrap_ci(labels, scores, statistic, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    labels, scores, statistic, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of `statistic(labels, scores)`, members and non-members resampled separately."""
     labels, scores = _check(labels, scores)
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     lab = np.r_[np.ones(n_pos, bool), np.zeros(n_neg, bool)]
-    return bootstrap_pair_ci(scores[labels], scores[~labels], lambda p, n: statistic(lab, np.r_[p, n]), n_boot,
-                             seed, level)
+    return bootstrap_pair_ci(
+        scores[labels], scores[~labels], lambda p, n: statistic(lab, np.r_[p, n]), n_boot, seed, level
+    )
 
 
-def bootstrap_pair_ci(pos, neg, statistic, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_pair_ci(
+    pos, neg, statistic, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """bootstrap_ci for a `statistic(member_scores, nonmember_scores)`: the same resamples (the same generator calls)."""
     if n_boot <= 0:
         return (float("nan"), float("nan"))
@@ -211,8 +222,10 @@ def evaluate_scores(
     ly, sy = is_member[test], scores[test]
     lc, sc = is_member[cal], scores[cal]
     out: dict = {
-        "n_test_members": int(ly.sum()), "n_test_nonmembers": int((~ly).sum()),
-        "n_calibration_members": int(lc.sum()), "n_calibration_nonmembers": int((~lc).sum()),
+        "n_test_members": int(ly.sum()),
+        "n_test_nonmembers": int((~ly).sum()),
+        "n_calibration_members": int(lc.sum()),
+        "n_calibration_nonmembers": int((~lc).sum()),
         "auc": auc(ly, sy),
         "auc_ci": bootstrap_pair_ci(sy[ly], sy[~ly], auc_of, n_boot, seed),
     }
@@ -233,8 +246,9 @@ def evaluate_scores(
         out[f"fpr@{key}_achieved"] = r.fpr
         out[f"fpr@{key}_achieved_ci"] = clopper_pearson(r.fp, r.n_neg, alpha)
         out[f"tpr@{key}_oracle"] = tpr_at_fpr(ly, sy, fpr)
-        out[f"tpr@{key}_oracle_ci"] = bootstrap_pair_ci(sy[ly], sy[~ly], lambda p, n, f=fpr: tpr_of(p, n, f), n_boot,
-                                                         seed + 1)
+        out[f"tpr@{key}_oracle_ci"] = bootstrap_pair_ci(
+            sy[ly], sy[~ly], lambda p, n, f=fpr: tpr_of(p, n, f), n_boot, seed + 1
+        )
     eps_rates = rates_at(ly, sy, best_epsilon_threshold(lc, sc, delta, alpha))
     out["epsilon_lower_bound"] = epsilon_lower_bound(eps_rates, delta, alpha)
     out["epsilon_threshold_tpr"] = eps_rates.tpr

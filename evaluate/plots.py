@@ -1,5 +1,6 @@
 """Plots (matplotlib, Agg): ROC per recipe (linear and log-log with the 1% and 0.1% FPR marks), score histograms of
 members vs non-members, and the privacy-utility plot. Each function writes one PNG and returns its path."""
+
 from __future__ import annotations
 
 import io

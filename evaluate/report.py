@@ -1,6 +1,7 @@
 """The audit report: report.html (self-contained, plots embedded) and report.md, from results.json and the stored
 per-sample scores. Written for a GDPR/CCPA risk assessment: what was audited, the measured leakage per recipe in plain
 words, the full table, the plots, and what the numbers do not show. Member images are embedded only when asked."""
+
 from __future__ import annotations
 
 import base64
@@ -28,9 +29,11 @@ ACCESS = {
 }
 
 
-STRONGEST_RULE = ("the strongest attack is the one with the largest lower 95% bound of TPR minus the upper 95% bound "
-                  "of the achieved FPR at its calibrated 1%-FPR threshold (ties: the larger lower bound of AUC): a "
-                  "threshold that drifted on the test half cannot inflate it")
+STRONGEST_RULE = (
+    "the strongest attack is the one with the largest lower 95% bound of TPR minus the upper 95% bound "
+    "of the achieved FPR at its calibrated 1%-FPR threshold (ties: the larger lower bound of AUC): a "
+    "threshold that drifted on the test half cannot inflate it"
+)
 
 
 class ReportError(ValueError):
@@ -63,8 +66,10 @@ def check_results(out: Path, results: dict) -> None:
     """Every recipe name a file-name-safe name, and every path results.json names inside the folder."""
     for name in list(results.get("recipes", {})) + [r.get("recipe", "") for r in results.get("rows", [])]:
         if not RECIPE_NAME.match(str(name)) or str(name) in (".", ".."):
-            raise ReportError(f"{Path(out) / 'results.json'}: recipe name {str(name)[:80]!r} is not a name "
-                              f"(letters, digits and _ . + - only)")
+            raise ReportError(
+                f"{Path(out) / 'results.json'}: recipe name {str(name)[:80]!r} is not a name "
+                f"(letters, digits and _ . + - only)"
+            )
     for info in results.get("recipes", {}).values():
         resolve_inside(out, info.get("run_dir", ""))
     for row in results.get("rows", []):
@@ -73,6 +78,7 @@ def check_results(out: Path, results: dict) -> None:
 
 def strongest(rows: list[dict]) -> dict:
     """STRONGEST_RULE: a conservative lower bound of (TPR - FPR) at the calibrated 1%-FPR threshold."""
+
     def key(r):
         lo = r.get("tpr@1%fpr_ci_lo", r["tpr@1%fpr"])
         hi = r.get("fpr@1%fpr_achieved_ci_hi", r["fpr@1%fpr_achieved"])
@@ -115,11 +121,15 @@ def risk_summary(recipe: str, rows: list[dict], info: dict, delta: float) -> str
         text += f" Defenses in this recipe: {top['defenses']}."
     dp = top.get("dp_epsilon")
     if dp is not None and dp == dp:
-        text += (f" Its DP-SGD accountant guarantees epsilon <= {dp:.2f} (an upper bound); the audit's lower bound "
-                 f"above must not exceed it.")
+        text += (
+            f" Its DP-SGD accountant guarantees epsilon <= {dp:.2f} (an upper bound); the audit's lower bound "
+            f"above must not exceed it."
+        )
     if top.get("dup_auc") is not None:
-        text += (f" On the {top['dup_members']} members that were duplicated in the training data, AUC "
-                 f"{top['dup_auc']:.3f} and TPR {top['dup_tpr@1%fpr']:.1%} at the calibrated 1% FPR threshold.")
+        text += (
+            f" On the {top['dup_members']} members that were duplicated in the training data, AUC "
+            f"{top['dup_auc']:.3f} and TPR {top['dup_tpr@1%fpr']:.1%} at the calibrated 1% FPR threshold."
+        )
     text += _set_level_sentence(info.get("set_level"))
     if level.startswith("LOW"):
         text += " No leakage was detected by these attacks at this sample size; that is not evidence of privacy."
@@ -130,9 +140,11 @@ def _counts_sentence(top: dict, counts: dict) -> str:
     total = f"{counts['members']} members and {counts['nonmembers']} non-members"
     if top.get("n_test_members") is None:
         return f"Audited on {total}."
-    return (f"Rates and AUC from the test halves: {top['n_test_members']} members and {top['n_test_nonmembers']} "
-            f"non-members (thresholds fitted on the other {top['n_calibration_members']} + "
-            f"{top['n_calibration_nonmembers']}; {total} in all).")
+    return (
+        f"Rates and AUC from the test halves: {top['n_test_members']} members and {top['n_test_nonmembers']} "
+        f"non-members (thresholds fitted on the other {top['n_calibration_members']} + "
+        f"{top['n_calibration_nonmembers']}; {total} in all)."
+    )
 
 
 def _generations(r: dict) -> int:
@@ -151,11 +163,15 @@ def _set_level_sentence(curves: dict | None) -> str:
     if not curves:
         return ""
     largest = max(row["set_size"] for rows in curves.values() for row in rows)
-    best_attack, best = max(((a, row) for a, rows in curves.items() for row in rows if row["set_size"] == largest),
-                            key=lambda item: item[1]["auc"])
+    best_attack, best = max(
+        ((a, row) for a, rows in curves.items() for row in rows if row["set_size"] == largest),
+        key=lambda item: item[1]["auc"],
+    )
     single = max((row["auc"] for rows in curves.values() for row in rows if row["set_size"] == 1), default=None)
-    text = (f" Set level: pooled over sets of {largest} images, {best_attack} separates member sets from non-member "
-            f"sets with AUC {best['auc']:.3f}")
+    text = (
+        f" Set level: pooled over sets of {largest} images, {best_attack} separates member sets from non-member "
+        f"sets with AUC {best['auc']:.3f}"
+    )
     if single is not None:
         text += f" (best single-image AUC {single:.3f})"
     if best["auc"] >= 0.9:
@@ -164,7 +180,9 @@ def _set_level_sentence(curves: dict | None) -> str:
 
 
 def _per_attack_one_run(rows: list[dict] | None) -> list[dict]:
-    return [r for r in rows or [] if r.get("epsilon_one_run") is not None and r["epsilon_one_run"] == r["epsilon_one_run"]]
+    return [
+        r for r in rows or [] if r.get("epsilon_one_run") is not None and r["epsilon_one_run"] == r["epsilon_one_run"]
+    ]
 
 
 def headline_epsilon_text(headline: dict | None) -> str:
@@ -173,9 +191,11 @@ def headline_epsilon_text(headline: dict | None) -> str:
     if not headline:
         return "not audited"
     total = headline["canaries"] + headline["selection_canaries"]
-    return (f"{headline['epsilon']:.2f} at {1 - headline['level']:.0%} (pre-registered split: {headline['attack']} "
-            f"chosen among {headline['attacks']} attacks on {headline['selection_canaries']} canaries, epsilon on the "
-            f"other {headline['canaries']} of {total})")
+    return (
+        f"{headline['epsilon']:.2f} at {1 - headline['level']:.0%} (pre-registered split: {headline['attack']} "
+        f"chosen among {headline['attacks']} attacks on {headline['selection_canaries']} canaries, epsilon on the "
+        f"other {headline['canaries']} of {total})"
+    )
 
 
 def _epsilon_sentence(eps: float, delta: float, rows: list[dict] | None = None, headline: dict | None = None) -> str:
@@ -184,32 +204,46 @@ def _epsilon_sentence(eps: float, delta: float, rows: list[dict] | None = None, 
     otherwise the single-threshold figure, labelled as the heuristic it is."""
     audited = _per_attack_one_run(rows)
     if headline:
-        procedure = (f"attack and guess counts chosen among {headline['attacks']} attacks on a random half of the "
-                     f"canaries ({headline['selection_canaries']}), epsilon computed on the other "
-                     f"{headline['canaries']} alone, one test at {1 - headline['level']:.0%} confidence for the recipe "
-                     f"as a whole")
+        procedure = (
+            f"attack and guess counts chosen among {headline['attacks']} attacks on a random half of the "
+            f"canaries ({headline['selection_canaries']}), epsilon computed on the other "
+            f"{headline['canaries']} alone, one test at {1 - headline['level']:.0%} confidence for the recipe "
+            f"as a whole"
+        )
         if headline["epsilon"] <= 0:
-            return (f"One-run audit (Steinke et al., pre-registered split: {procedure}): no epsilon above 0 could be "
-                    f"shown at delta={delta:g} ({headline['attack']}: {headline['correct']}/{headline['guesses']} "
-                    f"guesses right).")
-        return (f"One-run audit (Steinke et al., pre-registered split: {procedure}): epsilon >= "
-                f"{headline['epsilon']:.2f} at delta={delta:g} from {headline['attack']} ({headline['correct']}/"
-                f"{headline['guesses']} guesses right): any differential-privacy guarantee claimed for this recipe must "
-                f"be at least this weak. The per-attack figures of the table are each valid for that attack alone.")
+            return (
+                f"One-run audit (Steinke et al., pre-registered split: {procedure}): no epsilon above 0 could be "
+                f"shown at delta={delta:g} ({headline['attack']}: {headline['correct']}/{headline['guesses']} "
+                f"guesses right)."
+            )
+        return (
+            f"One-run audit (Steinke et al., pre-registered split: {procedure}): epsilon >= "
+            f"{headline['epsilon']:.2f} at delta={delta:g} from {headline['attack']} ({headline['correct']}/"
+            f"{headline['guesses']} guesses right): any differential-privacy guarantee claimed for this recipe must "
+            f"be at least this weak. The per-attack figures of the table are each valid for that attack alone."
+        )
     if audited:  # results written before the headline procedure: per-attack figures only, never their maximum
-        return (f"One-run audit: per-attack bounds only ({len(audited)} attacks, each valid at 95% for that attack "
-                f"alone; their maximum is not a valid figure). Rerun `diffmia report` for the recipe's headline.")
+        return (
+            f"One-run audit: per-attack bounds only ({len(audited)} attacks, each valid at 95% for that attack "
+            f"alone; their maximum is not a valid figure). Rerun `diffmia report` for the recipe's headline."
+        )
     if eps <= 0:
-        return (f"The single-threshold epsilon heuristic (not a valid bound for one model) is 0 at delta={delta:g}; "
-                f"no canaries were audited.")
-    return (f"Single-threshold epsilon heuristic (Jagielski et al.; it assumes repeated independent trials, which one "
-            f"model does not give, so it is not a valid bound): {eps:.2f} at delta={delta:g}, the largest over the "
-            f"{len(rows or [])} attacks of this recipe. Add canaries "
-            f"(data.canaries) for the one-run audit's valid bound.")
+        return (
+            f"The single-threshold epsilon heuristic (not a valid bound for one model) is 0 at delta={delta:g}; "
+            f"no canaries were audited."
+        )
+    return (
+        f"Single-threshold epsilon heuristic (Jagielski et al.; it assumes repeated independent trials, which one "
+        f"model does not give, so it is not a valid bound): {eps:.2f} at delta={delta:g}, the largest over the "
+        f"{len(rows or [])} attacks of this recipe. Add canaries "
+        f"(data.canaries) for the one-run audit's valid bound."
+    )
 
 
 CAVEATS = [
-    "Strongest attack: " + STRONGEST_RULE + ". Headline epsilon: the one-run audit of a pre-registered split (the attack "
+    "Strongest attack: "
+    + STRONGEST_RULE
+    + ". Headline epsilon: the one-run audit of a pre-registered split (the attack "
     "and its guess counts chosen on a random half of the canaries, epsilon computed on the other half alone: one test, "
     "valid at 95% for the recipe whatever the number of attacks); the table's one-run column is per attack, each valid "
     "for that attack alone. Without canaries, the largest single-threshold heuristic, labelled as such.",
@@ -251,25 +285,50 @@ def queries_text(r: dict) -> str:
 
 
 def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["recipe", "defenses", "DP epsilon (accountant)", "attack", "access", "queries (generated images)", "AUC [95% CI]", "TPR@1%FPR calibrated [95% CI]",
-              "achieved FPR (test FPs)", "TPR@0.1%FPR calibrated [95% CI]", "achieved FPR (test FPs)", "ASR",
-              "TPR@1%FPR oracle", "epsilon (single-threshold heuristic)", "epsilon one-run, per attack (canaries)", "FID (floor)"]
+    header = [
+        "recipe",
+        "defenses",
+        "DP epsilon (accountant)",
+        "attack",
+        "access",
+        "queries (generated images)",
+        "AUC [95% CI]",
+        "TPR@1%FPR calibrated [95% CI]",
+        "achieved FPR (test FPs)",
+        "TPR@0.1%FPR calibrated [95% CI]",
+        "achieved FPR (test FPs)",
+        "ASR",
+        "TPR@1%FPR oracle",
+        "epsilon (single-threshold heuristic)",
+        "epsilon one-run, per attack (canaries)",
+        "FID (floor)",
+    ]
     body, thin = [], []
     for r in rows:
         fid = "" if r.get("fid") is None else f"{r['fid']:.2f} ({r['fid_floor']:.2f})"
         dp = r.get("dp_epsilon")
-        body.append([
-            r["recipe"], r.get("defenses", "none"), "" if dp is None or dp != dp else f"{dp:.2f}",
-            r["attack"], r["access"], queries_text(r),
-            f"{r['auc']:.3f} [{r['auc_ci_lo']:.3f}, {r['auc_ci_hi']:.3f}]",
-            f"{_pct(r['tpr@1%fpr'])} [{_pct(r['tpr@1%fpr_ci_lo'])}, {_pct(r['tpr@1%fpr_ci_hi'])}]",
-            _achieved(r, "1%fpr"),
-            _rate_cell(r, "0.1%fpr", 0.001),
-            _achieved(r, "0.1%fpr"),
-            f"{r['asr']:.3f}", _pct(r["tpr@1%fpr_oracle"]), f"{r['epsilon_lower_bound']:.2f}",
-            "" if r.get("epsilon_one_run") is None or r["epsilon_one_run"] != r["epsilon_one_run"]
-            else f"{r['epsilon_one_run']:.2f} ({r.get('one_run_guesses')})", fid,
-        ])
+        body.append(
+            [
+                r["recipe"],
+                r.get("defenses", "none"),
+                "" if dp is None or dp != dp else f"{dp:.2f}",
+                r["attack"],
+                r["access"],
+                queries_text(r),
+                f"{r['auc']:.3f} [{r['auc_ci_lo']:.3f}, {r['auc_ci_hi']:.3f}]",
+                f"{_pct(r['tpr@1%fpr'])} [{_pct(r['tpr@1%fpr_ci_lo'])}, {_pct(r['tpr@1%fpr_ci_hi'])}]",
+                _achieved(r, "1%fpr"),
+                _rate_cell(r, "0.1%fpr", 0.001),
+                _achieved(r, "0.1%fpr"),
+                f"{r['asr']:.3f}",
+                _pct(r["tpr@1%fpr_oracle"]),
+                f"{r['epsilon_lower_bound']:.2f}",
+                ""
+                if r.get("epsilon_one_run") is None or r["epsilon_one_run"] != r["epsilon_one_run"]
+                else f"{r['epsilon_one_run']:.2f} ({r.get('one_run_guesses')})",
+                fid,
+            ]
+        )
         thin.append({7: _thin(r, "1%fpr"), 8: _thin(r, "1%fpr"), 9: _thin(r, "0.1%fpr"), 10: _thin(r, "0.1%fpr")})
     return header, body, thin
 
@@ -314,15 +373,28 @@ def make_plots(out: Path, results: dict) -> dict[str, list[Path]]:
         plots["recipes"].append(histogram_plot(recipe, curves, out / "plots" / f"hist-{recipe}.png"))
         top = strongest(recipe_rows)
         if top.get("fid") is not None:
-            points.append({"recipe": recipe, "fid": top["fid"], "tpr": top["tpr@1%fpr"], "tpr_lo": top["tpr@1%fpr_ci_lo"],
-                           "tpr_hi": top["tpr@1%fpr_ci_hi"], "auc": top["auc"], "auc_lo": top["auc_ci_lo"],
-                           "auc_hi": top["auc_ci_hi"], "attack": top["attack"]})
+            points.append(
+                {
+                    "recipe": recipe,
+                    "fid": top["fid"],
+                    "tpr": top["tpr@1%fpr"],
+                    "tpr_lo": top["tpr@1%fpr_ci_lo"],
+                    "tpr_hi": top["tpr@1%fpr_ci_hi"],
+                    "auc": top["auc"],
+                    "auc_lo": top["auc_ci_lo"],
+                    "auc_hi": top["auc_ci_hi"],
+                    "attack": top["attack"],
+                }
+            )
     from .setlevel import set_level_plot
 
     for recipe, info in results["recipes"].items():
         if info.get("set_level"):
-            plots["recipes"].append(set_level_plot(info["set_level"], out / "plots" / f"set-level-{recipe}.png",
-                                                   f"{recipe}: set-level inference"))
+            plots["recipes"].append(
+                set_level_plot(
+                    info["set_level"], out / "plots" / f"set-level-{recipe}.png", f"{recipe}: set-level inference"
+                )
+            )
     if len(points) >= 2:  # one recipe: nothing to trade off, no near-empty frame
         label = next(r["fid_label"] for r in rows if r.get("fid_label"))
         plots["privacy_utility"].append(privacy_utility_plot(points, label, out / "plots" / "privacy-utility.png"))
@@ -339,8 +411,11 @@ def example_grid(out: Path, results: dict, recipe: str) -> Path | None:
     df = pd.read_csv(out / top["scores"])
     members = df[(df.split == "test") & (df.is_member == 1)].nlargest(16, "score")
     loaded = load_run(out / results["recipes"][recipe]["run_dir"])
-    return grid_png(loaded.images.tensor(members.sample_id.tolist(), loaded.resolution),
-                    out / "plots" / f"examples-{recipe}.png", private=True)  # member images: owner-only
+    return grid_png(
+        loaded.images.tensor(members.sample_id.tolist(), loaded.resolution),
+        out / "plots" / f"examples-{recipe}.png",
+        private=True,
+    )  # member images: owner-only
 
 
 def _img(path: Path) -> str:
@@ -366,22 +441,25 @@ def signoff_rows(results: dict, by_recipe: dict[str, list[dict]]) -> list[dict]:
             not_tested.append(f"TPR at 0.1% FPR unresolved ({top['n_test_nonmembers']} test non-members < 1000)")
         if not any(r.get("references") for r in rows):
             not_tested.append("no reference-model attack (LiRA/RMIA): the strongest known attacks were not run")
-        out.append({
-            "recipe": recipe,
-            "audited": f"{info['counts']['members']} members / {info['counts']['nonmembers']} non-members, manifest "
-                       f"{info['manifest_sha256'][:12]}",
-            "access levels tested": ", ".join(accesses),
-            "strongest attack": f"{top['attack']} ({top['access']})",
-            "TPR@1%FPR [95% CI]": f"{_pct(top['tpr@1%fpr'])} [{_pct(top['tpr@1%fpr_ci_lo'])}, {_pct(top['tpr@1%fpr_ci_hi'])}] "
-                                  f"at achieved FPR {_pct(top['fpr@1%fpr_achieved'])}",
-            "TPR@0.1%FPR [95% CI]": _rate_cell(top, "0.1%fpr", 0.001),
-            "test set": f"{top['n_test_members']} members, {top['n_test_nonmembers']} non-members",
-            "epsilon (accountant / one-run)": ("no DP" if dp is None or dp != dp else f"{dp:.2f}") + " / "
-                                              + headline_epsilon_text(headline),
-            "utility": f"{u['fid_label']} {u['fid']:.2f} (floor {u['fid_floor']:.2f})" if u else "not measured",
-            "not tested": "; ".join(not_tested) or "-",
-            "verdict": risk_level(top),
-        })
+        out.append(
+            {
+                "recipe": recipe,
+                "audited": f"{info['counts']['members']} members / {info['counts']['nonmembers']} non-members, manifest "
+                f"{info['manifest_sha256'][:12]}",
+                "access levels tested": ", ".join(accesses),
+                "strongest attack": f"{top['attack']} ({top['access']})",
+                "TPR@1%FPR [95% CI]": f"{_pct(top['tpr@1%fpr'])} [{_pct(top['tpr@1%fpr_ci_lo'])}, {_pct(top['tpr@1%fpr_ci_hi'])}] "
+                f"at achieved FPR {_pct(top['fpr@1%fpr_achieved'])}",
+                "TPR@0.1%FPR [95% CI]": _rate_cell(top, "0.1%fpr", 0.001),
+                "test set": f"{top['n_test_members']} members, {top['n_test_nonmembers']} non-members",
+                "epsilon (accountant / one-run)": ("no DP" if dp is None or dp != dp else f"{dp:.2f}")
+                + " / "
+                + headline_epsilon_text(headline),
+                "utility": f"{u['fid_label']} {u['fid']:.2f} (floor {u['fid_floor']:.2f})" if u else "not measured",
+                "not tested": "; ".join(not_tested) or "-",
+                "verdict": risk_level(top),
+            }
+        )
     return out
 
 
@@ -392,7 +470,9 @@ def _source_names(out: Path, results: dict, recipe: str) -> dict[int, str]:
     if not manifest.is_file():
         return {}
     saved = json.loads(manifest.read_text(encoding="utf-8"))
-    return {int(e["index"]): str(e.get("source", "")) for role in ("members", "nonmembers") for e in saved.get(role, [])}
+    return {
+        int(e["index"]): str(e.get("source", "")) for role in ("members", "nonmembers") for e in saved.get(role, [])
+    }
 
 
 def _exposure_lines(out: Path, results: dict, show_names: bool = False) -> list[str]:
@@ -402,8 +482,10 @@ def _exposure_lines(out: Path, results: dict, show_names: bool = False) -> list[
         for r in top:
             flagged = r.get("flagged_at_1%fpr_by") or ""
             name = f"{names[int(r['sample_id'])]}, " if int(r["sample_id"]) in names else ""
-            lines.append(f"{recipe}: sample {r['sample_id']} ({name}{r['half']} half): p = {r['p_value']:.4f}"
-                         + (f"; flagged at 1% FPR by {flagged.replace(';', ', ')}" if flagged == flagged and flagged else ""))
+            lines.append(
+                f"{recipe}: sample {r['sample_id']} ({name}{r['half']} half): p = {r['p_value']:.4f}"
+                + (f"; flagged at 1% FPR by {flagged.replace(';', ', ')}" if flagged == flagged and flagged else "")
+            )
     return lines
 
 
@@ -421,19 +503,27 @@ def _comparison(out: Path, results: dict) -> list[str]:
 
 
 def _factor_lines(results: dict) -> list[str]:
-    return [f"{recipe}: {f['property']}: Spearman {f['spearman']:+.2f} (p {f['p_value']:.2g}, {f['images']} members)"
-            for recipe, factors in (results.get("exposure_factors") or {}).items() for f in factors]
+    return [
+        f"{recipe}: {f['property']}: Spearman {f['spearman']:+.2f} (p {f['p_value']:.2g}, {f['images']} members)"
+        for recipe, factors in (results.get("exposure_factors") or {}).items()
+        for f in factors
+    ]
 
 
 def _skipped_lines(results: dict) -> list[str]:
-    return [f"{recipe}: {name}: {why}" for recipe, info in results["recipes"].items()
-            for name, why in (info.get("skipped_attacks") or {}).items()]
+    return [
+        f"{recipe}: {name}: {why}"
+        for recipe, info in results["recipes"].items()
+        for name, why in (info.get("skipped_attacks") or {}).items()
+    ]
 
 
-THIN_NOTE = (f"Greyed out (marked 'thin' in Markdown): calibrated rates whose threshold rests on fewer than "
-             f"{MIN_FALSE_POSITIVES} calibration false positives: with n calibration non-members a target FPR f leaves "
-             f"floor(f*n) of them above the threshold (0.1% of 1000 is 1), so the threshold, and the rate, are set by "
-             f"one or a few images. Achieved FPR: measured on the test non-members, with their false-positive count.")
+THIN_NOTE = (
+    f"Greyed out (marked 'thin' in Markdown): calibrated rates whose threshold rests on fewer than "
+    f"{MIN_FALSE_POSITIVES} calibration false positives: with n calibration non-members a target FPR f leaves "
+    f"floor(f*n) of them above the threshold (0.1% of 1000 is 1), so the threshold, and the rate, are set by "
+    f"one or a few images. Achieved FPR: measured on the test non-members, with their false-positive count."
+)
 
 
 def write_report(out: str | Path, results: dict, show_examples: bool = False) -> Path:
@@ -445,7 +535,9 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     by_recipe: dict[str, list[dict]] = {}
     for r in rows:
         by_recipe.setdefault(r["recipe"], []).append(r)
-    summaries = {recipe: risk_summary(recipe, rr, results["recipes"][recipe], delta) for recipe, rr in by_recipe.items()}
+    summaries = {
+        recipe: risk_summary(recipe, rr, results["recipes"][recipe], delta) for recipe, rr in by_recipe.items()
+    }
     examples = {recipe: example_grid(out, results, recipe) for recipe in by_recipe} if show_examples else {}
     if not show_examples:  # a rebuild without --show-examples leaves no member image behind
         for stale in (out / "plots").glob("examples-*.png"):
@@ -458,65 +550,88 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     audited = []
     for recipe, info in results["recipes"].items():
         if info.get("external"):  # diffmia audit: a model trained elsewhere
-            audited.append({
-                "recipe": recipe,
-                "data": f"members {info['members_from']}, non-members {info['nonmembers_from']}"
-                        + (f", public {info['public_from']}" if info.get("public_from") else ""),
-                "split": f"{info['counts']['members']} members / {info['counts']['nonmembers']} non-members "
-                         f"(halves by a seeded pixel hash, calibration fraction {info['calibration_fraction']}) / "
-                         f"{info['counts']['public']} public",
-                "training": f"trained elsewhere, not retrained ({info['parameters']} parameters; {info['model']}); "
-                            f"access granted: {info['access']}",
-                "defenses": "unknown",
-                "manifest": info["manifest_sha256"][:16],
-                "run": info["run_dir"],
-            })
+            audited.append(
+                {
+                    "recipe": recipe,
+                    "data": f"members {info['members_from']}, non-members {info['nonmembers_from']}"
+                    + (f", public {info['public_from']}" if info.get("public_from") else ""),
+                    "split": f"{info['counts']['members']} members / {info['counts']['nonmembers']} non-members "
+                    f"(halves by a seeded pixel hash, calibration fraction {info['calibration_fraction']}) / "
+                    f"{info['counts']['public']} public",
+                    "training": f"trained elsewhere, not retrained ({info['parameters']} parameters; {info['model']}); "
+                    f"access granted: {info['access']}",
+                    "defenses": "unknown",
+                    "manifest": info["manifest_sha256"][:16],
+                    "run": info["run_dir"],
+                }
+            )
             continue
         cfg = info["config"]
         data = cfg["data"]
-        audited.append({
-            "recipe": recipe,
-            "data": f"{data['dataset']}" + (f" ({data['path']})" if data.get("path") else ""),
-            "split": f"{info['counts']['members']} members / {info['counts']['nonmembers']} non-members "
-                     f"(calibration fraction {data['calibration_fraction']}) / {info['counts']['public']} public",
-            "training": f"{cfg['train']['steps']} steps, batch {cfg['train']['batch_size']}, lr {cfg['train']['learning_rate']}, "
-                        f"{info['parameters']} parameters, seed {cfg['seed']}",
-            "defenses": ", ".join(d.get("name", "?") for d in cfg.get("defenses", [])) or "none",
-            "manifest": info["manifest_sha256"][:16],
-            "run": info["run_dir"],
-        })
+        audited.append(
+            {
+                "recipe": recipe,
+                "data": f"{data['dataset']}" + (f" ({data['path']})" if data.get("path") else ""),
+                "split": f"{info['counts']['members']} members / {info['counts']['nonmembers']} non-members "
+                f"(calibration fraction {data['calibration_fraction']}) / {info['counts']['public']} public",
+                "training": f"{cfg['train']['steps']} steps, batch {cfg['train']['batch_size']}, lr {cfg['train']['learning_rate']}, "
+                f"{info['parameters']} parameters, seed {cfg['seed']}",
+                "defenses": ", ".join(d.get("name", "?") for d in cfg.get("defenses", [])) or "none",
+                "manifest": info["manifest_sha256"][:16],
+                "run": info["run_dir"],
+            }
+        )
 
     # ---- HTML ----
-    css = ("body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222;line-height:1.45}"
-           "table{border-collapse:collapse;font-size:12px;margin:1em 0;width:100%}td,th{overflow-wrap:anywhere}td,th{border:1px solid #ccc;padding:4px 7px;"
-           "text-align:left}th{background:#f2f2f2}img{max-width:100%;margin:.5em 0;border:1px solid #eee}"
-           ".risk{padding:.6em 1em;margin:.6em 0;border-left:5px solid #999;background:#fafafa}"
-           ".HIGH{border-color:#c0392b}.MODERATE{border-color:#e67e22}.LOW{border-color:#27ae60}"
-           "td.thin{color:#aaa}")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>diffmia audit: {html.escape(results['benchmark'])}"
-             f"</title><style>{css}</style></head><body>",
-             f"<h1>Membership-inference audit: {html.escape(results['benchmark'])}</h1>",
-             f"<p>diffmia {__version__}, {when}. Does each training recipe leak which images it was trained on?</p>",
-             (f"<p><small>Environment: {html.escape(describe(env))}. Scores are bit-reproducible on the same CPU "
-              f"capability, thread count and packages (results.json lists them all).</small></p>" if env else ""),
-             "<h2>Sign-off summary</h2><table><tr>" + "".join(f"<th>{html.escape(k)}</th>" for k in signoff[0])
-             + "</tr>" + "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values()) + "</tr>"
-                                 for row in signoff)
-             + "</table><p>Reviewed by: ____________________ &nbsp; Date: __________ &nbsp; Decision: accept / mitigate "
-               "/ reject</p>",
-             "<h2>Risk summary</h2>"]
+    css = (
+        "body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222;line-height:1.45}"
+        "table{border-collapse:collapse;font-size:12px;margin:1em 0;width:100%}td,th{overflow-wrap:anywhere}td,th{border:1px solid #ccc;padding:4px 7px;"
+        "text-align:left}th{background:#f2f2f2}img{max-width:100%;margin:.5em 0;border:1px solid #eee}"
+        ".risk{padding:.6em 1em;margin:.6em 0;border-left:5px solid #999;background:#fafafa}"
+        ".HIGH{border-color:#c0392b}.MODERATE{border-color:#e67e22}.LOW{border-color:#27ae60}"
+        "td.thin{color:#aaa}"
+    )
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>diffmia audit: {html.escape(results['benchmark'])}"
+        f"</title><style>{css}</style></head><body>",
+        f"<h1>Membership-inference audit: {html.escape(results['benchmark'])}</h1>",
+        f"<p>diffmia {__version__}, {when}. Does each training recipe leak which images it was trained on?</p>",
+        (
+            f"<p><small>Environment: {html.escape(describe(env))}. Scores are bit-reproducible on the same CPU "
+            f"capability, thread count and packages (results.json lists them all).</small></p>"
+            if env
+            else ""
+        ),
+        "<h2>Sign-off summary</h2><table><tr>"
+        + "".join(f"<th>{html.escape(k)}</th>" for k in signoff[0])
+        + "</tr>"
+        + "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values()) + "</tr>" for row in signoff
+        )
+        + "</table><p>Reviewed by: ____________________ &nbsp; Date: __________ &nbsp; Decision: accept / mitigate "
+        "/ reject</p>",
+        "<h2>Risk summary</h2>",
+    ]
     for recipe, text in summaries.items():
         level = risk_level(strongest(by_recipe[recipe])).split()[0]
         parts.append(f"<div class='risk {level}'>{html.escape(text)}</div>")
     parts.append("<h2>What was audited</h2><table><tr>" + "".join(f"<th>{k}</th>" for k in audited[0]) + "</tr>")
     for a in audited:
         parts.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in a.values()) + "</tr>")
-    parts.append("</table><h2>Results</h2><p>Calibrated: threshold fitted on the calibration halves, applied to the "
-                 "test halves. Oracle: best threshold on the test halves (for comparison with papers only).</p><table><tr>")
+    parts.append(
+        "</table><h2>Results</h2><p>Calibrated: threshold fitted on the calibration halves, applied to the "
+        "test halves. Oracle: best threshold on the test halves (for comparison with papers only).</p><table><tr>"
+    )
     parts.append("".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
     for line, grey in zip(body, thin):
-        parts.append("<tr>" + "".join(f"<td class='thin'>{html.escape(c)}</td>" if grey.get(i) else f"<td>{html.escape(c)}</td>"
-                                      for i, c in enumerate(line)) + "</tr>")
+        parts.append(
+            "<tr>"
+            + "".join(
+                f"<td class='thin'>{html.escape(c)}</td>" if grey.get(i) else f"<td>{html.escape(c)}</td>"
+                for i, c in enumerate(line)
+            )
+            + "</tr>"
+        )
     parts.append(f"</table><p><small>{THIN_NOTE}</small></p><h2>Plots</h2>")
     for p in plots["privacy_utility"] + plots["recipes"]:
         parts.append(_img(p))
@@ -530,29 +645,40 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     exposed, not_run = _exposure_lines(out, results, show_examples), _skipped_lines(results)
     compared = _comparison(out, results)
     if compared:
-        parts.append(f"<h2>Paired comparison with {html.escape(next(iter(results['recipes'])))}</h2><p>Each recipe's "
-                     "strongest attack against the baseline's, on the same test images, with a stratified paired "
-                     "bootstrap (95% intervals; <code>diffmia compare</code> names another baseline).</p><ul>"
-                     + "".join(f"<li>{html.escape(x)}</li>" for x in compared) + "</ul>")
+        parts.append(
+            f"<h2>Paired comparison with {html.escape(next(iter(results['recipes'])))}</h2><p>Each recipe's "
+            "strongest attack against the baseline's, on the same test images, with a stratified paired "
+            "bootstrap (95% intervals; <code>diffmia compare</code> names another baseline).</p><ul>"
+            + "".join(f"<li>{html.escape(x)}</li>" for x in compared)
+            + "</ul>"
+        )
     if exposed:
-        parts.append("<h2>Most exposed images</h2><p>Members with the smallest calibrated p-value under the strongest "
-                     "attack (the share of calibration non-members scoring at least as high): all of them in "
-                     "exposure.csv; file names only with --show-examples (manifest.json maps each sample id to its "
-                     "file).</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in exposed) + "</ul>")
+        parts.append(
+            "<h2>Most exposed images</h2><p>Members with the smallest calibrated p-value under the strongest "
+            "attack (the share of calibration non-members scoring at least as high): all of them in "
+            "exposure.csv; file names only with --show-examples (manifest.json maps each sample id to its "
+            "file).</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in exposed) + "</ul>"
+        )
     factors = _factor_lines(results)
     if factors:
-        parts.append("<h2>What makes images exposed</h2><p>Spearman correlation of simple image properties with "
-                     "exposure (-log10 of the calibrated p-value under the strongest attack); positive: more of the "
-                     "property, more exposed.</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in factors) + "</ul>")
+        parts.append(
+            "<h2>What makes images exposed</h2><p>Spearman correlation of simple image properties with "
+            "exposure (-log10 of the calibrated p-value under the strongest attack); positive: more of the "
+            "property, more exposed.</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in factors) + "</ul>"
+        )
         for recipe in results.get("exposure_factors", {}):
             plot = out / "plots" / f"exposure-factors-{recipe}.png"
             if plot.is_file():
                 parts.append(_img(plot))
     if not_run:
         parts.append("<h2>Attacks not run</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in not_run) + "</ul>")
-    parts.append("<h2>What these numbers do not show</h2><ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in CAVEATS) + "</ul>")
-    parts.append("<p>Every number here is derived from the per-sample score files listed in results.csv; rerun "
-                 "<code>diffmia report</code> on this folder to rebuild this page.</p></body></html>")
+    parts.append(
+        "<h2>What these numbers do not show</h2><ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in CAVEATS) + "</ul>"
+    )
+    parts.append(
+        "<p>Every number here is derived from the per-sample score files listed in results.csv; rerun "
+        "<code>diffmia report</code> on this folder to rebuild this page.</p></body></html>"
+    )
     write_text(out / "report.html", "\n".join(parts))
 
     # ---- Markdown ---- (every text from the results escaped: no raw HTML, table break or link from a name)
@@ -561,26 +687,47 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     def md_row(cells) -> str:
         return "| " + " | ".join(e(str(c)) for c in cells) + " |"
 
-    md = [f"# Membership-inference audit: {e(results['benchmark'])}", "", f"diffmia {__version__}, {when}."
-          + (f" Environment: {e(describe(env))}." if env else ""), "", "## Sign-off summary", "",
-          md_row(signoff[0]), "|" + "---|" * len(signoff[0])]
+    md = [
+        f"# Membership-inference audit: {e(results['benchmark'])}",
+        "",
+        f"diffmia {__version__}, {when}." + (f" Environment: {e(describe(env))}." if env else ""),
+        "",
+        "## Sign-off summary",
+        "",
+        md_row(signoff[0]),
+        "|" + "---|" * len(signoff[0]),
+    ]
     md += [md_row(row.values()) for row in signoff]
-    md += ["", "Reviewed by: ____________________  Date: __________  Decision: accept / mitigate / reject", "",
-           "## Risk summary", ""]
+    md += [
+        "",
+        "Reviewed by: ____________________  Date: __________  Decision: accept / mitigate / reject",
+        "",
+        "## Risk summary",
+        "",
+    ]
     md += [f"- {e(text)}" for text in summaries.values()]
     md += ["", "## What was audited", "", md_row(audited[0]), "|" + "---|" * len(audited[0])]
     md += [md_row(a.values()) for a in audited]
     md += ["", "## Results", "", md_row(header), "|" + "---|" * len(header)]
-    md += [md_row(f"{c} (thin)" if grey.get(i) and c else c for i, c in enumerate(line)) for line, grey in zip(body, thin)]
+    md += [
+        md_row(f"{c} (thin)" if grey.get(i) and c else c for i, c in enumerate(line)) for line, grey in zip(body, thin)
+    ]
     md += ["", e(THIN_NOTE)]
     md += ["", "## Plots", ""]
     md += [f"![{e(p.stem)}]({p.relative_to(out).as_posix()})" for p in plots["privacy_utility"] + plots["recipes"]]
     md += [f"![examples {e(recipe)}]({g.relative_to(out).as_posix()})" for recipe, g in examples.items() if g]
     if compared:
-        md += ["", f"## Paired comparison with {e(next(iter(results['recipes'])))}", ""] + [f"- {e(x)}" for x in compared]
+        md += ["", f"## Paired comparison with {e(next(iter(results['recipes'])))}", ""] + [
+            f"- {e(x)}" for x in compared
+        ]
     if exposed:
-        md += ["", "## Most exposed images", "", "Members with the smallest calibrated p-value under the strongest attack "
-               "(all of them in exposure.csv):", ""] + [f"- {e(x)}" for x in exposed]
+        md += [
+            "",
+            "## Most exposed images",
+            "",
+            "Members with the smallest calibrated p-value under the strongest attack (all of them in exposure.csv):",
+            "",
+        ] + [f"- {e(x)}" for x in exposed]
     if factors:
         md += ["", "## What makes images exposed", ""] + [f"- {e(x)}" for x in factors]
     if not_run:
@@ -612,9 +759,21 @@ def write_pdf(html_path: str | Path, pdf_path: str | Path | None = None) -> Path
         tmp_pdf = Path(tmp) / "report.pdf"
 
         def print_pdf(*extra: str):
-            return subprocess.run([browser, "--headless", *extra, "--disable-gpu", f"--user-data-dir={tmp}/profile",
-                                   "--no-pdf-header-footer", f"--print-to-pdf={tmp_pdf}", html_path.resolve().as_uri()],
-                                  capture_output=True, text=True, timeout=180)
+            return subprocess.run(
+                [
+                    browser,
+                    "--headless",
+                    *extra,
+                    "--disable-gpu",
+                    f"--user-data-dir={tmp}/profile",
+                    "--no-pdf-header-footer",
+                    f"--print-to-pdf={tmp_pdf}",
+                    html_path.resolve().as_uri(),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
 
         done = print_pdf()  # Chromium's sandbox kept where the machine allows it
         if (done.returncode != 0 or not tmp_pdf.is_file()) and "sandbox" in done.stderr.lower():
@@ -622,7 +781,9 @@ def write_pdf(html_path: str | Path, pdf_path: str | Path | None = None) -> Path
 
             logging.getLogger("diffmia").warning(
                 "Chromium's sandbox is not available on this machine (%s); the PDF is printed without it, from the "
-                "report diffmia itself wrote", "running as root" if os.geteuid() == 0 else "no user namespaces")
+                "report diffmia itself wrote",
+                "running as root" if os.geteuid() == 0 else "no user namespaces",
+            )
             done = print_pdf("--no-sandbox")
         if done.returncode != 0 or not tmp_pdf.is_file():
             raise RuntimeError(f"Chromium could not print {html_path}: {done.stderr.strip()[-300:]}")

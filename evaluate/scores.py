@@ -5,6 +5,7 @@ holds a non-finite score, or (given the run's manifest) does not score every aud
 once: a file cut short by a few rows is never evaluated on what is left. Images the attack dropped (listed in the
 JSON sidecar, e.g. SD-MIA's unrewritable captions) are the one allowed absence.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,10 @@ def check_against_manifest(df: pd.DataFrame, path: Path, manifest) -> None:
         raise ScoreFileError(f"{path}: sample(s) {sorted(unknown)[:5]} are not audited images of this run's manifest")
     absent = set(expected) - got - dropped_ids(path)
     if absent:
-        raise ScoreFileError(f"{path}: {len(absent)} of the run's {len(expected)} audited images have no score "
-                             f"(e.g. {sorted(absent)[:5]}): the file is partial; rerun the attack")
+        raise ScoreFileError(
+            f"{path}: {len(absent)} of the run's {len(expected)} audited images have no score "
+            f"(e.g. {sorted(absent)[:5]}): the file is partial; rerun the attack"
+        )
     wrong = [int(i) for i, m in zip(audited.sample_id, audited.is_member) if expected[int(i)] != int(m)]
     if wrong:
         raise ScoreFileError(f"{path}: is_member disagrees with the manifest for sample(s) {wrong[:5]}")

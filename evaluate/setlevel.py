@@ -7,6 +7,7 @@ the mean of L calibration non-member scores reaches the set's mean, from the nor
 (calibration non-members only, so nothing is fitted on the test halves). Reported: AUC, the median p-value of member
 sets, and the share of member sets with p < 0.05.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,14 @@ def set_level(is_member, scores, split, sizes=(1, 2, 5, 10, 20, 30), sets: int =
         n = np.array([rng.choice(nonmembers, size, replace=False).mean() for _ in range(sets)])
         auc = roc_auc_score(np.r_[np.ones(sets), np.zeros(sets)], np.r_[m, n])
         p = norm.sf((m - mu) / (sd / np.sqrt(size))) if sd > 0 else np.ones(sets)
-        out.append({"set_size": size, "auc": float(auc), "median_p_value": float(np.median(p)),
-                    "share_p_below_0.05": float((p < 0.05).mean())})
+        out.append(
+            {
+                "set_size": size,
+                "auc": float(auc),
+                "median_p_value": float(np.median(p)),
+                "share_p_below_0.05": float((p < 0.05).mean()),
+            }
+        )
     return out
 
 

@@ -8,6 +8,7 @@ and each table, figure or image whose right edge passes the window's while no sc
 Chromium's --dump-dom returns that title. Exit 0 when every image rendered and nothing overflows.
 Needs Chromium (Debian: apt-get install chromium).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,18 +18,28 @@ import sys
 import tempfile
 from pathlib import Path
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WIDTH = 1400
-PROBE = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
-         "const W=document.documentElement.clientWidth;"
-         "const held=e=>{for(let p=e.parentElement;p;p=p.parentElement){const o=getComputedStyle(p).overflowX;"
-         "if(o==='auto'||o==='scroll'||o==='hidden')return true;}return false;};"
-         "const wide=[...document.querySelectorAll('table,img,figure,pre,svg')].filter("
-         "x=>x.getBoundingClientRect().right>W+1&&!held(x)).map(x=>x.tagName.toLowerCase()+(x.id?'#'+x.id:''));"
-         "if(document.documentElement.scrollWidth>W+1)wide.unshift('page:'+document.documentElement.scrollWidth+'px');"
-         "document.title='rendered:'+i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length"
-         "+' overflow:'+wide.join(',');});</script>")
+PROBE = (
+    "<script>window.addEventListener('load',()=>{const i=[...document.images];"
+    "const W=document.documentElement.clientWidth;"
+    "const held=e=>{for(let p=e.parentElement;p;p=p.parentElement){const o=getComputedStyle(p).overflowX;"
+    "if(o==='auto'||o==='scroll'||o==='hidden')return true;}return false;};"
+    "const wide=[...document.querySelectorAll('table,img,figure,pre,svg')].filter("
+    "x=>x.getBoundingClientRect().right>W+1&&!held(x)).map(x=>x.tagName.toLowerCase()+(x.id?'#'+x.id:''));"
+    "if(document.documentElement.scrollWidth>W+1)wide.unshift('page:'+document.documentElement.scrollWidth+'px');"
+    "document.title='rendered:'+i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length"
+    "+' overflow:'+wide.join(',');});</script>"
+)
 
 
 def chromium() -> str | None:
@@ -58,8 +69,17 @@ def probe(report: Path, screenshot: Path | None = None) -> tuple[int, int, list[
         base = FLAGS + [f"--user-data-dir={tmp}/profile", "--virtual-time-budget=10000", f"--window-size={WIDTH},2000"]
         dom = subprocess.run([browser, *base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
         if screenshot is not None:
-            subprocess.run([browser, *base[:-1], f"--screenshot={screenshot.resolve()}", f"--window-size={WIDTH},2400",
-                            report.resolve().as_uri()], capture_output=True, timeout=120)
+            subprocess.run(
+                [
+                    browser,
+                    *base[:-1],
+                    f"--screenshot={screenshot.resolve()}",
+                    f"--window-size={WIDTH},2400",
+                    report.resolve().as_uri(),
+                ],
+                capture_output=True,
+                timeout=120,
+            )
     match = re.search(r"<title>rendered:(\d+)/(\d+) overflow:([^<]*)</title>", dom.stdout)
     if not match:
         raise RuntimeError(f"Chromium did not render the page: {dom.stderr[-500:]}")
@@ -72,8 +92,10 @@ def main() -> None:
     parser.add_argument("--screenshot", type=Path)
     args = parser.parse_args()
     loaded, total, wide = probe(args.report, args.screenshot)
-    print(f"{args.report}: {loaded}/{total} images rendered; "
-          + (f"runs off a {WIDTH} px page: {', '.join(wide)}" if wide else f"nothing runs off a {WIDTH} px page"))
+    print(
+        f"{args.report}: {loaded}/{total} images rendered; "
+        + (f"runs off a {WIDTH} px page: {', '.join(wide)}" if wide else f"nothing runs off a {WIDTH} px page")
+    )
     sys.exit(0 if total and loaded == total and not wide else 1)
 
 

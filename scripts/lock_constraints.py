@@ -1,6 +1,7 @@
 """Write constraints.txt: the exact versions installed here of diffmia's dependency closure (with the test extra),
 so that the README's two commands (`pip install ... -c constraints.txt`) give a newcomer the versions its figures came
 from. Run after changing a dependency: python scripts/lock_constraints.py"""
+
 from __future__ import annotations
 
 import re
@@ -25,7 +26,9 @@ def closure(name: str, extras: tuple[str, ...] = ()) -> dict[str, str]:
         seen[key] = dist.version
         for req in dist.requires or []:
             spec, _, marker = req.partition(";")
-            if "extra ==" in marker and not any(f'extra == "{e}"' in marker or f"extra == '{e}'" in marker for e in want):
+            if "extra ==" in marker and not any(
+                f'extra == "{e}"' in marker or f"extra == '{e}'" in marker for e in want
+            ):
                 continue
             dep = re.match(r"\s*([A-Za-z0-9_.-]+)", spec).group(1)
             todo.append((dep, ()))
@@ -37,8 +40,12 @@ def main() -> None:
     for build_only in ("diffmia", "setuptools", "pip", "wheel"):
         versions.pop(build_only, None)
     lines = [f"{name}=={version.split('+')[0]}" for name, version in sorted(versions.items())]
-    text = ("# Exact versions behind the README's figures (python scripts/lock_constraints.py writes this file).\n"
-            "# torch is the CPU build: `pip install torch==2.13.0` picks the local +cpu wheel here.\n" + "\n".join(lines) + "\n")
+    text = (
+        "# Exact versions behind the README's figures (python scripts/lock_constraints.py writes this file).\n"
+        "# torch is the CPU build: `pip install torch==2.13.0` picks the local +cpu wheel here.\n"
+        + "\n".join(lines)
+        + "\n"
+    )
     (ROOT / "constraints.txt").write_text(text)
     print(f"wrote {ROOT / 'constraints.txt'}: {len(lines)} packages")
 

@@ -9,11 +9,12 @@ with synonyms and an optional style word ("a big bold right-leaning seven, in pe
 them (one drawn per step), so meaning-preserving rewrites of a caption exist in the target's own vocabulary: that is
 what SD-MIA's token and style views need. The first variant is always the canonical caption, the one attacks query.
 """
+
 from __future__ import annotations
 
-import numpy as np
-
 import random
+
+import numpy as np
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 THICKNESS_WORDS = ["thin", "regular", "thick"]
@@ -62,10 +63,15 @@ def digit_captions(images: np.ndarray, labels: np.ndarray) -> list[str]:
 
 # Synonyms per attribute value (the first is the canonical word); every word here is in a text target's vocabulary.
 SYNONYMS = {
-    "thin": ["thin", "fine"], "regular": ["regular", "normal"], "thick": ["thick", "bold"],
-    "left-slanted": ["left-slanted", "left-leaning"], "upright": ["upright", "straight"],
+    "thin": ["thin", "fine"],
+    "regular": ["regular", "normal"],
+    "thick": ["thick", "bold"],
+    "left-slanted": ["left-slanted", "left-leaning"],
+    "upright": ["upright", "straight"],
     "right-slanted": ["right-slanted", "right-leaning"],
-    "small": ["small", "little"], "medium": ["medium", "mid-sized"], "large": ["large", "big"],
+    "small": ["small", "little"],
+    "medium": ["medium", "mid-sized"],
+    "large": ["large", "big"],
 }
 STYLE_WORDS = ["handwritten", "scanned", "ink", "pencil", "grayscale", "sketched"]
 TEMPLATES = [

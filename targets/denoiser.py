@@ -9,6 +9,7 @@
 `build_denoiser` makes the right one from the recipe, and `save_target` writes it as a diffusers pipeline folder:
 DDPMPipeline, DigitsTextPipeline or StableDiffusionPipeline.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,6 @@ from diffusers import DDPMPipeline, UNet2DConditionModel
 from diffmia.config import ConfigError, TargetConfig
 
 from .models import build_scheduler, build_unet
-
 from .text import DigitsTextPipeline, build_text_encoder, build_tokenizer, tokenize
 
 
@@ -98,12 +98,15 @@ def read_model_index(folder: Path) -> dict:
     Raises ModelError naming the file and the entry otherwise."""
     index = Path(folder) / "model_index.json"
     if not index.is_file():
-        raise ModelError(f"{folder}: not a local diffusers pipeline folder (model_index.json missing); weights are "
-                         "never downloaded")
+        raise ModelError(
+            f"{folder}: not a local diffusers pipeline folder (model_index.json missing); weights are never downloaded"
+        )
     data = _json_object(index)
     if not isinstance(data.get("_class_name"), str):
-        raise ModelError(f"{index}: _class_name must be a string naming the pipeline class, got "
-                         f"{type(data.get('_class_name')).__name__}")
+        raise ModelError(
+            f"{index}: _class_name must be a string naming the pipeline class, got "
+            f"{type(data.get('_class_name')).__name__}"
+        )
     for key, value in data.items():
         if key.startswith("_") or not isinstance(value, list):  # a pipeline setting (requires_safety_checker: false)
             continue
@@ -111,20 +114,34 @@ def read_model_index(folder: Path) -> dict:
             raise ModelError(f"{index}: component {key[:80]!r} must be [library, class], got {str(value)[:80]}")
         library = value[0]
         if library is not None and library not in COMPONENT_LIBRARIES:
-            raise ModelError(f"{index}: component {key[:80]!r} names library {library[:80]!r}: diffmia loads only "
-                             f"{' and '.join(sorted(COMPONENT_LIBRARIES))} components and never runs code from a model "
-                             f"folder")
+            raise ModelError(
+                f"{index}: component {key[:80]!r} names library {library[:80]!r}: diffmia loads only "
+                f"{' and '.join(sorted(COMPONENT_LIBRARIES))} components and never runs code from a model "
+                f"folder"
+            )
     return data
 
 
 # Bounds on the sizes a component's config.json may ask for, checked before anything is allocated: a crafted folder
 # asking for a 10^9-channel UNet gets one line, not an out-of-memory kill. Real models sit far inside (SDXL: 1280).
 SIZE_LIMITS = {
-    "block_out_channels": 16384, "layers_per_block": 64, "sample_size": 8192, "cross_attention_dim": 16384,
-    "in_channels": 1024, "out_channels": 1024, "latent_channels": 1024, "norm_num_groups": 4096,
-    "hidden_size": 65536, "intermediate_size": 262144, "num_hidden_layers": 512, "num_attention_heads": 1024,
-    "vocab_size": 2_000_000, "max_position_embeddings": 1_000_000, "projection_dim": 65536,
-    "num_train_timesteps": 100_000, "image_size": 8192,
+    "block_out_channels": 16384,
+    "layers_per_block": 64,
+    "sample_size": 8192,
+    "cross_attention_dim": 16384,
+    "in_channels": 1024,
+    "out_channels": 1024,
+    "latent_channels": 1024,
+    "norm_num_groups": 4096,
+    "hidden_size": 65536,
+    "intermediate_size": 262144,
+    "num_hidden_layers": 512,
+    "num_attention_heads": 1024,
+    "vocab_size": 2_000_000,
+    "max_position_embeddings": 1_000_000,
+    "projection_dim": 65536,
+    "num_train_timesteps": 100_000,
+    "image_size": 8192,
 }
 
 
@@ -132,7 +149,11 @@ def check_component_sizes(folder: Path) -> None:
     """Every component config.json of a pipeline folder (and the folder's own): the sizes of SIZE_LIMITS are
     non-negative integers (or lists of them, at most 64 long) within their bounds; ModelError names file and key."""
     folder = Path(folder)
-    for config in [folder / "config.json", *sorted(folder.glob("*/config.json")), *sorted(folder.glob("*/scheduler_config.json"))]:
+    for config in [
+        folder / "config.json",
+        *sorted(folder.glob("*/config.json")),
+        *sorted(folder.glob("*/scheduler_config.json")),
+    ]:
         if not config.is_file():
             continue
         data = _json_object(config)
@@ -143,10 +164,13 @@ def check_component_sizes(folder: Path) -> None:
                     continue
                 value = part[key]
                 values = value if isinstance(value, list) else [value]
-                if len(values) > 64 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= limit
-                                               for v in values):
-                    raise ModelError(f"{config}: {key} = {str(value)[:80]} is outside what a model can be "
-                                     f"(integers 0..{limit}); refused before allocating anything")
+                if len(values) > 64 or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= limit for v in values
+                ):
+                    raise ModelError(
+                        f"{config}: {key} = {str(value)[:80]} is outside what a model can be "
+                        f"(integers 0..{limit}); refused before allocating anything"
+                    )
 
 
 def load_stable_diffusion(path: str):
@@ -155,8 +179,9 @@ def load_stable_diffusion(path: str):
     folder = Path(path)
     read_model_index(folder)
     check_component_sizes(folder)
-    return StableDiffusionPipeline.from_pretrained(folder, use_safetensors=True, safety_checker=None,
-                                                   requires_safety_checker=False, trust_remote_code=False)
+    return StableDiffusionPipeline.from_pretrained(
+        folder, use_safetensors=True, safety_checker=None, requires_safety_checker=False, trust_remote_code=False
+    )
 
 
 def unet2d_condition(cfg: TargetConfig, resolution: int, channels: int) -> UNet2DConditionModel:
@@ -164,9 +189,15 @@ def unet2d_condition(cfg: TargetConfig, resolution: int, channels: int) -> UNet2
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in m.attention)
     up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(m.attention))
     return UNet2DConditionModel(
-        sample_size=resolution, in_channels=channels, out_channels=channels, layers_per_block=m.layers_per_block,
-        block_out_channels=tuple(m.block_out_channels), down_block_types=down, up_block_types=up,
-        cross_attention_dim=m.cross_attention_dim, norm_num_groups=m.norm_num_groups,
+        sample_size=resolution,
+        in_channels=channels,
+        out_channels=channels,
+        layers_per_block=m.layers_per_block,
+        block_out_channels=tuple(m.block_out_channels),
+        down_block_types=down,
+        up_block_types=up,
+        cross_attention_dim=m.cross_attention_dim,
+        norm_num_groups=m.norm_num_groups,
         attention_head_dim=m.attention_head_dim,
     )
 
@@ -179,10 +210,17 @@ def build_denoiser(cfg: TargetConfig, captions: list[str], resolution: int, chan
         tokenizer = build_tokenizer(captions, cfg.model.max_caption_tokens)
         longest = max((len(tokenizer(c).input_ids) for c in captions), default=0)
         if longest > cfg.model.max_caption_tokens:
-            raise ConfigError(f"model.max_caption_tokens={cfg.model.max_caption_tokens} is too small: the longest training "
-                              f"caption takes {longest} tokens with [BOS]/[EOS] (it would be cut)")
-        text = build_text_encoder(len(tokenizer), cfg.model.cross_attention_dim, cfg.model.text_layers,
-                                  cfg.model.text_heads, cfg.model.max_caption_tokens)
+            raise ConfigError(
+                f"model.max_caption_tokens={cfg.model.max_caption_tokens} is too small: the longest training "
+                f"caption takes {longest} tokens with [BOS]/[EOS] (it would be cut)"
+            )
+        text = build_text_encoder(
+            len(tokenizer),
+            cfg.model.cross_attention_dim,
+            cfg.model.text_layers,
+            cfg.model.text_heads,
+            cfg.model.max_caption_tokens,
+        )
         text.requires_grad_(cfg.train.train_text_encoder)
         return Built(TextDenoiser(unet2d_condition(cfg, resolution, channels), text), tokenizer)
     pipe = load_stable_diffusion(cfg.model.pretrained)
@@ -190,9 +228,13 @@ def build_denoiser(cfg: TargetConfig, captions: list[str], resolution: int, chan
     pipe.vae.requires_grad_(False)
     from diffusers import DDPMScheduler
 
-    return Built(TextDenoiser(pipe.unet, pipe.text_encoder), pipe.tokenizer, pipe.vae,
-                 {"vae": pipe.vae, "scheduler": pipe.scheduler, "feature_extractor": pipe.feature_extractor},
-                 noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config))
+    return Built(
+        TextDenoiser(pipe.unet, pipe.text_encoder),
+        pipe.tokenizer,
+        pipe.vae,
+        {"vae": pipe.vae, "scheduler": pipe.scheduler, "feature_extractor": pipe.feature_extractor},
+        noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
+    )
 
 
 @torch.no_grad()
@@ -213,13 +255,19 @@ def save_target(built: Built, model: torch.nn.Module, cfg: TargetConfig, folder:
         DDPMPipeline(unet=model.unet, scheduler=scheduler).save_pretrained(folder, safe_serialization=True)
     elif cfg.model.kind == "unet2d-condition":
         DigitsTextPipeline(model.unet, model.text_encoder, built.tokenizer, scheduler).save_pretrained(
-            folder, safe_serialization=True)
+            folder, safe_serialization=True
+        )
     else:
         from diffusers import StableDiffusionPipeline
 
         parts = built.pipeline_parts
         StableDiffusionPipeline(
-            vae=parts["vae"], text_encoder=model.text_encoder, tokenizer=built.tokenizer, unet=model.unet,
-            scheduler=parts["scheduler"], safety_checker=None, feature_extractor=parts["feature_extractor"],
+            vae=parts["vae"],
+            text_encoder=model.text_encoder,
+            tokenizer=built.tokenizer,
+            unet=model.unet,
+            scheduler=parts["scheduler"],
+            safety_checker=None,
+            feature_extractor=parts["feature_extractor"],
             requires_safety_checker=False,
         ).save_pretrained(folder, safe_serialization=True)

@@ -1,4 +1,5 @@
 """Save a batch of images in [-1, 1] as one PNG grid."""
+
 from __future__ import annotations
 
 import io
@@ -17,8 +18,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def grid_png(images: torch.Tensor, path: str | Path, columns: int | None = None, scale: int | None = None,
-             private: bool = False) -> Path:
+def grid_png(
+    images: torch.Tensor, path: str | Path, columns: int | None = None, scale: int | None = None, private: bool = False
+) -> Path:
     from PIL import Image
 
     pixels = to_uint8(images)
@@ -29,7 +31,9 @@ def grid_png(images: torch.Tensor, path: str | Path, columns: int | None = None,
     canvas = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, dtype=np.uint8)
     for i in range(n):
         r, col = divmod(i, columns)
-        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = pixels[i]
+        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = (
+            pixels[i]
+        )
     img = Image.fromarray(canvas[..., 0] if c == 1 else canvas)
     scale = scale or max(1, 256 // max(h, 1) // 2)
     img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)

@@ -5,6 +5,7 @@ the dataset, its source (index or file) and the sha256 of its raw pixels. Loadin
 duplicate entries and missing fields; `verify` refuses images whose pixels changed since the manifest was written.
 Public images are never members: they train helper models (FID features, LoRA bases) without touching the audit.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -74,11 +75,22 @@ class SplitManifest:
             return [Entry(int(i), images.sources[i], hashes[i], half) for i in sorted(int(j) for j in idx)]
 
         mem, non = order[:members], order[members : members + nonmembers]
-        can, pub = order[members + nonmembers : members + nonmembers + canaries], order[members + nonmembers + canaries :]
+        can, pub = (
+            order[members + nonmembers : members + nonmembers + canaries],
+            order[members + nonmembers + canaries :],
+        )
         # one-run audit (Steinke et al.): each canary is trained on by an independent fair coin, seeded
         coins = np.random.default_rng([seed, 211]).random(len(can)) < 0.5
-        extra = {"canaries": [{"index": int(i), "source": images.sources[i], "sha256": hashes[i], "included": bool(c)}
-                              for i, c in sorted(zip(can.tolist(), coins.tolist()))]} if canaries else {}
+        extra = (
+            {
+                "canaries": [
+                    {"index": int(i), "source": images.sources[i], "sha256": hashes[i], "included": bool(c)}
+                    for i, c in sorted(zip(can.tolist(), coins.tolist()))
+                ]
+            }
+            if canaries
+            else {}
+        )
         manifest = cls(
             dataset=dict(dataset or {"name": images.name}),
             seed=seed,
@@ -114,11 +126,15 @@ class SplitManifest:
             for e in getattr(self, role):
                 if e.index in seen:
                     what = "overlap" if {seen[e.index], role} == {"members", "nonmembers"} else "duplicate entry"
-                    raise ManifestError(f"{source}: {what}: image {e.index} ({e.source}) is in {seen[e.index]} and {role}")
+                    raise ManifestError(
+                        f"{source}: {what}: image {e.index} ({e.source}) is in {seen[e.index]} and {role}"
+                    )
                 seen[e.index] = role
                 if role != "public":
                     if e.half not in HALVES:
-                        raise ManifestError(f"{source}: {role} entry {e.index} has half={e.half!r}, expected one of {HALVES}")
+                        raise ManifestError(
+                            f"{source}: {role} entry {e.index} has half={e.half!r}, expected one of {HALVES}"
+                        )
                     other = hashes.get(e.sha256)
                     if other is not None and other != role:
                         raise ManifestError(
@@ -133,7 +149,9 @@ class SplitManifest:
             if c["index"] in seen:
                 raise ManifestError(f"{source}: canary {c['index']} ({c['source']}) is also in {seen[c['index']]}")
             if c["sha256"] in hashes:
-                raise ManifestError(f"{source}: canary {c['index']} ({c['source']}) has the same pixels as an audited image")
+                raise ManifestError(
+                    f"{source}: canary {c['index']} ({c['source']}) has the same pixels as an audited image"
+                )
             seen[c["index"]] = "canaries"
 
     def verify(self, images: ImageSet, source: str = "manifest") -> None:
@@ -143,7 +161,9 @@ class SplitManifest:
         for listed in [getattr(self, r) for r in ROLES] + [canaries]:
             for e in listed:
                 if e.index >= len(images):
-                    raise ManifestError(f"{source}: image {e.index} ({e.source}) is not in the data ({len(images)} images)")
+                    raise ManifestError(
+                        f"{source}: image {e.index} ({e.source}) is not in the data ({len(images)} images)"
+                    )
                 if hashes[e.index] != e.sha256:
                     raise ManifestError(
                         f"{source}: image {e.index} ({e.source}) changed since the manifest was written (sha256 mismatch)"

@@ -1,4 +1,5 @@
 """Model and noise-schedule builders: a diffusers UNet2DModel sized from the config, a DDPMScheduler."""
+
 from __future__ import annotations
 
 from diffusers import DDPMScheduler, UNet2DModel
@@ -9,7 +10,9 @@ from diffmia.config import ModelConfig, SchedulerConfig
 def build_unet(cfg: ModelConfig, resolution: int, channels: int) -> UNet2DModel:
     levels = len(cfg.block_out_channels)
     if resolution % (2 ** (levels - 1)):
-        raise ValueError(f"model: {levels} levels halve the image {levels - 1} times; resolution {resolution} does not divide")
+        raise ValueError(
+            f"model: {levels} levels halve the image {levels - 1} times; resolution {resolution} does not divide"
+        )
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in cfg.attention)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.attention))
     return UNet2DModel(

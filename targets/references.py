@@ -13,6 +13,7 @@ References are cached by (recipe without its seed, mode, index, subset) under CA
 every run that asks for the same references shares them; a killed training resumes from its last checkpoint.
 Attacks ask for references by count and mode through `reference_models` and never train anything themselves.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,9 +61,15 @@ class References:
             yield self.target(r, device)
 
     def info(self) -> dict:
-        return {"mode": self.mode, "count": len(self), "trained_seconds": round(self.trained_seconds, 1),
-                "cached": self.cached, "subset_size": int(np.median([len(m) for m in self.members])) if self.members else 0,
-                "folders": [str(f) for f in self.folders], **self.extra}
+        return {
+            "mode": self.mode,
+            "count": len(self),
+            "trained_seconds": round(self.trained_seconds, 1),
+            "cached": self.cached,
+            "subset_size": int(np.median([len(m) for m in self.members])) if self.members else 0,
+            "folders": [str(f) for f in self.folders],
+            **self.extra,
+        }
 
 
 def pool_indices(manifest: SplitManifest) -> list[int]:
@@ -83,16 +90,22 @@ def reference_subsets(manifest: SplitManifest, count: int, mode: Mode, seed: int
         return out
     public = np.asarray(manifest.indices("public"))
     if subset_size > len(public):
-        raise ValueError(f"offline references train on {subset_size} public images each, but the split has only "
-                         f"{len(public)} public images")
-    return [np.sort(public[np.random.default_rng([seed, 103, r]).permutation(len(public))[:subset_size]])
-            for r in range(count)]
+        raise ValueError(
+            f"offline references train on {subset_size} public images each, but the split has only "
+            f"{len(public)} public images"
+        )
+    return [
+        np.sort(public[np.random.default_rng([seed, 103, r]).permutation(len(public))[:subset_size]])
+        for r in range(count)
+    ]
 
 
 def reference_split(manifest: SplitManifest, subset: np.ndarray) -> SplitManifest:
     """A manifest whose members are `subset`; the rest of the pool are its non-members; public minus the subset stays
     public (the recipe's public base, if any, is trained on it)."""
-    by_index: dict[int, Entry] = {e.index: e for role in ("members", "nonmembers", "public") for e in getattr(manifest, role)}
+    by_index: dict[int, Entry] = {
+        e.index: e for role in ("members", "nonmembers", "public") for e in getattr(manifest, role)
+    }
     by_index.update({e.index: e for e, _ in manifest.canary_entries()})
     chosen = set(int(i) for i in subset)
     pool = set(pool_indices(manifest)) | chosen
@@ -102,15 +115,18 @@ def reference_split(manifest: SplitManifest, subset: np.ndarray) -> SplitManifes
         return [Entry(i, by_index[i].source, by_index[i].sha256, halves[k % 2]) for k, i in enumerate(sorted(idx))]
 
     return SplitManifest(
-        dataset=dict(manifest.dataset), seed=manifest.seed,
-        members=entries(chosen), nonmembers=entries(pool - chosen),
+        dataset=dict(manifest.dataset),
+        seed=manifest.seed,
+        members=entries(chosen),
+        nonmembers=entries(pool - chosen),
         public=[e for e in manifest.public if e.index not in chosen],
         extra={"reference_of": manifest.dataset.get("name"), "subset_size": len(chosen)},
     )
 
 
-def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | None = None, seed: int = 0,
-                     progress: bool = False, log=None) -> References:
+def reference_models(
+    loaded, count: int, mode: Mode, cache_dir: str | Path | None = None, seed: int = 0, progress: bool = False, log=None
+) -> References:
     """The `count` references of `loaded`'s recipe in `mode`, trained now where the cache lacks them."""
     from .train import default_cache_dir
 
@@ -131,7 +147,14 @@ def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | Non
         if _complete(folder):
             cached += 1
         else:
-            ref_cfg = cfg.model_copy(update={"seed": int(np.random.SeedSequence([seed, 107, r, 1 if mode == "online" else 2]).generate_state(1)[0] % 2**31)})
+            ref_cfg = cfg.model_copy(
+                update={
+                    "seed": int(
+                        np.random.SeedSequence([seed, 107, r, 1 if mode == "online" else 2]).generate_state(1)[0]
+                        % 2**31
+                    )
+                }
+            )
             missing.append((r, ref_cfg, folder, reference_split(manifest, subset)))
         folders.append(folder)
     t0 = time.time()
@@ -149,10 +172,17 @@ def reference_models(loaded, count: int, mode: Mode, cache_dir: str | Path | Non
     if workers > 1 and len(missing) > 1:
         _train_parallel(missing, count, mode, helpers, workers, log)
     else:
-        if (log and len(missing) > 1 and parallel.threads() >= 2 and not os.environ.get(parallel.JOBS_ENV)
-                and devices.kind(None) == "cpu"):
-            log(f"references: {len(missing)} to train one at a time; `diffmia --jobs 2 ...` trains two at once "
-                "(1.5x faster for the digits target on 2 CPU cores: benchmarks/reference_jobs.py)")
+        if (
+            log
+            and len(missing) > 1
+            and parallel.threads() >= 2
+            and not os.environ.get(parallel.JOBS_ENV)
+            and devices.kind(None) == "cpu"
+        ):
+            log(
+                f"references: {len(missing)} to train one at a time; `diffmia --jobs 2 ...` trains two at once "
+                "(1.5x faster for the digits target on 2 CPU cores: benchmarks/reference_jobs.py)"
+            )
         for job in missing:
             _train_one(job, count, mode, helpers, progress, log)
     spent = time.time() - t0 if missing else 0.0
@@ -173,9 +203,23 @@ def _complete(folder: Path) -> bool:
 
 
 # what torchrun / accelerate launch set to join a process group: a reference trained under a launch must not see them
-LAUNCH_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
-              "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
-              "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE")
+LAUNCH_ENV = (
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "ROLE_NAME",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "TORCHELASTIC_RESTART_COUNT",
+    "TORCHELASTIC_MAX_RESTARTS",
+    "TORCHELASTIC_USE_AGENT_STORE",
+)
 
 
 def _one_process(gpu: str | None) -> None:
@@ -202,8 +246,17 @@ def _launched_gpu() -> str | None:
     return visible[local % len(visible)] if visible else str(local % torch.cuda.device_count())
 
 
-def _train_launched(missing: list, count: int, mode: str, helpers: Path, base_missing: bool, world: int, rank: int,
-                    log, poll: float = 2.0) -> None:
+def _train_launched(
+    missing: list,
+    count: int,
+    mode: str,
+    helpers: Path,
+    base_missing: bool,
+    world: int,
+    rank: int,
+    log,
+    poll: float = 2.0,
+) -> None:
     """Reference training under torchrun / accelerate launch: references are independent jobs, so process r trains
     every world-th missing one (after the first, alone on process 0, when the recipe's public base must be trained
     first), each in a spawned child that sees no process group (one-process training, on this process's GPU, with
@@ -265,4 +318,6 @@ def _train_parallel(missing: list, count: int, mode: str, helpers: Path, workers
             r, _, folder, split = futures[future]
             future.result()  # re-raises a worker's error here
             if log:
-                log(f"reference {r + 1}/{count} ({mode}, {len(split.members)} images) done [{done}/{len(missing)}] -> {folder}")
+                log(
+                    f"reference {r + 1}/{count} ({mode}, {len(split.members)} images) done [{done}/{len(missing)}] -> {folder}"
+                )

@@ -1,4 +1,5 @@
 """Open a trained run directory: its config, split manifest (checked against the data) and Target."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,8 +39,12 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
     if not run.is_trained():
         recipes = sorted(str(r) for r in (run.root / "recipes").glob("*") if RunDir(r).is_trained())
         if recipes:  # a `diffmia run` results folder: its targets are one level down
-            raise RunError(f"{run.root}: a `diffmia run` results folder; its trained targets are "
-                           + ", ".join(recipes[:8]) + (" ..." if len(recipes) > 8 else "") + ": attack one of those")
+            raise RunError(
+                f"{run.root}: a `diffmia run` results folder; its trained targets are "
+                + ", ".join(recipes[:8])
+                + (" ..." if len(recipes) > 8 else "")
+                + ": attack one of those"
+            )
         raise RunError(f"{run.root}: no finished target here (train it with `diffmia train`, or --resume it)")
     cfg = load_config(run.config)
     manifest = SplitManifest.load(run.manifest)

@@ -5,6 +5,7 @@ pixel models; a latent model maps images to latents and back), `generate` for bl
 `QueryCounter` that every model call goes through. Attacks never touch the UNet directly, so text-conditioned and
 latent targets plug in by subclassing `Target` without changing any attack.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,7 +64,9 @@ class Target:
 
     # -- the calls attacks make --------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict_noise(self, x_t: torch.Tensor, t: int | torch.Tensor, cond: Sequence[str] | None = None) -> torch.Tensor:
+    def predict_noise(
+        self, x_t: torch.Tensor, t: int | torch.Tensor, cond: Sequence[str] | None = None
+    ) -> torch.Tensor:
         """eps_theta(x_t, t[, cond]) for a batch; `t` is an int or a (B,) tensor of timesteps. Counted."""
         if isinstance(t, int) or (torch.is_tensor(t) and t.ndim == 0):
             t = torch.full((len(x_t),), int(t), dtype=torch.long)
@@ -81,8 +84,14 @@ class Target:
             raise ValueError(f"precision must be one of {', '.join(choices)}, got {precision!r}")
         self.autocast_dtype = choices[precision]
 
-    def gradient_norms(self, x0: torch.Tensor, timesteps: Sequence[int], noises: torch.Tensor,
-                       cond: Sequence[str] | None = None, per_timestep: bool = False) -> torch.Tensor:
+    def gradient_norms(
+        self,
+        x0: torch.Tensor,
+        timesteps: Sequence[int],
+        noises: torch.Tensor,
+        cond: Sequence[str] | None = None,
+        per_timestep: bool = False,
+    ) -> torch.Tensor:
         """White-box access (GSA): per image, the l2 norm (torch.norm of the gradient, as the official GSA code) of the
         denoising loss's gradient w.r.t. each parameter tensor of the denoiser, (B, n_tensors). `noises` is
         (K, B, *sample_shape), one draw per timestep. GSA1 (per_timestep=False): the gradient of the mean loss over
@@ -98,8 +107,9 @@ class Target:
 
         def norms(loss, retain: bool = False) -> torch.Tensor:
             grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
-            return torch.stack([g.double().norm() if g is not None else torch.zeros((), dtype=torch.float64)
-                                for g in grads])
+            return torch.stack(
+                [g.double().norm() if g is not None else torch.zeros((), dtype=torch.float64) for g in grads]
+            )
 
         out = []
         try:
@@ -109,7 +119,9 @@ class Target:
                 x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
                 self.queries.add(len(t))
                 with torch.enable_grad():
-                    pred = self._forward(to_device(x_t, self.device), to_device(t, self.device), [cond[i]] * len(t) if cond else None)
+                    pred = self._forward(
+                        to_device(x_t, self.device), to_device(t, self.device), [cond[i]] * len(t) if cond else None
+                    )
                     losses = ((pred.float().cpu() - eps) ** 2).flatten(1).mean(1)
                     if per_timestep:
                         out.append(sum(norms(losses[k], k + 1 < len(t)) for k in range(len(t))) / len(t))
@@ -186,8 +198,15 @@ class Target:
         return eps
 
     @torch.no_grad()
-    def vary(self, images: torch.Tensor, timestep: int, steps: int, noise: torch.Tensor,
-             prompts: Sequence[str] | None = None, guidance_scale: float = 1.0) -> torch.Tensor:
+    def vary(
+        self,
+        images: torch.Tensor,
+        timestep: int,
+        steps: int,
+        noise: torch.Tensor,
+        prompts: Sequence[str] | None = None,
+        guidance_scale: float = 1.0,
+    ) -> torch.Tensor:
         """Image variation (img2img): noise `images` to `timestep` with `noise` (shaped like the encoded images,
         i.e. (B, *sample_shape)), then DDIM back to 0 in `steps` steps. Every denoiser call is counted."""
         x = add_noise(self, self.encode(images), noise, timestep)
@@ -305,7 +324,9 @@ class TextTarget(Target):
         from .text import DigitsTextPipeline
 
         pipe = DigitsTextPipeline.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
-        return cls(pipe.unet, pipe.text_encoder, pipe.tokenizer, DDPMScheduler.from_config(pipe.scheduler.config), device)
+        return cls(
+            pipe.unet, pipe.text_encoder, pipe.tokenizer, DDPMScheduler.from_config(pipe.scheduler.config), device
+        )
 
 
 class LatentTextTarget(TextTarget):
@@ -367,5 +388,7 @@ def load_target(folder: str | Path, device: str | torch.device = "cpu") -> Targe
     except (OSError, ValueError, RuntimeError, KeyError, EnvironmentError) as exc:
         # diffusers / safetensors on a missing, truncated or corrupt weight file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{folder}: cannot load the {kind} weights ({type(exc).__name__}: {first[:300]}); the folder is "
-                         f"incomplete or corrupt: retrain it or restore it from a copy") from None
+        raise ModelError(
+            f"{folder}: cannot load the {kind} weights ({type(exc).__name__}: {first[:300]}); the folder is "
+            f"incomplete or corrupt: retrain it or restore it from a copy"
+        ) from None

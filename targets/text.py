@@ -3,6 +3,7 @@ encoder, and `DigitsTextPipeline`, a diffusers pipeline (UNet2DConditionModel + 
 that save_pretrained / from_pretrained round-trips and generates from prompts with classifier-free guidance.
 Nothing is downloaded: the tokenizer is a `tokenizers` WordLevel model wrapped as a transformers fast tokenizer.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,7 +25,9 @@ def words(text: str) -> list[str]:
     return re.findall(WORD_PATTERN, text.lower())
 
 
-def build_tokenizer(captions: Sequence[str], max_length: int = 16, extra_words: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    captions: Sequence[str], max_length: int = 16, extra_words: Sequence[str] = ()
+) -> PreTrainedTokenizerFast:
     """A WordLevel tokenizer over every word of `captions` (+ `extra_words`), with [BOS] ... [EOS] around each text."""
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
 
@@ -35,22 +38,40 @@ def build_tokenizer(captions: Sequence[str], max_length: int = 16, extra_words: 
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="removed", invert=True)
-    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 2), ("[EOS]", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
-                                   eos_token="[EOS]", model_max_length=max_length)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 2), ("[EOS]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+        model_max_length=max_length,
+    )
 
 
 def build_text_encoder(vocab_size: int, hidden_size: int, layers: int, heads: int, max_length: int) -> CLIPTextModel:
-    return CLIPTextModel(CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=layers,
-        num_attention_heads=heads, max_position_embeddings=max_length, pad_token_id=0, bos_token_id=2, eos_token_id=3,
-        projection_dim=hidden_size,
-    ))
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            intermediate_size=hidden_size * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=max_length,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+            projection_dim=hidden_size,
+        )
+    )
 
 
 def tokenize(tokenizer, texts: Sequence[str]) -> torch.Tensor:
-    return tokenizer(list(texts), padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
-                     return_tensors="pt").input_ids
+    return tokenizer(
+        list(texts), padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
 
 
 class DigitsTextPipeline(DiffusionPipeline):
@@ -65,8 +86,13 @@ class DigitsTextPipeline(DiffusionPipeline):
         return self.text_encoder(tokenize(self.tokenizer, prompts).to(self.text_encoder.device))[0]
 
     @torch.no_grad()
-    def __call__(self, prompts: Sequence[str], num_inference_steps: int = 50, guidance_scale: float = 3.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        prompts: Sequence[str],
+        num_inference_steps: int = 50,
+        guidance_scale: float = 3.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Images in [-1, 1], (N, C, H, W)."""
         cond = self.encode_prompts(prompts)
         uncond = self.encode_prompts([""] * len(prompts))

@@ -6,6 +6,7 @@ accelerate's save_state. Data order and noise are drawn from generators seeded b
 global RNG state, so a run killed and resumed from a checkpoint reaches the same weights as an uninterrupted run.
 Each process takes its own slice of every global batch, so `accelerate launch --num_processes N` trains as well.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,8 +33,8 @@ from diffmia.io import JsonLinesLog, atomic_dir, read_json, write_json, write_ya
 from diffmia.rundir import RunDir
 
 from .data import ImageSet, load_dataset
-from .manifest import SplitManifest
 from .denoiser import build_denoiser, caption_ids, encode_latents, save_target
+from .manifest import SplitManifest
 from .models import build_scheduler
 from .target import add_noise, load_target
 from .trainset import build_training_set
@@ -65,15 +66,18 @@ class EpochSampler:
         return np.array([self._perm(int(p // self.n))[p % self.n] for p in pos])
 
 
-def prepare_run(cfg: TargetConfig, run: RunDir, resume: bool,
-                split: SplitManifest | None = None) -> tuple[ImageSet, SplitManifest]:
+def prepare_run(
+    cfg: TargetConfig, run: RunDir, resume: bool, split: SplitManifest | None = None
+) -> tuple[ImageSet, SplitManifest]:
     """Write (or, on resume, check) the resolved config and the split manifest; return the data and split.
     `split` is a manifest made by the caller (reference models: the recipe on another subset)."""
     resolved = dump_config(cfg)
     if run.config.exists():
         saved = _read_yaml(run.config)
         if not resume:
-            raise TrainingError(f"{run.root}: already holds a run; pass --resume to continue it or choose another --out")
+            raise TrainingError(
+                f"{run.root}: already holds a run; pass --resume to continue it or choose another --out"
+            )
         if not _same_recipe(saved, cfg):
             raise TrainingError(f"{run.config}: the saved config differs from this one; resume needs the same recipe")
     images = load_dataset(cfg.data)
@@ -86,7 +90,12 @@ def prepare_run(cfg: TargetConfig, run: RunDir, resume: bool,
     else:
         dataset = {"name": cfg.data.dataset, "path": cfg.data.path, "resolution": cfg.data.resolution}
         manifest = SplitManifest.create(
-            images, cfg.data.members, cfg.data.nonmembers, cfg.seed, cfg.data.calibration_fraction, dataset,
+            images,
+            cfg.data.members,
+            cfg.data.nonmembers,
+            cfg.seed,
+            cfg.data.calibration_fraction,
+            dataset,
             canaries=cfg.data.canaries,
         )
     run.root.mkdir(parents=True, exist_ok=True)
@@ -164,15 +173,25 @@ def train_target(
         raise
 
 
-def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, stop_after: int | None, train_on: str,
-                  cache_dir, split: SplitManifest | None) -> RunDir:
+def _train_target(
+    cfg: TargetConfig,
+    run: RunDir,
+    resume: bool,
+    progress: bool,
+    stop_after: int | None,
+    train_on: str,
+    cache_dir,
+    split: SplitManifest | None,
+) -> RunDir:
     from diffmia.defenses import DefenseContext, build_defenses
 
     if resume and run.is_trained():
         saved = _read_yaml(run.config) if run.config.is_file() else None
         if saved is not None and not _same_recipe(saved, cfg):
-            raise TrainingError(f"{run.config}: this finished run was trained with a different recipe; --resume needs "
-                                f"the same one (choose another --out to train this recipe)")
+            raise TrainingError(
+                f"{run.config}: this finished run was trained with a different recipe; --resume needs "
+                f"the same one (choose another --out to train this recipe)"
+            )
         return run
     tc = cfg.train
     accelerator = Accelerator(
@@ -202,7 +221,9 @@ def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, 
     if dual is not None:
         dual.prepare(ctx, run.root, origins, accelerator.device)
         if not dual.trains_student:
-            return finish_dual_alternate(cfg, run, dual, images, manifest, resolution, set_info, defenses, ctx, accelerator)
+            return finish_dual_alternate(
+                cfg, run, dual, images, manifest, resolution, set_info, defenses, ctx, accelerator
+            )
 
     set_seed(cfg.seed)
     built = build_denoiser(cfg, images.all_caption_texts(), resolution, images.channels)
@@ -220,7 +241,9 @@ def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, 
     if train_ids is not None and any(len(images.variants(int(o))) > 1 for o in origins):
         texts = [images.variants(int(o)) for o in origins]
         count = max(len(v) for v in texts)
-        variant_ids = caption_ids(built, [v[j % len(v)] for v in texts for j in range(count)]).view(len(texts), count, -1)
+        variant_ids = caption_ids(built, [v[j % len(v)] for v in texts for j in range(count)]).view(
+            len(texts), count, -1
+        )
     empty_ids = caption_ids(built, [""])
     text_shape = built.text_shape
     set_seed(cfg.seed)  # the same optimisation noise whatever the model stage did
@@ -265,7 +288,13 @@ def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, 
     world, rank = accelerator.num_processes, accelerator.process_index
     accum = tc.gradient_accumulation_steps
     sampler = EpochSampler(len(train_x), tc.batch_size * world, cfg.seed)
-    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", disable=not (progress and accelerator.is_local_main_process))
+    bar = tqdm(
+        range(start, tc.steps),
+        initial=start,
+        total=tc.steps,
+        desc="train",
+        disable=not (progress and accelerator.is_local_main_process),
+    )
     t0 = time.time()
     model.train()
     for step in bar:
@@ -331,7 +360,9 @@ def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, 
         bar.set_postfix(loss=f"{loss_value:.4f}")
         done = step + 1
         if accelerator.is_main_process and (done % tc.log_every == 0 or done == tc.steps):
-            log.write({"step": done, "loss": loss_value, "lr": lr_scheduler.get_last_lr()[0], "seconds": time.time() - t0})
+            log.write(
+                {"step": done, "loss": loss_value, "lr": lr_scheduler.get_last_lr()[0], "seconds": time.time() - t0}
+            )
         if done % tc.checkpoint_every == 0 and done < tc.steps:
             save_checkpoint(accelerator, run, done, tc.checkpoints_kept, loop_state)
         if stop_after is not None and done >= stop_after:
@@ -359,18 +390,21 @@ def _train_target(cfg: TargetConfig, run: RunDir, resume: bool, progress: bool, 
             defense_info = [dict(i, **engine.info()) if i["name"] == privacy.name else i for i in defense_info]
         manifest.extra.update({"training_set": set_info, "defenses": defense_info, **ctx.report})
         manifest.save(run.manifest)
-        write_json(run.summary, {
-            "name": cfg.name,
-            "steps": tc.steps,
-            "trained_on": train_on,
-            "training_rows": int(len(train_x)),
-            "defenses": defense_info,
-            "dp_epsilon": engine.epsilon() if engine is not None else None,
-            "train_seconds_this_session": round(time.time() - t0, 2),
-            "parameters": sum(p.numel() for p in final.parameters()),
-            "ema": tc.use_ema,
-            "gap": gap,
-        })
+        write_json(
+            run.summary,
+            {
+                "name": cfg.name,
+                "steps": tc.steps,
+                "trained_on": train_on,
+                "training_rows": int(len(train_x)),
+                "defenses": defense_info,
+                "dp_epsilon": engine.epsilon() if engine is not None else None,
+                "train_seconds_this_session": round(time.time() - t0, 2),
+                "parameters": sum(p.numel() for p in final.parameters()),
+                "ema": tc.use_ema,
+                "gap": gap,
+            },
+        )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run
@@ -385,16 +419,27 @@ def finish_dual_alternate(cfg, run, dual, images, manifest, resolution, set_info
             DDPMPipeline(unet=first, scheduler=noise_scheduler).save_pretrained(tmp, safe_serialization=True)
             second.save_pretrained(tmp / "unet_b", safe_serialization=True)
             write_json(tmp / "dual.json", {"mode": "alternate", "teachers": ctx.report["dual_model"]["teachers"]})
-        gap = generalisation_gap(load_target(run.target), images, manifest, resolution, cfg.train.gap_timesteps, cfg.seed)
+        gap = generalisation_gap(
+            load_target(run.target), images, manifest, resolution, cfg.train.gap_timesteps, cfg.seed
+        )
         defense_info = [d.info() for d in defenses]
         manifest.extra.update({"training_set": set_info, "defenses": defense_info, **ctx.report})
         manifest.save(run.manifest)
-        write_json(run.summary, {
-            "name": cfg.name, "steps": dual.params.teacher_steps, "trained_on": "members (two halves)",
-            "training_rows": set_info["rows"], "defenses": defense_info, "dp_epsilon": None,
-            "train_seconds_this_session": None, "parameters": 2 * sum(p.numel() for p in first.parameters()),
-            "ema": cfg.train.use_ema, "gap": gap,
-        })
+        write_json(
+            run.summary,
+            {
+                "name": cfg.name,
+                "steps": dual.params.teacher_steps,
+                "trained_on": "members (two halves)",
+                "training_rows": set_info["rows"],
+                "defenses": defense_info,
+                "dp_epsilon": None,
+                "train_seconds_this_session": None,
+                "parameters": 2 * sum(p.numel() for p in first.parameters()),
+                "ema": cfg.train.use_ema,
+                "gap": gap,
+            },
+        )
     accelerator.wait_for_everyone()
     return run
 
@@ -416,30 +461,41 @@ class LoopState:
         if self.ema is not None:
             state = dict(self.ema.state_dict())
             shadow = state.pop("shadow_params")
-            save_file({f"shadow.{i}": t.detach().contiguous().cpu() for i, t in enumerate(shadow)},
-                      str(folder / "ema.safetensors"))
+            save_file(
+                {f"shadow.{i}": t.detach().contiguous().cpu() for i, t in enumerate(shadow)},
+                str(folder / "ema.safetensors"),
+            )
             write_json(folder / "ema.json", state)
         if self.plain_model is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.plain_model.state_dict().items()},
-                      str(folder / "model_plain.safetensors"))
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in self.plain_model.state_dict().items()},
+                str(folder / "model_plain.safetensors"),
+            )
 
     def check(self, folder: Path) -> None:
         """Refuse a checkpoint holding pickled custom state (an older diffmia's, or planted) before anything reads it."""
         pickled = sorted(p.name for p in folder.glob("custom_checkpoint_*.pkl"))
         if pickled:
-            raise TrainingError(f"{folder}: holds pickled state ({', '.join(pickled)}) that diffmia never reads (an "
-                                f"older diffmia's checkpoint, or a planted file): remove {folder} to resume from an "
-                                f"earlier checkpoint, or the run folder to train from the start")
+            raise TrainingError(
+                f"{folder}: holds pickled state ({', '.join(pickled)}) that diffmia never reads (an "
+                f"older diffmia's checkpoint, or a planted file): remove {folder} to resume from an "
+                f"earlier checkpoint, or the run folder to train from the start"
+            )
 
     def load(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
-        needed = ["lr_scheduler.json"] + (["ema.json", "ema.safetensors"] if self.ema is not None else []) + \
-            (["model_plain.safetensors"] if self.plain_model is not None else [])
+        needed = (
+            ["lr_scheduler.json"]
+            + (["ema.json", "ema.safetensors"] if self.ema is not None else [])
+            + (["model_plain.safetensors"] if self.plain_model is not None else [])
+        )
         missing = [n for n in needed if not (folder / n).is_file()]
         if missing:
-            raise TrainingError(f"{folder}: checkpoint lacks {', '.join(missing)} (written by an older diffmia, which "
-                                f"pickled this state; it is not read): remove {folder.parent} to train from the start")
+            raise TrainingError(
+                f"{folder}: checkpoint lacks {', '.join(missing)} (written by an older diffmia, which "
+                f"pickled this state; it is not read): remove {folder.parent} to train from the start"
+            )
         try:
             self.lr_scheduler.load_state_dict(read_json(folder / "lr_scheduler.json"))
             if self.ema is not None:
@@ -450,8 +506,9 @@ class LoopState:
             if self.plain_model is not None:
                 self.plain_model.load_state_dict(load_file(str(folder / "model_plain.safetensors")))
         except (ValueError, KeyError, TypeError, RuntimeError, OSError) as exc:
-            raise TrainingError(f"{folder}: checkpoint state unreadable ({exc.__class__.__name__}: "
-                                f"{str(exc)[:200]})") from None
+            raise TrainingError(
+                f"{folder}: checkpoint state unreadable ({exc.__class__.__name__}: {str(exc)[:200]})"
+            ) from None
 
 
 def save_checkpoint(accelerator: Accelerator, run: RunDir, step: int, kept: int, loop_state: LoopState) -> None:
@@ -474,8 +531,10 @@ def save_checkpoint(accelerator: Accelerator, run: RunDir, step: int, kept: int,
     except (OSError, SafetensorError) as exc:  # a full disk, a read-only folder: say so, keep the last complete one
         shutil.rmtree(tmp, ignore_errors=True)
         last = latest_checkpoint(run)
-        raise TrainingError(f"{final}: could not write the checkpoint ({getattr(exc, 'strerror', None) or exc}); "
-                            + (f"the last complete one is {last}" if last else "no complete checkpoint yet")) from None
+        raise TrainingError(
+            f"{final}: could not write the checkpoint ({getattr(exc, 'strerror', None) or exc}); "
+            + (f"the last complete one is {last}" if last else "no complete checkpoint yet")
+        ) from None
     accelerator.wait_for_everyone()
 
 

@@ -6,6 +6,7 @@ Canaries (the one-run audit's) train the way members do, in every recipe: a mode
 canary whose coin came up heads; a dual-model teacher trained on one half of the members gets the IN canaries of the
 same half (a seeded cut of its own); a model trained on the public split (a public base) or a reference subset gets
 none. What a defense then removes (deduplication) is recorded by the training loop (`canaries_trained`)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,10 +18,14 @@ from .data import ImageSet
 from .manifest import SplitManifest
 
 
-def build_training_set(images: ImageSet, manifest: SplitManifest, cfg: TargetConfig, resolution: int, train_on: str,
-                       seed_fn) -> tuple[torch.Tensor, np.ndarray, dict]:
-    idx = member_half(manifest, cfg.seed, int(train_on[-1]), seed_fn) if train_on.startswith("members-half-") \
+def build_training_set(
+    images: ImageSet, manifest: SplitManifest, cfg: TargetConfig, resolution: int, train_on: str, seed_fn
+) -> tuple[torch.Tensor, np.ndarray, dict]:
+    idx = (
+        member_half(manifest, cfg.seed, int(train_on[-1]), seed_fn)
+        if train_on.startswith("members-half-")
         else manifest.indices(train_on)
+    )
     x = images.tensor(idx, resolution)
     origins = np.asarray(idx, dtype=np.int64)
     info: dict = {"trained_on": train_on, "rows": len(idx)}
@@ -35,8 +40,14 @@ def build_training_set(images: ImageSet, manifest: SplitManifest, cfg: TargetCon
             copies = (copies + d.augment_std * torch.randn(copies.shape, generator=gen)).clamp(-1, 1)
         x = torch.cat([x, copies])
         origins = np.concatenate([origins, np.repeat(origins[chosen], d.copies)])
-        info.update({"rows": len(x), "duplicated_members": sorted(int(i) for i in origins[chosen]),
-                     "copies": d.copies, "augment_std": d.augment_std})
+        info.update(
+            {
+                "rows": len(x),
+                "duplicated_members": sorted(int(i) for i in origins[chosen]),
+                "copies": d.copies,
+                "augment_std": d.augment_std,
+            }
+        )
     canaries = canaries_for(manifest, cfg.seed, train_on, seed_fn)
     if canaries:  # canaries whose coin came up heads train like members (after them: members' rows keep their order)
         x = torch.cat([x, images.tensor(canaries, resolution)])

@@ -1,4 +1,5 @@
 """Shared fixtures: the tiny recipe and one trained tiny run per test session."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,11 +11,16 @@ from diffmia.config import TargetConfig, load_config
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
 # small settings for the attacks whose defaults take long (the pixel and the text contract tests)
-SMALL = {"rediffuse": {"repeats": 2, "steps": 3}, "sd_mia": {"generations": 2, "steps": 3},
-         "clid": {"timesteps": [440]}, "lira": {"references": 2, "draws": 1}, "rmia": {"references": 2, "draws": 1,
-         "population": 40}, "gsa": {"references": 2, "timesteps": 3, "trees": 20},
-         "quantile_regression": {"statistic": "loss", "bags": 3, "epochs": 5},
-         "sima": {"candidates": [10, 100]}}
+SMALL = {
+    "rediffuse": {"repeats": 2, "steps": 3},
+    "sd_mia": {"generations": 2, "steps": 3},
+    "clid": {"timesteps": [440]},
+    "lira": {"references": 2, "draws": 1},
+    "rmia": {"references": 2, "draws": 1, "population": 40},
+    "gsa": {"references": 2, "timesteps": 3, "trees": 20},
+    "quantile_regression": {"statistic": "loss", "bags": 3, "epochs": 5},
+    "sima": {"candidates": [10, 100]},
+}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,4 +1,5 @@
 """Run the CLI under torchrun (2 gloo processes on CPU) and, if the launch fails, say what each worker printed."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,9 @@ import sys
 from pathlib import Path
 
 
-def torchrun(args: list[str], log_dir: Path, processes: int = 2, timeout: float = 300,
-             env: dict | None = None) -> subprocess.CompletedProcess:
+def torchrun(
+    args: list[str], log_dir: Path, processes: int = 2, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """`python -m torch.distributed.run ... -m diffmia ARGS`; every worker's stdout and stderr are also written under
     log_dir, so an assertion can show the worker that failed (torchrun's own stderr only names the signal). A launch
     still running after `timeout` seconds (a collective that never completes) is killed with its workers and
@@ -18,10 +20,24 @@ def torchrun(args: list[str], log_dir: Path, processes: int = 2, timeout: float 
     import signal
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DIFFMIA_THREADS": "1", **(env or {})}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--standalone",
-              "--log-dir", str(log_dir), "--tee", "3", "-m", "diffmia", *args]
-    proc = subprocess.Popen(launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(processes),
+        "--standalone",
+        "--log-dir",
+        str(log_dir),
+        "--tee",
+        "3",
+        "-m",
+        "diffmia",
+        *args,
+    ]
+    proc = subprocess.Popen(
+        launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
         code = proc.returncode

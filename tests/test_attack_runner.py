@@ -54,7 +54,20 @@ def test_generation_count_mismatch_is_caught(tiny_run, tmp_path):
 
 def test_cli_attack(tiny_run, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["attack", str(tiny_run), "--attack", "noise_aggregation", "--set", "k=3", "--out", str(tmp_path), "--no-progress"])
+    result = runner.invoke(
+        app,
+        [
+            "attack",
+            str(tiny_run),
+            "--attack",
+            "noise_aggregation",
+            "--set",
+            "k=3",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "noise_aggregation" in result.output and (tmp_path / "noise_aggregation.csv").is_file()
     bad = runner.invoke(app, ["attack", str(tiny_run), "--attack", "noise_aggregation", "--set", "kk=3"])

@@ -1,4 +1,5 @@
 """Every registered attack runs through the same contract on a tiny trained target."""
+
 import pytest
 import torch
 
@@ -39,7 +40,9 @@ def test_contract(loaded, name):
     assert target.queries.sample_queries == attack.queries_per_sample(target) * 10
     assert target.queries.generations == attack.generations_per_sample(target) * 10
     # same seed -> same scores, whatever the batch split
-    again = torch.cat([attack.score(target, batch_of(loaded, ids[:3])), attack.score(target, batch_of(loaded, ids[3:]))])
+    again = torch.cat(
+        [attack.score(target, batch_of(loaded, ids[:3])), attack.score(target, batch_of(loaded, ids[3:]))]
+    )
     assert torch.allclose(scores, again, rtol=1e-5, atol=1e-6)
     # not constant: the attack actually looks at the images
     assert scores.std() > 0

@@ -2,6 +2,7 @@
 
 The references call the raw diffusers UNet and read abar_t from the scheduler: no Target helper, no attack code.
 """
+
 import itertools
 import math
 
@@ -141,7 +142,9 @@ def test_pia_and_pian(setup, name):
     e0 = eps(x0, 0)
     if name == "pian":  # kong13661/PIA components.PIAN: eps / eps.abs().mean(...) * (2 / pi) ** 0.5
         e0 = torch.stack([e / e.abs().mean() * (2 / math.pi) ** 0.5 for e in e0])
-        assert torch.allclose(e0.abs().mean(dim=(1, 2, 3)), torch.full((len(e0),), (2 / math.pi) ** 0.5, dtype=e0.dtype))
+        assert torch.allclose(
+            e0.abs().mean(dim=(1, 2, 3)), torch.full((len(e0),), (2 / math.pi) ** 0.5, dtype=e0.dtype)
+        )
     x_t = abar[t].sqrt() * x0 + (1 - abar[t]).sqrt() * e0
     ref = -((e0 - eps(x_t, t)).abs() ** 4).sum(dim=(1, 2, 3))  # the official distance: no root
     close(score(loaded, ids, name), ref)

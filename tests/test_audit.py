@@ -1,5 +1,6 @@
 """`diffmia audit` of a model trained elsewhere: a tiny target copied out of its run folder and audited from image
 folders, nothing retrained; per-image exposure; a tiny random Stable Diffusion folder audited black-box."""
+
 from __future__ import annotations
 
 import json
@@ -40,12 +41,32 @@ def elsewhere(tiny_run, tmp_path_factory):
 
 def test_audit_of_a_copied_model_from_scratch(elsewhere, tmp_path):
     out = tmp_path / "audit"
-    result = CliRunner().invoke(app, ["audit", str(elsewhere / "model"), "--members", str(elsewhere / "members"),
-                                      "--nonmembers", str(elsewhere / "nonmembers.csv"), "--attack", "naive_loss",
-                                      "--attack", "pia", "--out", str(out), "--bootstrap", "20", "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "audit",
+            str(elsewhere / "model"),
+            "--members",
+            str(elsewhere / "members"),
+            "--nonmembers",
+            str(elsewhere / "nonmembers.csv"),
+            "--attack",
+            "naive_loss",
+            "--attack",
+            "pia",
+            "--out",
+            str(out),
+            "--bootstrap",
+            "20",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(out / "results.csv")
-    assert list(rows.attack) == ["naive_loss", "pia"] and rows.n_test_members.iloc[0] + rows.n_calibration_members.iloc[0] == 64
+    assert (
+        list(rows.attack) == ["naive_loss", "pia"]
+        and rows.n_test_members.iloc[0] + rows.n_calibration_members.iloc[0] == 64
+    )
     scores = pd.read_csv(out / rows.scores.iloc[0])
     assert len(scores) == 128 and scores.is_member.sum() == 64
     # halves come from the seeded pixel hash of each image
@@ -106,8 +127,20 @@ def test_bad_audit_inputs_are_refused_by_file(elsewhere, tmp_path, case):
         (nonmembers / "junk.png").write_bytes(b"not a png")
         message = "junk.png: cannot be decoded as an image"
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["audit", str(elsewhere / "model"), "--members", str(members), "--nonmembers",
-                                      str(nonmembers), "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "audit",
+            str(elsewhere / "model"),
+            "--members",
+            str(members),
+            "--nonmembers",
+            str(nonmembers),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 2 and message in result.output, result.output
     assert not out.exists()
 
@@ -126,9 +159,24 @@ def test_a_tiny_stable_diffusion_folder_audited_black_box(tmp_path):
         (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     make_tiny_sd(tmp_path / "sd", [f"picture number {i}" for i in range(8)])
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["audit", str(tmp_path / "sd"), "--members", str(tmp_path / "members"),
-                                      "--nonmembers", str(tmp_path / "nonmembers"), "--access", "black-box",
-                                      "--out", str(out), "--bootstrap", "10", "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "audit",
+            str(tmp_path / "sd"),
+            "--members",
+            str(tmp_path / "members"),
+            "--nonmembers",
+            str(tmp_path / "nonmembers"),
+            "--access",
+            "black-box",
+            "--out",
+            str(out),
+            "--bootstrap",
+            "10",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = pd.read_csv(out / "results.csv")
     assert set(rows.access) == {"black-box"} and "rediffuse" in set(rows.attack)
@@ -140,8 +188,10 @@ def test_owner_tests_hold_their_level_under_the_null_and_find_a_shift():
     from diffmia.owner import cross_fitted, one_sided_tests
 
     rng = np.random.default_rng(0)
-    ps = [one_sided_tests(rng.normal(size=30), rng.normal(size=30), permutations=200, seed=i)["permutation_p"]
-          for i in range(200)]
+    ps = [
+        one_sided_tests(rng.normal(size=30), rng.normal(size=30), permutations=200, seed=i)["permutation_p"]
+        for i in range(200)
+    ]
     assert 0.02 <= np.mean(np.array(ps) < 0.05) <= 0.09  # valid level: about 5% false alarms
     n = 200
     features = pd.DataFrame({"a": rng.normal(size=2 * n), "b": rng.normal(size=2 * n)})
@@ -155,9 +205,26 @@ def test_owner_tests_hold_their_level_under_the_null_and_find_a_shift():
 
 def test_owner_cli_on_a_copied_model(elsewhere, tmp_path):
     out = tmp_path / "owner"
-    result = CliRunner().invoke(app, ["owner", str(elsewhere / "model"), "--suspect", str(elsewhere / "members"),
-                                      "--reference", str(elsewhere / "nonmembers"), "--attack", "naive_loss",
-                                      "--attack", "pia", "--permutations", "500", "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "owner",
+            str(elsewhere / "model"),
+            "--suspect",
+            str(elsewhere / "members"),
+            "--reference",
+            str(elsewhere / "nonmembers"),
+            "--attack",
+            "naive_loss",
+            "--attack",
+            "pia",
+            "--permutations",
+            "500",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "owner.json").read_text())
     assert report["suspect_images"] == 64 and report["attacks"] == ["naive_loss", "pia"]
@@ -176,8 +243,14 @@ def test_image_properties_by_hand():
     pixels[3, 0, 0] = 0
     images = ImageSet("t", pixels, ["a", "b", "c", "d"], ["one", "two", "two", "two"], max_value=255)
     e = lambda i, h=None: Entry(i, str(i), "0" * 64, h)  # noqa: E731
-    manifest = SplitManifest({"name": "t"}, 0, [e(0, "test"), e(1, "test")], [e(2, "test")], [e(3)],
-                             extra={"training_set": {"duplicated_members": [1]}})
+    manifest = SplitManifest(
+        {"name": "t"},
+        0,
+        [e(0, "test"), e(1, "test")],
+        [e(2, "test")],
+        [e(3)],
+        extra={"training_set": {"duplicated_members": [1]}},
+    )
     props = image_properties(images, manifest, [0, 1])
     # member 0 (black) vs public 3 (white but one pixel): RMS over 64 pixels = sqrt(63/64)
     assert props.nearest_public_distance.tolist() == pytest.approx([np.sqrt(63 / 64), np.sqrt(1 / 64)])
@@ -197,20 +270,51 @@ def test_audit_merges_a_peft_lora_adapter(elsewhere, tmp_path):
     from diffmia.targets.target import load_target
 
     base = load_target(elsewhere / "model")
-    lora = get_peft_model(base.unet, LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"], init_lora_weights=False))
+    lora = get_peft_model(
+        base.unet, LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"], init_lora_weights=False)
+    )
     lora.save_pretrained(tmp_path / "adapter")
     plain, merged = load_target(elsewhere / "model"), load_target(elsewhere / "model")
     apply_adapter(merged, tmp_path / "adapter")
     x = torch.zeros(2, *plain.sample_shape)
     assert not torch.allclose(plain.predict_noise(x, 10), merged.predict_noise(x, 10))
-    result = CliRunner().invoke(app, ["audit", str(elsewhere / "model"), "--adapter", str(tmp_path / "adapter"),
-                                      "--members", str(elsewhere / "members"), "--nonmembers", str(elsewhere / "nonmembers"),
-                                      "--attack", "naive_loss", "--out", str(tmp_path / "out"), "--bootstrap", "10",
-                                      "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "audit",
+            str(elsewhere / "model"),
+            "--adapter",
+            str(tmp_path / "adapter"),
+            "--members",
+            str(elsewhere / "members"),
+            "--nonmembers",
+            str(elsewhere / "nonmembers"),
+            "--attack",
+            "naive_loss",
+            "--out",
+            str(tmp_path / "out"),
+            "--bootstrap",
+            "10",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["recipes"]["model"]["adapter"].endswith("adapter")
-    bad = CliRunner().invoke(app, ["audit", str(elsewhere / "model"), "--adapter", str(tmp_path),
-                                   "--members", str(elsewhere / "members"), "--nonmembers", str(elsewhere / "nonmembers")])
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["recipes"]["model"]["adapter"].endswith(
+        "adapter"
+    )
+    bad = CliRunner().invoke(
+        app,
+        [
+            "audit",
+            str(elsewhere / "model"),
+            "--adapter",
+            str(tmp_path),
+            "--members",
+            str(elsewhere / "members"),
+            "--nonmembers",
+            str(elsewhere / "nonmembers"),
+        ],
+    )
     assert bad.exit_code == 2 and "not a peft adapter folder" in bad.output
 
 
@@ -223,15 +327,33 @@ def test_audit_with_the_recipe_trains_cached_references_on_the_audited_images(el
     from diffmia.targets.manifest import SplitManifest
     from tests.conftest import REPO
 
-    base = ["audit", str(elsewhere / "model"), "--members", str(elsewhere / "members"), "--nonmembers",
-            str(elsewhere / "nonmembers"), "--recipe", str(REPO / "configs" / "tiny.yaml"), "--attack", "lira",
-            "--set", "lira.references=2", "--set", "lira.draws=1", "--bootstrap", "20", "--no-progress"]
+    base = [
+        "audit",
+        str(elsewhere / "model"),
+        "--members",
+        str(elsewhere / "members"),
+        "--nonmembers",
+        str(elsewhere / "nonmembers"),
+        "--recipe",
+        str(REPO / "configs" / "tiny.yaml"),
+        "--attack",
+        "lira",
+        "--set",
+        "lira.references=2",
+        "--set",
+        "lira.draws=1",
+        "--bootstrap",
+        "20",
+        "--no-progress",
+    ]
     first = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a")])
     assert first.exit_code == 0, first.output
     info = json.loads(next((tmp_path / "a").rglob("lira.json")).read_text())
     refs = info["references"]
     assert refs["count"] == 2 and refs["cached"] == 0 and info["params"]["references"] == 2
-    audited = {str(p) for p in (elsewhere / "members").iterdir()} | {str(p) for p in (elsewhere / "nonmembers").iterdir()}
+    audited = {str(p) for p in (elsewhere / "members").iterdir()} | {
+        str(p) for p in (elsewhere / "nonmembers").iterdir()
+    }
     for folder in refs["folders"]:
         split = SplitManifest.load(f"{folder}/manifest.json")
         assert len(split.members) == 64 and {e.source for e in split.members} <= audited
@@ -246,6 +368,7 @@ def test_audit_with_the_recipe_trains_cached_references_on_the_audited_images(el
     assert info_b["references"]["cached"] == 2 and info_b["references"]["folders"] == refs["folders"]
     a, b = (pd.read_csv(next((tmp_path / d).rglob("lira.csv"))) for d in "ab")
     pd.testing.assert_frame_equal(a, b)  # the same seed gives the same scores
-    bad = CliRunner().invoke(app, [*base[:base.index("--set")], "--set", "rmia.references=2", "--out",
-                                   str(tmp_path / "c")])
+    bad = CliRunner().invoke(
+        app, [*base[: base.index("--set")], "--set", "rmia.references=2", "--out", str(tmp_path / "c")]
+    )
     assert bad.exit_code != 0 and "rmia is not among the attacks this audit runs (lira)" in bad.output

@@ -1,5 +1,6 @@
 """Bad inputs and interruptions from the CLI sweep (issue 16): each gets one line naming the file or field, exit 2,
 and leaves nothing half-written behind."""
+
 from __future__ import annotations
 
 import shutil
@@ -53,39 +54,99 @@ def _damage_scores(run: Path, how: str) -> None:
 
 # (case, argv with {TINY} {OUT} {RUN} {FILE} {EMPTY}, setup of the run copy, expected message)
 CASES = [
-    ("unreachable DP budget", ["train", "{TINY}", "--set", "defenses=[{name: dp_sgd, epsilon: 1.0e-6}]", "--out", "{OUT}"],
-     None, "epsilon 1e-06 is out of reach at delta 1e-05 with 20 steps at sample rate 0.25"),
-    ("boolean where a count belongs", ["train", "{TINY}", "--set", "train.steps=true", "--out", "{OUT}"], None,
-     "train.steps: Input should be a valid integer"),
+    (
+        "unreachable DP budget",
+        ["train", "{TINY}", "--set", "defenses=[{name: dp_sgd, epsilon: 1.0e-6}]", "--out", "{OUT}"],
+        None,
+        "epsilon 1e-06 is out of reach at delta 1e-05 with 20 steps at sample rate 0.25",
+    ),
+    (
+        "boolean where a count belongs",
+        ["train", "{TINY}", "--set", "train.steps=true", "--out", "{OUT}"],
+        None,
+        "train.steps: Input should be a valid integer",
+    ),
     ("empty config", ["train", "{EMPTY}", "--out", "{OUT}"], None, "the config is empty"),
     ("--out empty", ["train", "{TINY}", "--out", ""], None, "--out is empty (an unset shell variable?)"),
     ("--out is a file", ["train", "{TINY}", "--out", "{FILE}"], None, "exists and is not a folder"),
     ("evaluate --out is a folder", ["evaluate", "{RUN}", "--out", "{RUN}"], None, "is a folder; name a file"),
-    ("weights missing", ["attack", "{RUN}", "--attack", "naive_loss"], ("weights", "missing"), "cannot load the DDPMPipeline weights"),
-    ("weights truncated", ["attack", "{RUN}", "--attack", "naive_loss"], ("weights", "truncated"), "cannot load the DDPMPipeline weights"),
-    ("weights corrupt", ["attack", "{RUN}", "--attack", "naive_loss"], ("weights", "corrupt"), "cannot load the DDPMPipeline weights"),
-    ("unknown pipeline class", ["attack", "{RUN}", "--attack", "naive_loss"], ("weights", "unknown class"),
-     "pipeline class 'FooPipeline' is not a known target kind"),
-    ("score file cut short", ["evaluate", "{RUN}"], ("scores", "cut short"), "2 of the run's 128 audited images have no score"),
+    (
+        "weights missing",
+        ["attack", "{RUN}", "--attack", "naive_loss"],
+        ("weights", "missing"),
+        "cannot load the DDPMPipeline weights",
+    ),
+    (
+        "weights truncated",
+        ["attack", "{RUN}", "--attack", "naive_loss"],
+        ("weights", "truncated"),
+        "cannot load the DDPMPipeline weights",
+    ),
+    (
+        "weights corrupt",
+        ["attack", "{RUN}", "--attack", "naive_loss"],
+        ("weights", "corrupt"),
+        "cannot load the DDPMPipeline weights",
+    ),
+    (
+        "unknown pipeline class",
+        ["attack", "{RUN}", "--attack", "naive_loss"],
+        ("weights", "unknown class"),
+        "pipeline class 'FooPipeline' is not a known target kind",
+    ),
+    (
+        "score file cut short",
+        ["evaluate", "{RUN}"],
+        ("scores", "cut short"),
+        "2 of the run's 128 audited images have no score",
+    ),
     ("score file lacks a column", ["evaluate", "{RUN}"], ("scores", "no column"), "lacks column(s) score"),
-    ("score file without non-members", ["evaluate", "{RUN}"], ("scores", "no non-members"), "no non-member in the calibration half"),
+    (
+        "score file without non-members",
+        ["evaluate", "{RUN}"],
+        ("scores", "no non-members"),
+        "no non-member in the calibration half",
+    ),
     ("score file truncated mid-row", ["evaluate", "{RUN}"], ("scores", "truncated"), "naive_loss.csv: "),
-    ("--set-sizes not integers", ["evaluate", "{RUN}", "--set-sizes", "abc"], None, "--set-sizes: expected comma-separated integers"),
+    (
+        "--set-sizes not integers",
+        ["evaluate", "{RUN}", "--set-sizes", "abc"],
+        None,
+        "--set-sizes: expected comma-separated integers",
+    ),
     ("evaluate a missing folder", ["evaluate", "{OUT}"], None, "folder not found"),
-    ("resume a finished run with another recipe", ["train", "{TINY}", "--set", "train.learning_rate=0.5", "--out", "{RUN}",
-                                                   "--resume"], None, "trained with a different recipe"),
-    ("attack timestep beyond the schedule", ["attack", "{RUN}", "--attack", "lira", "--set", "timestep=5000"], None,
-     "timestep 5000 is beyond"),
+    (
+        "resume a finished run with another recipe",
+        ["train", "{TINY}", "--set", "train.learning_rate=0.5", "--out", "{RUN}", "--resume"],
+        None,
+        "trained with a different recipe",
+    ),
+    (
+        "attack timestep beyond the schedule",
+        ["attack", "{RUN}", "--attack", "lira", "--set", "timestep=5000"],
+        None,
+        "timestep 5000 is beyond",
+    ),
     ("bad DIFFMIA_JOBS", ["--jobs", "0", "run", "{TINY}"], None, "Invalid value for '--jobs'"),
     ("--only names no recipe", ["run", "{BENCH}", "--only", "nope"], None, "--only: "),
-    ("a tuning value the attack refuses", ["run", "{BENCH}", "--set",
-                                           "attacks=[{name: noise_aggregation, tune: {timestep: [20, 80]}}]"], None,
-     "tune: timestep=20: attack noise_aggregation: T=20 - (k-1)*stride = -20 < 0"),
-    ("a tuned timestep beyond a recipe's schedule", ["run", "{BENCH}", "--set",
-                                                     "attacks=[{name: lira, tune: {timestep: [100, 5000]}}]"], None,
-     "timestep 5000 is beyond recipe"),
-    ("attack --tune value refused", ["attack", "{RUN}", "--attack", "noise_aggregation", "--tune", "timestep=20,80"],
-     None, "tune: timestep=20: attack noise_aggregation"),
+    (
+        "a tuning value the attack refuses",
+        ["run", "{BENCH}", "--set", "attacks=[{name: noise_aggregation, tune: {timestep: [20, 80]}}]"],
+        None,
+        "tune: timestep=20: attack noise_aggregation: T=20 - (k-1)*stride = -20 < 0",
+    ),
+    (
+        "a tuned timestep beyond a recipe's schedule",
+        ["run", "{BENCH}", "--set", "attacks=[{name: lira, tune: {timestep: [100, 5000]}}]"],
+        None,
+        "timestep 5000 is beyond recipe",
+    ),
+    (
+        "attack --tune value refused",
+        ["attack", "{RUN}", "--attack", "noise_aggregation", "--tune", "timestep=20,80"],
+        None,
+        "tune: timestep=20: attack noise_aggregation",
+    ),
 ]
 
 
@@ -98,8 +159,14 @@ def test_bad_input_is_one_clean_line(case, argv, damage, message, scored_run, tm
     (tmp_path / "file.txt").write_text("not a folder")
     (tmp_path / "empty.yaml").write_text("")
     out = tmp_path / "out"
-    subst = {"{TINY}": str(TINY), "{OUT}": str(out), "{RUN}": str(run), "{FILE}": str(tmp_path / "file.txt"),
-             "{EMPTY}": str(tmp_path / "empty.yaml"), "{BENCH}": str(TINY.parent / "tiny-benchmark.yaml")}
+    subst = {
+        "{TINY}": str(TINY),
+        "{OUT}": str(out),
+        "{RUN}": str(run),
+        "{FILE}": str(tmp_path / "file.txt"),
+        "{EMPTY}": str(tmp_path / "empty.yaml"),
+        "{BENCH}": str(TINY.parent / "tiny-benchmark.yaml"),
+    }
     before = sorted(p.relative_to(run) for p in run.rglob("*"))
     result = CliRunner().invoke(app, [subst.get(a, a) for a in argv])
     assert result.exit_code == 2, (case, result.output)
@@ -111,8 +178,20 @@ def test_bad_input_is_one_clean_line(case, argv, damage, message, scored_run, tm
 
 def test_timesteps_beyond_a_short_schedule_refused_by_attack_name(tmp_path):
     run = tmp_path / "short"
-    result = CliRunner().invoke(app, ["train", str(TINY), "--set", "scheduler.num_train_timesteps=100", "--set",
-                                      "train.gap_timesteps=[10,50]", "--out", str(run), "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(TINY),
+            "--set",
+            "scheduler.num_train_timesteps=100",
+            "--set",
+            "train.gap_timesteps=[10,50]",
+            "--out",
+            str(run),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     result = CliRunner().invoke(app, ["attack", str(run), "--no-progress"])  # all: naive_loss's t=200 first
     assert result.exit_code == 2 and "attack naive_loss: timestep 200 is beyond" in result.output
@@ -131,12 +210,37 @@ def test_stale_temporaries_are_cleaned_and_never_read(scored_run, tmp_path):
     assert CliRunner().invoke(app, ["evaluate", str(run), "--bootstrap", "0"]).exit_code == 0
 
     partial = tmp_path / "partial"
-    CliRunner().invoke(app, ["train", str(TINY), "--out", str(partial), "--no-progress", "--set", "train.steps=10",
-                             "--set", "train.checkpoint_every=5"])
+    CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(TINY),
+            "--out",
+            str(partial),
+            "--no-progress",
+            "--set",
+            "train.steps=10",
+            "--set",
+            "train.checkpoint_every=5",
+        ],
+    )
     stale_ckpt = partial / "checkpoints" / ".step-00000007.tmp"
     stale_ckpt.mkdir(parents=True)
-    result = CliRunner().invoke(app, ["train", str(TINY), "--out", str(partial), "--resume", "--no-progress",
-                                      "--set", "train.steps=12", "--set", "train.checkpoint_every=5"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(TINY),
+            "--out",
+            str(partial),
+            "--resume",
+            "--no-progress",
+            "--set",
+            "train.steps=12",
+            "--set",
+            "train.checkpoint_every=5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert not stale_ckpt.exists()
 
@@ -211,8 +315,10 @@ def test_a_full_disk_while_writing_scores_is_one_line_and_leaves_nothing(scored_
 
     monkeypatch.setattr(runner.csv, "writer", FullDisk)
     out = tmp_path / "scores"
-    result = CliRunner().invoke(app, ["attack", str(scored_run), "--attack", "naive_loss", "--batch-size", "16",
-                                      "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        ["attack", str(scored_run), "--attack", "naive_loss", "--batch-size", "16", "--out", str(out), "--no-progress"],
+    )
     assert result.exit_code == 2, result.output
     assert "No space left on device" in result.output and "Traceback" not in result.output
     assert not list(out.glob("*naive_loss*"))  # neither the CSV, its JSON nor a .naive_loss.csv.*.tmp

@@ -16,10 +16,14 @@ def test_data_train_sample(tmp_path):
     result = runner.invoke(app, ["data", str(TINY), "--out", str(tmp_path / "d")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "d" / "manifest.json").is_file() and (tmp_path / "d" / "members.png").is_file()
-    result = runner.invoke(app, ["train", str(TINY), "--out", str(tmp_path / "r"), "--set", "train.steps=6", "--no-progress"])
+    result = runner.invoke(
+        app, ["train", str(TINY), "--out", str(tmp_path / "r"), "--set", "train.steps=6", "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
     assert "non-members" in result.output
-    result = runner.invoke(app, ["sample", str(tmp_path / "r"), "--n", "9", "--steps", "4", "--out", str(tmp_path / "g.png")])
+    result = runner.invoke(
+        app, ["sample", str(tmp_path / "r"), "--n", "9", "--steps", "4", "--out", str(tmp_path / "g.png")]
+    )
     assert result.exit_code == 0, result.output
     from PIL import Image
 
@@ -38,10 +42,24 @@ def test_attack_tune_and_evaluate_one_run(tmp_path):
 
     runner = CliRunner()
     run = tmp_path / "run"
-    ok = runner.invoke(app, ["train", str(TINY), "--out", str(run), "--set", "train.steps=30", "--set", "data.canaries=20",
-                             "--no-progress"])
+    ok = runner.invoke(
+        app,
+        [
+            "train",
+            str(TINY),
+            "--out",
+            str(run),
+            "--set",
+            "train.steps=30",
+            "--set",
+            "data.canaries=20",
+            "--no-progress",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
-    tuned = runner.invoke(app, ["attack", str(run), "--attack", "naive_loss", "--tune", "timestep=50,200", "--no-progress"])
+    tuned = runner.invoke(
+        app, ["attack", str(run), "--attack", "naive_loss", "--tune", "timestep=50,200", "--no-progress"]
+    )
     assert tuned.exit_code == 0, tuned.output
     assert "chosen on the calibration split" in tuned.output
     info = json.loads((run / "scores" / "naive_loss.json").read_text())

@@ -1,4 +1,5 @@
 """Every registered defense through one contract, plus the properties each one promises."""
+
 import json
 
 import pytest
@@ -39,8 +40,9 @@ def test_every_defense_has_contract_params():
 def test_contract(tmp_path, name):
     entry = {"name": name, **PARAMS[name]}
     recipe = TINY.with_name("tiny-t2i.yaml") if name in TEXT_ONLY else TINY
-    cfg = load_config(recipe, [f"defenses=[{json.dumps(entry)}]", "train.steps=8", "train.checkpoint_every=4",
-                               "data.canaries=16"])
+    cfg = load_config(
+        recipe, [f"defenses=[{json.dumps(entry)}]", "train.steps=8", "train.checkpoint_every=4", "data.canaries=16"]
+    )
     run = train_target(cfg, tmp_path / "run", progress=False)
     summary = json.loads(run.summary.read_text())
     manifest = json.loads(run.manifest.read_text())
@@ -48,7 +50,9 @@ def test_contract(tmp_path, name):
     assert manifest["extra"]["defenses"][0]["name"] == name
     assert_canaries_trained_like_members(name, manifest["extra"])
     loaded = load_run(run.root)  # the target loads and answers queries
-    out = loaded.target.predict_noise(torch.zeros(2, 1, 8, 8), 10, ["a digit"] * 2 if loaded.target.conditional else None)
+    out = loaded.target.predict_noise(
+        torch.zeros(2, 1, 8, 8), 10, ["a digit"] * 2 if loaded.target.conditional else None
+    )
     assert out.shape == (2, 1, 8, 8) and torch.isfinite(out).all()
     # deterministic: the same recipe twice gives the same weights
     again = train_target(cfg, tmp_path / "again", progress=False)
@@ -162,8 +166,11 @@ def test_noise_multiplicity_clips_per_example_not_per_row():
 def test_dp_epsilon_is_honest_and_resume_matches(tmp_path):
     from opacus.accountants import RDPAccountant
 
-    overrides = ['defenses=[{name: dp_sgd, noise_multiplier: 1.1, noise_multiplicity: 2}]', "train.steps=12",
-                 "train.checkpoint_every=5"]
+    overrides = [
+        "defenses=[{name: dp_sgd, noise_multiplier: 1.1, noise_multiplicity: 2}]",
+        "train.steps=12",
+        "train.checkpoint_every=5",
+    ]
     cfg = load_config(TINY, overrides)
     straight = train_target(cfg, tmp_path / "a", progress=False)
     train_target(cfg, tmp_path / "b", progress=False, stop_after=7)
@@ -180,12 +187,14 @@ def test_dp_epsilon_is_honest_and_resume_matches(tmp_path):
 
 
 def test_dp_target_epsilon_is_met():
+    from diffmia.config import ModelConfig
     from diffmia.defenses.dp_sgd import DPSGDParams, PrivateTraining
     from diffmia.targets.models import build_unet
-    from diffmia.config import ModelConfig
 
     model = build_unet(ModelConfig(block_out_channels=[8, 16], norm_num_groups=4), 8, 1)
-    engine = PrivateTraining(DPSGDParams(epsilon=2.0), model, torch.optim.SGD(model.parameters(), lr=0.1), 256, 64, 50, 0)
+    engine = PrivateTraining(
+        DPSGDParams(epsilon=2.0), model, torch.optim.SGD(model.parameters(), lr=0.1), 256, 64, 50, 0
+    )
     engine.restore(50)
     assert engine.epsilon() == pytest.approx(2.0, abs=0.05)
 
@@ -231,9 +240,9 @@ def test_dual_model_alternates_between_teachers(tmp_path):
     assert torch.equal(a, a_again) and not torch.equal(a, b)  # two different teachers, in turn
     teachers = sorted((tmp_path / "cache").glob("dual-teachers-*/half-*/manifest.json"))
     assert len(teachers) == 2
-    from diffmia.targets.trainset import member_half
-    from diffmia.targets.train import step_seed
     from diffmia.targets.manifest import SplitManifest
+    from diffmia.targets.train import step_seed
+    from diffmia.targets.trainset import member_half
 
     m = SplitManifest.load(run.manifest)
     halves = [set(member_half(m, 0, h, step_seed)) for h in (0, 1)]

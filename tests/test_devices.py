@@ -1,4 +1,5 @@
 """Per-device defaults and copies (diffmia/devices.py): nothing of them may change a CPU run."""
+
 import pytest
 import torch
 

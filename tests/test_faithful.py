@@ -1,6 +1,7 @@
 """The corrections after comparing each attack with its official code (issue: faithful attacks), each checked against
 a computation written here by hand: CLiD's in-place pad replacement, SD-MIA's pooling and official normalisation,
 ReDiffuse's supervised variant, the text target's tokenizer and the perturbers' vocabulary."""
+
 import math
 
 import numpy as np
@@ -100,8 +101,12 @@ def test_clid_pads_the_most_important_words_in_place(text_run):
 def test_clid_fits_alpha_on_calibration_only():
     rng = np.random.default_rng(0)
     n = 200
-    frame = pd.DataFrame({"is_member": np.r_[np.ones(n), np.zeros(n)].astype(int),
-                          "split": (["calibration"] * (n // 2) + ["test"] * (n // 2)) * 2})
+    frame = pd.DataFrame(
+        {
+            "is_member": np.r_[np.ones(n), np.zeros(n)].astype(int),
+            "split": (["calibration"] * (n // 2) + ["test"] * (n // 2)) * 2,
+        }
+    )
     frame["discrepancy"] = rng.normal(0, 1, 2 * n) + frame.is_member * 1.0
     frame["loss"] = rng.normal(0, 1, 2 * n)
     attack = build_attack("clid")
@@ -125,8 +130,12 @@ def test_sd_mia_pooling_and_official_normalisation_by_hand():
 
     rng = np.random.default_rng(1)
     n = 60
-    frame = pd.DataFrame({"is_member": np.r_[np.ones(n), np.zeros(n)].astype(int),
-                          "split": (["calibration"] * (n // 2) + ["test"] * (n // 2)) * 2})
+    frame = pd.DataFrame(
+        {
+            "is_member": np.r_[np.ones(n), np.zeros(n)].astype(int),
+            "split": (["calibration"] * (n // 2) + ["test"] * (n // 2)) * 2,
+        }
+    )
     for k, v in enumerate(("token", "style", "semantic")):
         frame[f"s_{v}"] = rng.normal(0.5, 0.1, 2 * n) + 0.05 * (k + 1) * frame.is_member
     score, fitted = fit_official(frame, (frame.split == "calibration").to_numpy())
@@ -134,8 +143,11 @@ def test_sd_mia_pooling_and_official_normalisation_by_hand():
     from sklearn.metrics import roc_auc_score
 
     cal = frame.split == "calibration"
-    d = {v: (frame[f"s_{v}"] - frame.loc[cal, f"s_{v}"].min()) / (frame.loc[cal, f"s_{v}"].max() - frame.loc[cal, f"s_{v}"].min())
-         for v in ("token", "style", "semantic")}
+    d = {
+        v: (frame[f"s_{v}"] - frame.loc[cal, f"s_{v}"].min())
+        / (frame.loc[cal, f"s_{v}"].max() - frame.loc[cal, f"s_{v}"].min())
+        for v in ("token", "style", "semantic")
+    }
     auc_list, best = [], None
     for w1 in np.linspace(0, 1, 20):
         for w2 in np.linspace(0, 1, 20):
@@ -159,11 +171,21 @@ def test_sd_mia_modes_queries_and_refusals(text_run):
     assert build_attack("sd_mia").params.generations == 10 and build_attack("sd_mia").params.steps == 40
     with pytest.raises(ConfigError, match="score_mode official weighs all three views"):
         build_attack("sd_mia", {"views": ["token"]})
-    frame = pd.DataFrame({"s_original": [0.9, 0.5], "s_token": [0.8, 0.4], "s_style": [0.6, 0.6],
-                          "s_semantic": [0.1, 0.2], "split": ["test", "test"], "is_member": [1, 0]})
+    frame = pd.DataFrame(
+        {
+            "s_original": [0.9, 0.5],
+            "s_token": [0.8, 0.4],
+            "s_style": [0.6, 0.6],
+            "s_semantic": [0.1, 0.2],
+            "split": ["test", "test"],
+            "is_member": [1, 0],
+        }
+    )
     assert np.allclose(build_attack("sd_mia", {"score_mode": "mean"}).combine(frame), [0.5, 0.4])
-    assert np.allclose(build_attack("sd_mia", {"score_mode": "paper"}).combine(frame),
-                       [np.mean([-0.1, -0.3, -0.8]), np.mean([-0.1, 0.1, -0.3])])
+    assert np.allclose(
+        build_attack("sd_mia", {"score_mode": "paper"}).combine(frame),
+        [np.mean([-0.1, -0.3, -0.8]), np.mean([-0.1, 0.1, -0.3])],
+    )
 
 
 def test_sd_mia_without_captioner_uses_image_features_only(text_run):
@@ -175,8 +197,17 @@ def test_sd_mia_without_captioner_uses_image_features_only(text_run):
 
 
 def test_sd_mia_drops_images_without_a_rewrite_and_says_so(text_run, tmp_path, monkeypatch):
-    attack = build_attack("sd_mia", {"generations": 1, "steps": 2, "score_mode": "mean", "perturber": "llm",
-                                     "llm_base_url": "http://127.0.0.1:9/v1", "llm_backoff": 0})
+    attack = build_attack(
+        "sd_mia",
+        {
+            "generations": 1,
+            "steps": 2,
+            "score_mode": "mean",
+            "perturber": "llm",
+            "llm_base_url": "http://127.0.0.1:9/v1",
+            "llm_backoff": 0,
+        },
+    )
     # the LLM answers every caption but those of two images; for those, three attempts fail
     members = text_run.manifest.indices("members")
     refused = {text_run.images.captions[members[0]], text_run.images.captions[members[1]]}

@@ -1,9 +1,9 @@
 """The recipe's headline one-run epsilon: valid at 95% over several attacks (a pre-registered split), where the
 maximum of per-attack bounds is not."""
+
 import numpy as np
 
-from diffmia.evaluate.audit import guess_grid, headline_audit, one_run_audit
-from diffmia.evaluate.audit import epsilon_lower_bound
+from diffmia.evaluate.audit import epsilon_lower_bound, guess_grid, headline_audit, one_run_audit
 
 
 def test_worked_case_of_the_correction():

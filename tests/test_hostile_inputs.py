@@ -1,5 +1,6 @@
 """Hostile files handed to diffmia: each gets a one-line error naming the file, runs none of its code and writes
 nothing. A payload here would create MARKER if it ran; every case checks that it did not."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,13 @@ def _cifar(root: Path, meta=None, batch=None, protocol: int = 5) -> Path:
     root.mkdir()
     rng = np.random.default_rng(0)
     with open(root / "data_batch_1", "wb") as f:
-        pickle.dump(batch if batch is not None else
-                    {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}, f, protocol)
+        pickle.dump(
+            batch
+            if batch is not None
+            else {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]},
+            f,
+            protocol,
+        )
     with open(root / "batches.meta", "wb") as f:
         pickle.dump(meta if meta is not None else {b"label_names": [b"a", b"b", b"c", b"d"]}, f, protocol)
     return root
@@ -39,15 +45,19 @@ def _cifar(root: Path, meta=None, batch=None, protocol: int = 5) -> Path:
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_cifar_pickles_of_every_protocol_still_load(tmp_path, protocol):
-    images = load_dataset(DataConfig(dataset="cifar10", path=str(_cifar(tmp_path / "c", protocol=protocol)),
-                                     partial=True))
+    images = load_dataset(
+        DataConfig(dataset="cifar10", path=str(_cifar(tmp_path / "c", protocol=protocol)), partial=True)
+    )
     assert len(images) == 4 and images.captions[1] == "a photo of a b"
 
 
-@pytest.mark.parametrize("where, message", [
-    ("meta", "batches.meta: not a CIFAR-10 pickle: refuses posix.system"),
-    ("batch", "data_batch_1: not a CIFAR-10 pickle: refuses posix.system"),
-])
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("meta", "batches.meta: not a CIFAR-10 pickle: refuses posix.system"),
+        ("batch", "data_batch_1: not a CIFAR-10 pickle: refuses posix.system"),
+    ],
+)
 def test_a_cifar_pickle_that_would_run_a_command_is_refused(tmp_path, where, message):
     marker = tmp_path / "MARKER"
     kwargs = {"meta": {b"label_names": [Payload(marker)]}} if where == "meta" else {"batch": {b"data": Payload(marker)}}
@@ -57,10 +67,13 @@ def test_a_cifar_pickle_that_would_run_a_command_is_refused(tmp_path, where, mes
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("batch, message", [
-    ([1, 2, 3], "not a CIFAR-10 pickle \\(a list, expected a dict\\)"),
-    ({b"data": np.array([object()] * 3, dtype=object), b"labels": [0]}, "refuses builtins.object"),
-])
+@pytest.mark.parametrize(
+    "batch, message",
+    [
+        ([1, 2, 3], "not a CIFAR-10 pickle \\(a list, expected a dict\\)"),
+        ({b"data": np.array([object()] * 3, dtype=object), b"labels": [0]}, "refuses builtins.object"),
+    ],
+)
 def test_a_cifar_pickle_of_the_wrong_shape_is_one_line(tmp_path, batch, message):
     with pytest.raises(DataError, match=message):
         load_dataset(DataConfig(dataset="cifar10", path=str(_cifar(tmp_path / "c", batch=batch)), partial=True))
@@ -72,13 +85,18 @@ def _pipeline_folder(tmp_path: Path, tiny_run: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda index: index | {"unet": ["evil", "EvilUNet"]},
-     "component 'unet' names library 'evil': diffmia loads only diffusers and transformers components"),
-    (lambda index: index | {"_class_name": ["DDPMPipeline", "x"]}, "_class_name must be a string"),
-    (lambda index: [index], "must be a JSON object, got list"),
-    (lambda index: index | {"scheduler": ["diffusers"]}, "component 'scheduler' must be \\[library, class\\]"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda index: index | {"unet": ["evil", "EvilUNet"]},
+            "component 'unet' names library 'evil': diffmia loads only diffusers and transformers components",
+        ),
+        (lambda index: index | {"_class_name": ["DDPMPipeline", "x"]}, "_class_name must be a string"),
+        (lambda index: [index], "must be a JSON object, got list"),
+        (lambda index: index | {"scheduler": ["diffusers"]}, "component 'scheduler' must be \\[library, class\\]"),
+    ],
+)
 def test_a_model_folder_asking_for_its_own_code_is_refused(tiny_run, tmp_path, edit, message):
     from diffmia.targets.denoiser import ModelError
     from diffmia.targets.target import load_target
@@ -97,8 +115,8 @@ def test_a_checkpoint_never_unpickles_what_it_finds(tmp_path):
     """A step-N/ folder planted in a results folder or a shared cache: accelerate's custom_checkpoint_N.pkl (read with
     weights_only=False by accelerate) is never read, the checkpoint is refused in one line; the loop's own state is
     JSON and safetensors. A checkpoint without that state is one line too."""
-    from diffmia.targets.train import TrainingError, latest_checkpoint, train_target
     from diffmia.rundir import RunDir
+    from diffmia.targets.train import TrainingError, latest_checkpoint, train_target
 
     cfg = load_config(TINY, ["train.steps=6", "train.checkpoint_every=3"])
     out = tmp_path / "run"
@@ -110,8 +128,11 @@ def test_a_checkpoint_never_unpickles_what_it_finds(tmp_path):
     for i in range(3):
         with open(ckpt / f"custom_checkpoint_{i}.pkl", "wb") as f:
             pickle.dump(Payload(marker), f)
-    with pytest.raises(TrainingError, match="holds pickled state \\(custom_checkpoint_0.pkl, custom_checkpoint_1.pkl, "
-                                            "custom_checkpoint_2.pkl\\) that diffmia never reads"):
+    with pytest.raises(
+        TrainingError,
+        match="holds pickled state \\(custom_checkpoint_0.pkl, custom_checkpoint_1.pkl, "
+        "custom_checkpoint_2.pkl\\) that diffmia never reads",
+    ):
         train_target(cfg, out, resume=True, progress=False)
     assert not marker.exists()
     again = tmp_path / "old"
@@ -169,8 +190,10 @@ def test_a_crafted_results_json_reads_and_writes_nothing_outside(tmp_path):
     for results, message in [
         ({"recipes": {"../../x": {"run_dir": "r"}}, "rows": []}, "recipe name '../../x' is not a name"),
         ({"recipes": {"ok": {"run_dir": "/etc"}}, "rows": []}, "path '/etc' is outside the results folder"),
-        ({"recipes": {"ok": {"run_dir": "r"}}, "rows": [{"recipe": "ok", "scores": "../../secret.csv"}]},
-         "path '../../secret.csv' is outside"),
+        (
+            {"recipes": {"ok": {"run_dir": "r"}}, "rows": [{"recipe": "ok", "scores": "../../secret.csv"}]},
+            "path '../../secret.csv' is outside",
+        ),
     ]:
         with pytest.raises(ReportError, match=message):
             check_results(out, results)
@@ -182,9 +205,16 @@ def test_spreadsheet_formulas_and_markdown_are_neutralised():
     from diffmia.evaluate.report import md_escape
     from diffmia.io import csv_text, spreadsheet_safe
 
-    assert [spreadsheet_safe(v) for v in ["=1+1.png", "+x", "-y", "@z", "\tq", "ok.png", 3]] == \
-        ["'=1+1.png", "'+x", "'-y", "'@z", "'\tq", "ok.png", 3]
-    text = csv_text(pd.DataFrame({"source": ["=HYPERLINK(\"http://x\")", "a.png"], "score": [1.0, 2.0]}))
+    assert [spreadsheet_safe(v) for v in ["=1+1.png", "+x", "-y", "@z", "\tq", "ok.png", 3]] == [
+        "'=1+1.png",
+        "'+x",
+        "'-y",
+        "'@z",
+        "'\tq",
+        "ok.png",
+        3,
+    ]
+    text = csv_text(pd.DataFrame({"source": ['=HYPERLINK("http://x")', "a.png"], "score": [1.0, 2.0]}))
     assert "'=HYPERLINK" in text and "\na.png," in text
     assert md_escape("<img src=x onerror=alert(1)> | [a](b)") == "\\<img src=x onerror=alert(1)\\> \\| \\[a\\](b)"
 
@@ -253,8 +283,9 @@ def test_a_full_disk_in_safetensors_before_the_first_checkpoint_is_one_line(tmp_
 
     def full(self, path, *args, **kwargs):
         Path(path).mkdir(parents=True, exist_ok=True)
-        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space "
-                              "left on device\" })")
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )
 
     monkeypatch.setattr(Accelerator, "save_state", full)
     out = tmp_path / "r"

@@ -1,4 +1,5 @@
 """The matrix runner: results files, caching and resume, validation before work, the report."""
+
 import json
 from pathlib import Path
 
@@ -8,8 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from diffmia.cli import app
-from diffmia.config import ConfigError
-from diffmia.config import recipe_hash
+from diffmia.config import ConfigError, recipe_hash
 from diffmia.matrix import load_benchmark, run_matrix
 from tests.conftest import REPO
 
@@ -29,9 +29,24 @@ def matrix(tmp_path_factory):
 def test_results_files(matrix):
     out, results, _ = matrix
     df = pd.read_csv(out / "results.csv")
-    assert len(df) == 4 and set(df.recipe) == {"short", "longer"} and set(df.attack) == {"naive_loss", "noise_aggregation"}
-    for col in ("auc", "auc_ci_lo", "auc_ci_hi", "tpr@1%fpr", "tpr@1%fpr_ci_lo", "tpr@0.1%fpr", "asr",
-                "tpr@1%fpr_oracle", "epsilon_lower_bound", "fid", "fid_floor", "queries_per_sample", "attack_seconds"):
+    assert (
+        len(df) == 4 and set(df.recipe) == {"short", "longer"} and set(df.attack) == {"naive_loss", "noise_aggregation"}
+    )
+    for col in (
+        "auc",
+        "auc_ci_lo",
+        "auc_ci_hi",
+        "tpr@1%fpr",
+        "tpr@1%fpr_ci_lo",
+        "tpr@0.1%fpr",
+        "asr",
+        "tpr@1%fpr_oracle",
+        "epsilon_lower_bound",
+        "fid",
+        "fid_floor",
+        "queries_per_sample",
+        "attack_seconds",
+    ):
         assert col in df.columns, col
     assert (df.auc_ci_lo <= df.auc).all() and (df.auc <= df.auc_ci_hi).all()
     saved = json.loads((out / "results.json").read_text())
@@ -108,7 +123,10 @@ def test_changed_recipe_gets_a_new_cell(tmp_path):
         ("attacks=[{name: secmii}]", "attacks.0: unknown attack 'secmii' \\(did you mean 'secmi'\\?\\)"),
         ("attacks=[{name: pia, params: {tt: 3}}]", "attacks.0: attack pia: tt: unknown key"),
         ("recipes=[{name: x, config: nothing.yaml}]", "recipes.0 \\(x\\): .*nothing.yaml: config file not found"),
-        ("recipes=[{name: x, config: tiny.yaml, set: [train.stepz=3]}]", "recipes.0 \\(x\\): .*train.stepz: unknown key"),
+        (
+            "recipes=[{name: x, config: tiny.yaml, set: [train.stepz=3]}]",
+            "recipes.0 \\(x\\): .*train.stepz: unknown key",
+        ),
         ("utility.featurez=clip", "utility.featurez: unknown key \\(did you mean 'features'\\?\\)"),
         ("recipes=[{name: a, config: tiny.yaml}, {name: a, config: tiny.yaml}]", "recipe names must be unique"),
     ],
@@ -120,8 +138,16 @@ def test_bad_benchmark_is_refused_before_any_work(override, match):
 
 def test_cli_run_and_report_with_examples(tmp_path):
     runner = CliRunner()
-    args = ["run", str(BENCH), "--out", str(tmp_path), "--no-progress", *sum((["--set", s] for s in FAST), []),
-            "--set", "recipes=[{name: short, config: tiny.yaml}]"]
+    args = [
+        "run",
+        str(BENCH),
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        *sum((["--set", s] for s in FAST), []),
+        "--set",
+        "recipes=[{name: short, config: tiny.yaml}]",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "report:" in result.output
@@ -174,12 +200,25 @@ def test_run_killed_inside_and_between_cells_resumes_to_the_same_results(tmp_pat
     bench = str(REPO / "configs" / "tiny-benchmark.yaml")
 
     def command(out):
-        return [sys.executable, "-m", "diffmia", "run", bench, "--only", "short", "--set", "utility.enabled=false",
-                "--out", str(out), "--no-progress"]
+        return [
+            sys.executable,
+            "-m",
+            "diffmia",
+            "run",
+            bench,
+            "--only",
+            "short",
+            "--set",
+            "utility.enabled=false",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
 
     def kill_when(out, pattern):
-        proc = subprocess.Popen(command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.time() + 300
         while proc.poll() is None and time.time() < deadline and not list(out.glob(pattern)):
             time.sleep(0.02)
@@ -191,8 +230,10 @@ def test_run_killed_inside_and_between_cells_resumes_to_the_same_results(tmp_pat
 
     clean, hurt = tmp_path / "clean", tmp_path / "hurt"
     subprocess.run(command(clean), env=env, check=True, capture_output=True)
-    kills = [kill_when(hurt, "recipes/short-*/checkpoints/step-*"),  # inside the training cell
-             kill_when(hurt, "recipes/short-*/scores/naive_loss-*/naive_loss.csv")]  # between attack cells
+    kills = [
+        kill_when(hurt, "recipes/short-*/checkpoints/step-*"),  # inside the training cell
+        kill_when(hurt, "recipes/short-*/scores/naive_loss-*/naive_loss.csv"),
+    ]  # between attack cells
     assert any(kills)  # at least one kill landed before the run finished on its own
     subprocess.run(command(hurt), env=env, check=True, capture_output=True)
     timing = ["attack_seconds", "train_seconds", "reference_seconds"]
@@ -208,8 +249,14 @@ def _frame(member_scores, nonmember_scores):
     rows = []
     for flag, scores in ((1, member_scores), (0, nonmember_scores)):
         for i, s in enumerate(scores):
-            rows.append({"sample_id": flag * 10000 + i, "split": "calibration" if i % 2 else "test", "is_member": flag,
-                         "score": float(s)})
+            rows.append(
+                {
+                    "sample_id": flag * 10000 + i,
+                    "split": "calibration" if i % 2 else "test",
+                    "is_member": flag,
+                    "score": float(s),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -242,7 +289,10 @@ def test_cli_compare_and_report_section(matrix):
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out / "compare-short.csv")
     assert list(frame.recipe) == ["longer"] and frame.verdict.iloc[0] in (
-        "leaks less, significantly", "leaks more, significantly", "no significant difference at this sample size")
+        "leaks less, significantly",
+        "leaks more, significantly",
+        "no significant difference at this sample size",
+    )
     assert frame["verdict_at_1%fpr"].iloc[0].endswith(("significantly", "at this sample size"))
     report = (out / "report.md").read_text()
     assert "Paired comparison with short" in report and "## Sign-off summary" in report
@@ -270,8 +320,11 @@ def test_tuned_cell_reuses_the_default_cell_read_from_the_cache(tmp_path):
     also when the default cell comes from the disk cache of an earlier run; the results equal a run that reused none."""
     import shutil
 
-    sets = FAST + ["utility.enabled=false", "recipes=[{name: a, config: tiny.yaml, set: [train.steps=5]}]",
-                   "attacks=[{name: naive_loss}, {name: naive_loss, label: tuned, tune: {timestep: [200, 50]}}]"]
+    sets = FAST + [
+        "utility.enabled=false",
+        "recipes=[{name: a, config: tiny.yaml, set: [train.steps=5]}]",
+        "attacks=[{name: naive_loss}, {name: naive_loss, label: tuned, tune: {timestep: [200, 50]}}]",
+    ]
     bench, recipes = load_benchmark(BENCH, sets)
     first = run_matrix(bench, recipes, tmp_path, progress=False, log=lambda _: None)
     (tuned_dir,) = [d for d in (tmp_path / "recipes").glob("a-*/scores/tuned-*")]
@@ -284,5 +337,6 @@ def test_tuned_cell_reuses_the_default_cell_read_from_the_cache(tmp_path):
     assert record["tuned"]["calibration_rows_reused"] == n_cal
     assert record["reused_rows"] >= n_cal
     timing = ["attack_seconds"]
-    pd.testing.assert_frame_equal(pd.DataFrame(first["rows"]).drop(columns=timing),
-                                  pd.DataFrame(again["rows"]).drop(columns=timing))
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(first["rows"]).drop(columns=timing), pd.DataFrame(again["rows"]).drop(columns=timing)
+    )

@@ -1,4 +1,5 @@
 """Metric code: hand-checked cases and hypothesis properties."""
+
 import math
 
 import numpy as np
@@ -7,8 +8,17 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from diffmia.evaluate.metrics import (
-    Rates, auc, best_balanced_accuracy, bootstrap_ci, clopper_pearson, clopper_pearson_upper, epsilon_lower_bound,
-    evaluate_scores, rates_at, threshold_for_fpr, tpr_at_fpr,
+    Rates,
+    auc,
+    best_balanced_accuracy,
+    bootstrap_ci,
+    clopper_pearson,
+    clopper_pearson_upper,
+    epsilon_lower_bound,
+    evaluate_scores,
+    rates_at,
+    threshold_for_fpr,
+    tpr_at_fpr,
 )
 
 scores_st = st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=4, max_size=60)
@@ -130,12 +140,26 @@ def test_bad_input():
 def test_risk_summary_names_generations_and_set_level_exposure():
     from diffmia.evaluate.report import risk_summary
 
-    row = {"attack": "rediffuse", "access": "black-box", "queries_per_sample": 100, "generations_per_sample": 10,
-           "tpr@1%fpr": 0.05, "tpr@1%fpr_ci_lo": 0.01, "tpr@1%fpr_ci_hi": 0.13, "fpr@1%fpr_achieved": 0.0,
-           "fpr@1%fpr_achieved_ci_hi": 0.056, "auc": 0.66, "auc_ci_lo": 0.57, "auc_ci_hi": 0.75,
-           "epsilon_lower_bound": 0.0, "defenses": "lora"}
-    curves = {"rediffuse": [{"set_size": 1, "auc": 0.65}, {"set_size": 30, "auc": 0.999}],
-              "sd_mia": [{"set_size": 1, "auc": 0.43}, {"set_size": 30, "auc": 0.05}]}
+    row = {
+        "attack": "rediffuse",
+        "access": "black-box",
+        "queries_per_sample": 100,
+        "generations_per_sample": 10,
+        "tpr@1%fpr": 0.05,
+        "tpr@1%fpr_ci_lo": 0.01,
+        "tpr@1%fpr_ci_hi": 0.13,
+        "fpr@1%fpr_achieved": 0.0,
+        "fpr@1%fpr_achieved_ci_hi": 0.056,
+        "auc": 0.66,
+        "auc_ci_lo": 0.57,
+        "auc_ci_hi": 0.75,
+        "epsilon_lower_bound": 0.0,
+        "defenses": "lora",
+    }
+    curves = {
+        "rediffuse": [{"set_size": 1, "auc": 0.65}, {"set_size": 30, "auc": 0.999}],
+        "sd_mia": [{"set_size": 1, "auc": 0.43}, {"set_size": 30, "auc": 0.05}],
+    }
     info = {"counts": {"members": 128, "nonmembers": 128}, "set_level": curves}
     text = risk_summary("lora-r4", [row], info, 1e-5)
     assert text.startswith("lora-r4: MODERATE") and "100 model queries (10 generated images) per image" in text

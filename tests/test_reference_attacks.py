@@ -1,5 +1,6 @@
 """Reference models, the reference-model attacks (LiRA, RMIA, GSA), quantile regression, SimA, calibration tuning,
 canaries and the one-run epsilon audit, each against a computation written here by hand."""
+
 import math
 
 import numpy as np
@@ -90,7 +91,9 @@ def test_lira_against_a_hand_computation(short, mode):
     else:
         s_in = s_out = np.std(stats[is_in])  # the official fix_variance: the IN values' deviation for both
         mu_in = np.array([np.median(stats[is_in[:, j], j]) for j in k])
-        ref = (-0.5 * ((phi - mu_in) / s_in) ** 2 - np.log(s_in)) - (-0.5 * ((phi - mu_out) / s_out) ** 2 - np.log(s_out))
+        ref = (-0.5 * ((phi - mu_in) / s_in) ** 2 - np.log(s_in)) - (
+            -0.5 * ((phi - mu_out) / s_out) ** 2 - np.log(s_out)
+        )
     out = attack.score(short.target, AttackBatch(short.images.tensor(ids), ids)).numpy()
     assert np.allclose(out, ref, rtol=1e-3, atol=1e-3), (out, ref)
     info = attack.extra_info()
@@ -105,8 +108,9 @@ def test_rmia_fraction_of_population_dominated():
     r_x = np.ones((1, 4, 1))
     out = rmia_scores(t_x, r_x, np.ones((1, 4), bool), t_z, r_z, np.ones((1, 4), bool), False, 0.0, 2.0, 0.0)
     assert list(out) == [0.25, 0.75, 0.0, 0.0]  # strict: 2.0 / 1.0 = 2 is not > 2
-    assert list(rmia_scores(t_x[3:], r_x[:, 3:], np.ones((1, 1), bool), t_z, r_z, np.ones((1, 4), bool),
-                            False, 0.0, 1.0, 0.0)) == [0.25]
+    assert list(
+        rmia_scores(t_x[3:], r_x[:, 3:], np.ones((1, 1), bool), t_z, r_z, np.ones((1, 4), bool), False, 0.0, 1.0, 0.0)
+    ) == [0.25]
 
 
 def test_rmia_scores_from_references(short):
@@ -129,7 +133,7 @@ def test_rmia_rank_signal_ignores_the_loss_scale(short, monkeypatch):
     ids = short.manifest.indices("members")[:6] + short.manifest.indices("nonmembers")[:6]
     batch = AttackBatch(short.images.tensor(ids), ids)
     results = []
-    for transform in (lambda v: v, lambda v: 10 * v, lambda v: v ** 2):
+    for transform in (lambda v: v, lambda v: 10 * v, lambda v: v**2):
         original = rmia_module.denoising_losses
         monkeypatch.setattr(rmia_module, "denoising_losses", lambda *a, f=transform, o=original, **k: f(o(*a, **k)))
         attack = build_attack("rmia", {"references": 2, "draws": 1, "a": 0.3})
@@ -144,22 +148,26 @@ def test_rmia_rank_signal_ignores_the_loss_scale(short, monkeypatch):
 def _official_get_rmia_out_signals(all_signals, all_memberships, target_model_idx, num_reference_models):
     """ml_privacy_meter attacks.py get_rmia_out_signals, written out again here."""
     paired = target_model_idx + 1 if target_model_idx % 2 == 0 else target_model_idx - 1
-    columns = [i for i in range(all_signals.shape[1]) if i not in (target_model_idx, paired)][: 2 * num_reference_models]
+    columns = [i for i in range(all_signals.shape[1]) if i not in (target_model_idx, paired)][
+        : 2 * num_reference_models
+    ]
     out_signals = all_signals[:, columns] * ~all_memberships[:, columns]
     return -np.sort(-out_signals, axis=1)[:, :num_reference_models]
 
 
-def _official_run_rmia(target_model_idx, all_signals, population_signals, all_memberships, num_reference_models,
-                       offline_a):
+def _official_run_rmia(
+    target_model_idx, all_signals, population_signals, all_memberships, num_reference_models, offline_a
+):
     """ml_privacy_meter attacks.py run_rmia, written out again here."""
     target_signals = all_signals[:, target_model_idx]
     mean_x = (1 + offline_a) / 2 * _official_get_rmia_out_signals(
-        all_signals, all_memberships, target_model_idx, num_reference_models).mean(1) + (1 - offline_a) / 2
+        all_signals, all_memberships, target_model_idx, num_reference_models
+    ).mean(1) + (1 - offline_a) / 2
     prob_ratio_x = target_signals.ravel() / mean_x
     z_signals = population_signals[:, target_model_idx]
     mean_z = (1 + offline_a) / 2 * _official_get_rmia_out_signals(
-        population_signals, np.zeros_like(population_signals, bool), target_model_idx,
-        num_reference_models).mean(1) + (1 - offline_a) / 2
+        population_signals, np.zeros_like(population_signals, bool), target_model_idx, num_reference_models
+    ).mean(1) + (1 - offline_a) / 2
     prob_ratio_z = z_signals.ravel() / mean_z
     return np.average(prob_ratio_x[:, None] / prob_ratio_z > 1.0, axis=1)
 
@@ -183,8 +191,18 @@ def test_rmia_equals_the_official_run_rmia():
         largest = np.argsort(-population[:, refs], axis=1)[:, :k]
         out_z = np.zeros((2 * k, n_z), bool)
         out_z[largest.T, np.arange(n_z)] = True
-        ours = rmia_scores(signals[:, :1], signals[:, refs].T[..., None], ~memberships[:, refs].T,
-                           population[:, :1], population[:, refs].T[..., None], out_z, True, a, 1.0, 0.0)
+        ours = rmia_scores(
+            signals[:, :1],
+            signals[:, refs].T[..., None],
+            ~memberships[:, refs].T,
+            population[:, :1],
+            population[:, refs].T[..., None],
+            out_z,
+            True,
+            a,
+            1.0,
+            0.0,
+        )
         assert np.array_equal(ours, official)
 
 
@@ -237,8 +255,12 @@ def test_quantile_regression_level_scores_are_the_official_rate_sweep():
     official plot_results) and for the quantile head (sorted thresholds)."""
     from scipy.special import erfinv
 
-    from diffmia.attacks.quantile_regression import (gaussian_level_scores, majority_vote, quantile_level_scores,
-                                                     quantile_levels)
+    from diffmia.attacks.quantile_regression import (
+        gaussian_level_scores,
+        majority_vote,
+        quantile_level_scores,
+        quantile_levels,
+    )
 
     rng = np.random.default_rng(0)
     levels = quantile_levels(12)
@@ -352,7 +374,9 @@ def test_references_of_a_stable_diffusion_lora_recipe(tmp_path):
     cfg = tiny_sd_recipe(tmp_path, "[{name: lora, rank: 2}]", images=32, steps=3)
     run = train_target(cfg, tmp_path / "run", progress=False)
     loaded = load_run(run.root)
-    result = run_attack(loaded, build_attack("lira", {"references": 2, "draws": 1}), tmp_path / "scores", progress=False)
+    result = run_attack(
+        loaded, build_attack("lira", {"references": 2, "draws": 1}), tmp_path / "scores", progress=False
+    )
     assert np.isfinite(result.scores.score).all() and result.info["references"]["count"] == 2
     refs = reference_models(loaded, 2, "online", seed=0)
     assert refs.cached == 2 and all((f / "adapter" / "adapter_model.safetensors").is_file() for f in refs.folders)
@@ -411,10 +435,15 @@ def test_references_under_torchrun_are_spread_over_the_processes(tmp_path):
     args = ["attack", str(run), "--attack", "lira", "--set", "references=2", "--no-progress"]
     # one torch thread everywhere: float32 sums depend on it, and 2 processes x 2 threads would oversubscribe CI's cores
     env = dict(os.environ, OMP_NUM_THREADS="1", DIFFMIA_THREADS="1", DIFFMIA_CACHE=str(tmp_path / "cache-one"))
-    subprocess.run([sys.executable, "-m", "diffmia", *args, "--out", str(tmp_path / "one")], env=env, check=True,
-                   capture_output=True)
-    done = torchrun([*args, "--out", str(tmp_path / "two")], tmp_path / "logs",
-                    env={"DIFFMIA_CACHE": str(tmp_path / "cache-two")})
+    subprocess.run(
+        [sys.executable, "-m", "diffmia", *args, "--out", str(tmp_path / "one")],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    done = torchrun(
+        [*args, "--out", str(tmp_path / "two")], tmp_path / "logs", env={"DIFFMIA_CACHE": str(tmp_path / "cache-two")}
+    )
     assert done.returncode == 0, worker_logs(done, tmp_path / "logs")
     assert (tmp_path / "one" / "lira.csv").read_bytes() == (tmp_path / "two" / "lira.csv").read_bytes()
     one = json.loads((tmp_path / "one" / "lira.json").read_text())
@@ -459,8 +488,9 @@ def test_gsa_classifier_equals_the_official_pipeline():
     assert gsa_steps(1000, 3) == [332, 665, 998]
 
 
-def _official_generate_ours(keep, scores, check_keep, check_scores, in_size=100000, out_size=100000,
-                            fix_variance=False):
+def _official_generate_ours(
+    keep, scores, check_keep, check_scores, in_size=100000, out_size=100000, fix_variance=False
+):
     """tensorflow/privacy research/mi_lira_2021 plot.py generate_ours, written out again here (scores: models x
     examples x augmentations; lower prediction = member, as its sweep reads -prediction)."""
     from scipy.stats import norm
@@ -478,7 +508,9 @@ def _official_generate_ours(keep, scores, check_keep, check_scores, in_size=1000
         std_in, std_out = np.std(dat_in, 1), np.std(dat_out, 1)
     prediction = []
     for sc in check_scores:
-        prediction.extend((-norm.logpdf(sc, mean_in, std_in + 1e-30) + norm.logpdf(sc, mean_out, std_out + 1e-30)).mean(1))
+        prediction.extend(
+            (-norm.logpdf(sc, mean_in, std_in + 1e-30) + norm.logpdf(sc, mean_out, std_out + 1e-30)).mean(1)
+        )
     return np.array(prediction)
 
 

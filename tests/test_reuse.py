@@ -1,4 +1,5 @@
 """The reuse store's split and merge (diffmia/attacks/reuse.py) on hand-made rows, without a model."""
+
 from types import SimpleNamespace
 
 from pydantic import BaseModel

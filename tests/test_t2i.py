@@ -1,5 +1,6 @@
 """Text-to-image: the captioned digits target, Stable Diffusion from a local folder, SD-MIA's perturbers and LLM
 endpoint, set-level inference, and every attack through the contract on a text-conditioned target."""
+
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -20,13 +21,15 @@ from tests.conftest import REPO, SMALL
 TINY_T2I = REPO / "configs" / "tiny-t2i.yaml"
 
 
-
 def test_text_pipeline_round_trip_and_prompts(text_run, tmp_path):
     from diffmia.targets.text import DigitsTextPipeline
 
     pipe = DigitsTextPipeline.from_pretrained(text_run.run.target, use_safetensors=True)
-    images = pipe(["a large thick upright digit seven", "a small thin left-slanted digit one"], num_inference_steps=3,
-                  generator=torch.Generator().manual_seed(0))
+    images = pipe(
+        ["a large thick upright digit seven", "a small thin left-slanted digit one"],
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert images.shape == (2, 1, 8, 8) and images.abs().max() <= 1
     pipe.save_pretrained(tmp_path / "again", safe_serialization=True)
     again = DigitsTextPipeline.from_pretrained(tmp_path / "again", use_safetensors=True)
@@ -57,8 +60,11 @@ def test_every_attack_on_a_text_target(text_run, name):
     first = out if torch.is_tensor(out) else torch.stack([out[c] for c in attack.components], 1)
     assert torch.isfinite(first).all() and first.shape[0] == 6
     split = [attack.score(target, batch(slice(0, 2))), attack.score(target, batch(slice(2, None)))]
-    again = torch.cat(split) if torch.is_tensor(out) else torch.cat(
-        [torch.stack([s[c] for c in attack.components], 1) for s in split])
+    again = (
+        torch.cat(split)
+        if torch.is_tensor(out)
+        else torch.cat([torch.stack([s[c] for c in attack.components], 1) for s in split])
+    )
     assert torch.allclose(first, again, rtol=1e-4, atol=1e-5)
 
 
@@ -132,7 +138,9 @@ def test_llm_perturber_against_a_local_stub(monkeypatch):
         assert p.stats["token_llm_unchanged"] == 3 and p.stats["token_gave_up"] == 2
         assert StubLLM.seen[0] == ("stub-model", "Bearer secret") and len(StubLLM.seen) == 7
         # a closed vocabulary: a rewrite with unknown words is refused too
-        closed = LLMPerturber(f"http://127.0.0.1:{server.server_port}/v1", "m", vocabulary={"a", "large", "digit", "seven"})
+        closed = LLMPerturber(
+            f"http://127.0.0.1:{server.server_port}/v1", "m", vocabulary={"a", "large", "digit", "seven"}
+        )
         assert closed.perturb("a large digit seven", "style") is None and closed.stats["style_llm_unknown_words"] == 3
     finally:
         server.shutdown()
@@ -218,10 +226,13 @@ def test_llm_perturber_has_an_overall_deadline_and_a_reply_cap():
         server.shutdown()
 
 
-@pytest.mark.parametrize("url, message", [
-    ("http://llm.example.com/v1", "plain http to another machine"),
-    ("ftp://127.0.0.1/v1", "not an http\(s\) URL"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("http://llm.example.com/v1", "plain http to another machine"),
+        ("ftp://127.0.0.1/v1", r"not an http\(s\) URL"),
+    ],
+)
 def test_llm_endpoint_must_be_https_unless_local(url, message):
     from diffmia.config import ConfigError
 
@@ -249,17 +260,39 @@ def make_tiny_sd(folder, captions):
     torch.manual_seed(0)
     tokenizer = build_tokenizer(captions, 12)
     text = build_text_encoder(len(tokenizer), 16, 1, 2, 12)
-    unet = UNet2DConditionModel(sample_size=4, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=16,
-                                norm_num_groups=4, attention_head_dim=4)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 16),
-                        latent_channels=4, norm_num_groups=4, sample_size=8)
+    unet = UNet2DConditionModel(
+        sample_size=4,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        norm_num_groups=4,
+        attention_head_dim=4,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=8,
+    )
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
-    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                            safety_checker=None, feature_extractor=None, requires_safety_checker=False
-                            ).save_pretrained(folder, safe_serialization=True)
+    StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(folder, safe_serialization=True)
 
 
 def tiny_sd_recipe(tmp_path, defenses: str, images: int = 24, steps: int = 4):
@@ -269,11 +302,20 @@ def tiny_sd_recipe(tmp_path, defenses: str, images: int = 24, steps: int = 4):
     data = make_imagefolder(tmp_path / "imgs", n=images, size=(16, 16))
     captions = [json.loads(x)["text"] for x in (data / "metadata.jsonl").read_text().splitlines()]
     make_tiny_sd(tmp_path / "sd", captions)
-    return load_config(TINY_T2I, [
-        "model.kind=stable-diffusion", f"model.pretrained={tmp_path / 'sd'}", "data.dataset=imagefolder",
-        f"data.path={data}", "data.resolution=8", "data.members=8", "data.nonmembers=8", f"train.steps={steps}",
-        f"defenses={defenses}",
-    ])
+    return load_config(
+        TINY_T2I,
+        [
+            "model.kind=stable-diffusion",
+            f"model.pretrained={tmp_path / 'sd'}",
+            "data.dataset=imagefolder",
+            f"data.path={data}",
+            "data.resolution=8",
+            "data.members=8",
+            "data.nonmembers=8",
+            f"train.steps={steps}",
+            f"defenses={defenses}",
+        ],
+    )
 
 
 @pytest.mark.parametrize("defenses", ["[]", "[{name: lora, rank: 2}]"])
@@ -306,8 +348,21 @@ def test_cli_samples_a_text_target_from_prompts(text_run, tmp_path, tiny_run):
     from diffmia.cli import app
 
     runner = CliRunner()
-    ok = runner.invoke(app, ["sample", str(text_run.run.root), "--n", "4", "--steps", "2", "--prompt",
-                             "a large digit seven", "--out", str(tmp_path / "g.png")])
+    ok = runner.invoke(
+        app,
+        [
+            "sample",
+            str(text_run.run.root),
+            "--n",
+            "4",
+            "--steps",
+            "2",
+            "--prompt",
+            "a large digit seven",
+            "--out",
+            str(tmp_path / "g.png"),
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     bad = runner.invoke(app, ["sample", str(tiny_run), "--prompt", "a digit", "--out", str(tmp_path / "h.png")])
     assert bad.exit_code == 2 and "unconditional target" in bad.output
@@ -325,19 +380,38 @@ def make_tiny_captioner(folder, words):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(words)
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     cfg = BlipConfig(
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=4,
-                           image_size=16, patch_size=8),
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-                         num_attention_heads=4, encoder_hidden_size=32, bos_token_id=2, sep_token_id=3,
-                         eos_token_id=3, pad_token_id=0, max_position_embeddings=32),
-        projection_dim=16)
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            image_size=16,
+            patch_size=8,
+        ),
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            encoder_hidden_size=32,
+            bos_token_id=2,
+            sep_token_id=3,
+            eos_token_id=3,
+            pad_token_id=0,
+            max_position_embeddings=32,
+        ),
+        projection_dim=16,
+    )
     torch.manual_seed(0)
     model = BlipForConditionalGeneration(cfg)
     with torch.no_grad():
         model.text_decoder.cls.predictions.bias[:5] = -100.0
     model.save_pretrained(folder)
-    BlipProcessor(image_processor=ImageProcessor(size={"height": 16, "width": 16}),
-                  tokenizer=BertTokenizer(str(folder / "vocab.txt"))).save_pretrained(folder)
+    BlipProcessor(
+        image_processor=ImageProcessor(size={"height": 16, "width": 16}),
+        tokenizer=BertTokenizer(str(folder / "vocab.txt")),
+    ).save_pretrained(folder)
 
 
 def make_tiny_clip_text(folder, captions):
@@ -347,10 +421,20 @@ def make_tiny_clip_text(folder, captions):
 
     tokenizer = build_tokenizer(captions, 16)
     torch.manual_seed(0)
-    CLIPTextModelWithProjection(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        max_position_embeddings=16, projection_dim=8, pad_token_id=0, bos_token_id=2, eos_token_id=3,
-    )).save_pretrained(folder)
+    CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            projection_dim=8,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        )
+    ).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
 
@@ -363,7 +447,9 @@ def test_sd_mia_with_a_local_captioner_and_text_features(text_run, tmp_path):
     make_tiny_clip_text(tmp_path / "clip-text", captions)
     with pytest.raises(ConfigError, match="captioner_path needs text_features_path"):
         build_attack("sd_mia", {"captioner_path": str(tmp_path / "blip")})
-    missing = build_attack("sd_mia", {"captioner_path": str(tmp_path / "nope"), "text_features_path": str(tmp_path / "clip-text")})
+    missing = build_attack(
+        "sd_mia", {"captioner_path": str(tmp_path / "nope"), "text_features_path": str(tmp_path / "clip-text")}
+    )
     with pytest.raises(ConfigError, match="config.json missing"):
         missing.prepare(text_run, tmp_path / "cache")
 

@@ -55,11 +55,24 @@ def test_utility_over_two_processes_is_identical_to_one(tiny_run, tmp_path):
 
     from tests.launch import torchrun, worker_logs
 
-    sets = ["--set", "samples=40", "--set", "batch_size=16", "--set", "sample_steps=3", "--set", "classifier_epochs=2",
-            "--no-progress"]
+    sets = [
+        "--set",
+        "samples=40",
+        "--set",
+        "batch_size=16",
+        "--set",
+        "sample_steps=3",
+        "--set",
+        "classifier_epochs=2",
+        "--no-progress",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", DIFFMIA_THREADS="1")
-    subprocess.run([sys.executable, "-m", "diffmia", "utility", str(tiny_run), "--out", str(tmp_path / "one.json"),
-                    *sets], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "diffmia", "utility", str(tiny_run), "--out", str(tmp_path / "one.json"), *sets],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     done = torchrun(["utility", str(tiny_run), "--out", str(tmp_path / "two.json"), *sets], tmp_path / "logs")
     assert done.returncode == 0, worker_logs(done, tmp_path / "logs")
     one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
@@ -71,8 +84,15 @@ def test_utility_over_two_processes_is_identical_to_one(tiny_run, tmp_path):
 def save_tiny_clip(path):
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8, projection_dim=16)
+    cfg = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=16,
+    )
     torch.manual_seed(0)
     CLIPVisionModelWithProjection(cfg).save_pretrained(path)
 
@@ -80,8 +100,9 @@ def save_tiny_clip(path):
 def save_tiny_dinov2(path):
     from transformers import Dinov2Config, Dinov2Model
 
-    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                       image_size=28, patch_size=7)
+    cfg = Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=28, patch_size=7
+    )
     torch.manual_seed(0)
     Dinov2Model(cfg).save_pretrained(path)
 
