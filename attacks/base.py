@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from diffmia.attacks import ATTACKS
 from diffmia.config import validate
-from diffmia.registry import Registry
 from diffmia.targets.target import Target, add_noise, ddim_move  # noqa: F401 - re-exported for attacks
 
 
@@ -53,6 +53,10 @@ class Attack:
     Params: ClassVar[type[AttackParams]]
     needs_captions: ClassVar[bool] = False  # only for text-conditioned targets
     needs_references: ClassVar[bool] = False  # trains reference models (the same recipe on other data) in prepare()
+    # What `diffmia audit` does without public images: refuse the attack with this reason (needs_public), or run it
+    # with these parameters instead (without_public); neither: the attack needs no public images.
+    needs_public: ClassVar[str | None] = None
+    without_public: ClassVar[dict[str, Any] | None] = None
     # Attacks whose final score needs population statistics return named components from score() and turn them
     # into the score in combine(frame), fitting anything they fit on the calibration rows only.
     components: tuple[str, ...] = ()
@@ -120,9 +124,6 @@ def per_sample_noise(ids: Sequence[int], shape: Sequence[int], seed: int, draw: 
         state = np.random.SeedSequence([int(seed), int(i), int(draw)]).generate_state(1, dtype=np.uint64)[0]
         rows.append(torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(state >> 1))))
     return torch.stack(rows)
-
-
-ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:

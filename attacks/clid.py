@@ -62,6 +62,7 @@ def _loss(target, x_t, t, captions, eps) -> torch.Tensor:
 @register_attack
 class CLiD(Attack):
     name = "clid"
+    without_public = {"importance_images": 0}  # words in caption order instead of ranked on public images
     access = "gray-box"
     paper = "Zhai et al., CLiD, arXiv 2405.14800"
     Params = CLiDParams

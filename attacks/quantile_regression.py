@@ -128,6 +128,7 @@ def regressor_input(images: torch.Tensor) -> torch.Tensor:
 @register_attack
 class QuantileRegression(Attack):
     name = "quantile_regression"
+    needs_public = "trains on public non-members: give --public FOLDER"
     access = "gray-box"
     paper = (
         "Bertran et al., quantile-regression MIA, arXiv 2307.03694 (official code amazon-science/quantile-mia); "

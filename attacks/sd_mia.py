@@ -100,6 +100,10 @@ def fit_official(frame: pd.DataFrame, calibration: np.ndarray) -> tuple[np.ndarr
 @register_attack
 class SDMIA(Attack):
     name = "sd_mia"
+    needs_public = (
+        "its default image features are a classifier trained on public images: give --public FOLDER (or run "
+        "`diffmia attack` with image_features=clip and a local CLIP)"
+    )
     access = "black-box"
     paper = "SD-MIA: cross-modal text perturbation, arXiv 2605.27020 (CVPR 2026)"
     Params = SDMIAParams

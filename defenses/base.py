@@ -20,7 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from diffmia.config import ConfigError, validate
-from diffmia.registry import Registry
+from diffmia.defenses import DEFENSES
 
 
 class DefenseParams(BaseModel):
@@ -77,7 +77,6 @@ class Defense:
         return {"name": self.name, **self.params.model_dump(mode="json")}
 
 
-DEFENSES: Registry[type[Defense]] = Registry("defense")
 STAGE_ORDER = {"data": 0, "model": 1, "step": 2, "privacy": 3}
 
 

@@ -127,7 +127,7 @@ class PrivateTraining:
                     f"; raise epsilon or delta, or train fewer steps ({exc})"
                 ) from None
         # force_functorch: opacus' hook-based per-sample gradients come out zero or wrong for the conv layers that
-        # follow diffusers' attention blocks (measured here against torch.func; tests/test_defenses.py checks it);
+        # follow diffusers' attention blocks (measured here against torch.func; tests/defenses/test_contract.py checks it);
         # the functorch path is exact for every layer, at about 1.4x the cost of the hooks.
         self.model = GradSampleModule(model, loss_reduction="mean", force_functorch=True)
         self.world, self.rank = world, rank

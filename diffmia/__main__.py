@@ -1,3 +1,6 @@
+"""`python -m diffmia` (what torchrun and accelerate launch run): the command line."""
+
 from diffmia.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -239,20 +239,11 @@ def plan_attacks(
                 )
             )
             continue
-        if name == "quantile_regression" and not has_public:
-            skipped.append((name, "trains on public non-members: give --public FOLDER"))
+        if not has_public and cls.needs_public:
+            skipped.append((name, cls.needs_public))
             continue
-        if name == "sd_mia" and not has_public:
-            skipped.append(
-                (
-                    name,
-                    "its default image features are a classifier trained on public images: give --public "
-                    "FOLDER (or run `diffmia attack` with image_features=clip and a local CLIP)",
-                )
-            )
-            continue
-        if name == "clid" and not has_public:
-            params = {"importance_images": 0}  # words in caption order instead of ranked on public images
+        if not has_public and cls.without_public:
+            params = dict(cls.without_public)
         run.append((name, params))
     return run, skipped
 

@@ -10,6 +10,8 @@ from typing import Callable, List, Optional
 
 import typer
 
+from diffmia.attacks import ATTACKS  # the names alone: no torch
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -51,29 +53,12 @@ def main_options(
     """diffmia: does this diffusion training recipe leak which images it was trained on?"""
     from diffmia import parallel
 
-    try:
-        parallel.configure(threads, jobs)
+    try:  # a help request prints and exits: no torch to configure (start-up time)
+        parallel.configure(threads, jobs, apply="--help" not in sys.argv[1:])
     except ValueError as exc:  # a bad DIFFMIA_THREADS / DIFFMIA_JOBS in the environment
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
-
-# the registered attacks, for --help without importing torch (tests/test_cli.py checks it against the registry)
-ATTACK_NAMES = (
-    "clid",
-    "gsa",
-    "lira",
-    "naive_loss",
-    "noise_aggregation",
-    "pia",
-    "pian",
-    "quantile_regression",
-    "rediffuse",
-    "rmia",
-    "sd_mia",
-    "secmi",
-    "sima",
-)
 
 SetOption = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set train.steps=500 (repeatable).")
 
@@ -346,7 +331,7 @@ def attack(
         "--attack",
         "-a",
         help="Attack name, or 'all' for every gray-box attack that "
-        "fits the target and needs no reference models. Attacks: " + ", ".join(ATTACK_NAMES) + ".",
+        "fits the target and needs no reference models. Attacks: " + ", ".join(ATTACKS.names()) + ".",
     ),
     set_: Optional[List[str]] = SetOption,
     tune_: Optional[List[str]] = typer.Option(

@@ -69,14 +69,18 @@ def jobs() -> int:
     return _positive(JOBS_ENV, value) if value else 1
 
 
-def configure(threads_: int | None = None, jobs_: int | None = None) -> None:
-    """Record the choices in the environment (so worker processes inherit them) and apply the thread count."""
+def configure(threads_: int | None = None, jobs_: int | None = None, apply: bool = True) -> None:
+    """Record the choices in the environment (so worker processes inherit them) and apply the thread count to torch
+    (unless `apply` is False: nothing imports torch then)."""
     if threads_ is not None:
         os.environ[THREADS_ENV] = str(_positive("--threads", threads_))
     if jobs_ is not None:
         os.environ[JOBS_ENV] = str(_positive("--jobs", jobs_))
     jobs()  # a bad value in the environment is refused here, before any work
-    set_threads()
+    if apply:
+        set_threads()
+    else:
+        threads()  # validated all the same
 
 
 def set_threads(n: int | None = None) -> int:

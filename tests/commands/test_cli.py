@@ -76,9 +76,7 @@ def test_attack_tune_and_evaluate_one_run(tmp_path):
 
 def test_attack_help_lists_every_registered_attack():
     from diffmia.attacks import ATTACKS
-    from diffmia.cli import ATTACK_NAMES
 
-    assert tuple(sorted(ATTACKS.names())) == ATTACK_NAMES
     result = CliRunner().invoke(app, ["attack", "--help"], env={"COLUMNS": "400"})
-    assert all(name in result.output for name in ATTACK_NAMES)
+    assert all(name in result.output for name in ATTACKS.names())
     assert CliRunner().invoke(app, ["--version"]).output.startswith("diffmia ")

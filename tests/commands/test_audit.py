@@ -146,7 +146,7 @@ def test_bad_audit_inputs_are_refused_by_file(elsewhere, tmp_path, case):
 
 
 def test_a_tiny_stable_diffusion_folder_audited_black_box(tmp_path):
-    from tests.test_t2i import make_tiny_sd
+    from tests.targets.test_t2i import make_tiny_sd
 
     rng = np.random.default_rng(1)
     for role, count in (("members", 8), ("nonmembers", 8)):

@@ -297,7 +297,7 @@ def make_tiny_sd(folder, captions):
 
 def tiny_sd_recipe(tmp_path, defenses: str, images: int = 24, steps: int = 4):
     """A tiny random Stable Diffusion folder and a recipe fine-tuning it on a tiny captioned image folder."""
-    from tests.test_data import make_imagefolder
+    from tests.targets.test_data import make_imagefolder
 
     data = make_imagefolder(tmp_path / "imgs", n=images, size=(16, 16))
     captions = [json.loads(x)["text"] for x in (data / "metadata.jsonl").read_text().splitlines()]
@@ -477,7 +477,7 @@ def test_sd_mia_with_a_local_captioner_and_text_features(text_run, tmp_path):
     again, _ = scores({**small, "captioner_path": str(tmp_path / "blip")})
     assert torch.equal(again, capt)  # greedy decoding: deterministic
     # CLIP image features from a local folder in place of the digits classifier
-    from tests.test_utility import save_tiny_clip
+    from tests.evaluate.test_utility import save_tiny_clip
 
     save_tiny_clip(tmp_path / "clip-vision")
     clip, _ = scores({**small, "image_features": "clip", "image_features_path": str(tmp_path / "clip-vision")})

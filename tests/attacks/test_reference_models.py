@@ -369,7 +369,7 @@ def test_canaries_are_bookkept_trained_and_scored(tmp_path):
 
 def test_references_of_a_stable_diffusion_lora_recipe(tmp_path):
     """The same code path for latent text-to-image recipes: a tiny random SD folder, LoRA, online references."""
-    from tests.test_t2i import tiny_sd_recipe
+    from tests.targets.test_t2i import tiny_sd_recipe
 
     cfg = tiny_sd_recipe(tmp_path, "[{name: lora, rank: 2}]", images=32, steps=3)
     run = train_target(cfg, tmp_path / "run", progress=False)

@@ -38,8 +38,14 @@ def test_every_defense_has_contract_params():
 
 @pytest.mark.parametrize("name", sorted(PARAMS))
 def test_contract(tmp_path, name):
-    entry = {"name": name, **PARAMS[name]}
-    recipe = TINY.with_name("tiny-t2i.yaml") if name in TEXT_ONLY else TINY
+    check_defense_contract(tmp_path, name, PARAMS[name], text=name in TEXT_ONLY)
+
+
+def check_defense_contract(tmp_path, name: str, params: dict, text: bool = False) -> None:
+    """What every defense (built-in or plugin) must do: train the tiny recipe with 16 canaries, record itself, give a
+    target that loads and answers, route the canaries like members, and train to the same weights twice."""
+    entry = {"name": name, **params}
+    recipe = TINY.with_name("tiny-t2i.yaml") if text else TINY
     cfg = load_config(
         recipe, [f"defenses=[{json.dumps(entry)}]", "train.steps=8", "train.checkpoint_every=4", "data.canaries=16"]
     )

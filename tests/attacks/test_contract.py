@@ -19,7 +19,7 @@ def batch_of(loaded, ids):
     return AttackBatch(loaded.images.tensor(ids), ids)
 
 
-PIXEL_ATTACKS = [n for n in ATTACKS.names() if not ATTACKS.get(n).needs_captions]  # the rest: tests/test_t2i.py
+PIXEL_ATTACKS = [n for n in ATTACKS.names() if not ATTACKS.get(n).needs_captions]  # the rest: tests/targets/test_t2i.py
 
 
 def test_text_only_attacks_are_few():
@@ -28,7 +28,13 @@ def test_text_only_attacks_are_few():
 
 @pytest.mark.parametrize("name", PIXEL_ATTACKS)
 def test_contract(loaded, name):
-    attack = build_attack(name, SMALL.get(name), seed=3)
+    check_attack_contract(loaded, name, SMALL.get(name))
+
+
+def check_attack_contract(loaded, name: str, params: dict | None = None) -> None:
+    """What every attack (built-in or plugin) must do on a trained target: finite scores, one per image, the queries
+    it declares, the same scores whatever the batch split, and scores that depend on the images."""
+    attack = build_attack(name, params, seed=3)
     assert attack.access in {"white-box", "gray-box", "black-box"} and attack.paper
     ids = loaded.manifest.indices("members")[:5] + loaded.manifest.indices("nonmembers")[:5]
     target = loaded.target
