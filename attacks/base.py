@@ -47,6 +47,20 @@ def batch_of(loaded, ids: Sequence[int]) -> AttackBatch:
 
 
 class Attack:
+    """A membership-inference attack: validated parameters and one score per image, higher = more likely a member.
+
+    Subclasses set `name`, `access` ("white-box", "gray-box" or "black-box"), `paper` and `Params`, and implement
+    `queries_per_sample` and `score`; the runner batches, shards, counts queries against the declaration and writes
+    the score files.
+
+    Args:
+        params: The attack's parameters (a dict is validated against `Params`; unknown keys are refused).
+        seed: Seeds every random draw, per image and draw (`noise`), so scores do not depend on batching.
+
+    Raises:
+        ConfigError: A parameter is unknown, out of range, or inconsistent with another (`check`).
+    """
+
     name: ClassVar[str]
     access: ClassVar[str]  # "white-box" (weights), "gray-box" (needs eps_theta) or "black-box" (generations only)
     paper: ClassVar[str]
@@ -72,6 +86,14 @@ class Attack:
         """Cross-field checks that need the parameters together (raise ConfigError)."""
 
     def queries_per_sample(self, target: Target) -> int:
+        """Denoiser calls per audited image (checked against the target's counter on every run).
+
+        Args:
+            target: The target the attack will score.
+
+        Returns:
+            The number of model calls `score` makes per image.
+        """
         raise NotImplementedError
 
     def timesteps_used(self) -> list[int]:
@@ -91,13 +113,32 @@ class Attack:
         return 0
 
     def score(self, target: Target, batch: AttackBatch) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Score a batch of images.
+
+        Args:
+            target: The audited model, through the `Target` interface only.
+            batch: Images in [-1, 1], their dataset indices (which seed the noise) and captions for text targets.
+
+        Returns:
+            A float32 tensor (B,) of scores, higher = more likely a member; or, for attacks with `components`, a
+            dict of named (B,) tensors that `combine` turns into scores.
+        """
         raise NotImplementedError
 
     def prepare(self, loaded, cache_dir) -> None:
         """Called once before scoring with the loaded run (its public split is the attacker's auxiliary data)."""
 
     def combine(self, frame) -> "np.ndarray":
-        """From the component columns of all audited images to one score each (component attacks only)."""
+        """From the component columns of all audited images to one score each (component attacks only).
+
+        Args:
+            frame: A pandas DataFrame with one row per audited image: `sample_id`, `source`, `split` ("calibration",
+                "test" or "canary"), `is_member` and the columns named in `components`. Anything fitted must be
+                fitted on the calibration rows only.
+
+        Returns:
+            One score per row, in the frame's order.
+        """
         raise NotImplementedError
 
     def extra_info(self) -> dict[str, Any]:

@@ -40,6 +40,18 @@ class DefenseContext:
 
 
 class Defense:
+    """A change to the training recipe at one stage of the training loop, with a strength to sweep.
+
+    Subclasses set `name`, `paper`, `Params` and `stage` ("data", "model", "step" or "privacy") and override the
+    hook of their stage; the others pass everything through unchanged.
+
+    Args:
+        params: The defense's parameters (a dict is validated against `Params`; unknown keys are refused).
+
+    Raises:
+        ConfigError: A parameter is unknown or out of range.
+    """
+
     name: ClassVar[str]
     paper: ClassVar[str]
     Params: ClassVar[type[DefenseParams]]
@@ -54,13 +66,41 @@ class Defense:
     def training_set(
         self, x: torch.Tensor, origins: np.ndarray, ctx: DefenseContext
     ) -> tuple[torch.Tensor, np.ndarray]:
+        """Stage "data": the images trained on.
+
+        Args:
+            x: The training images, (N, C, H, W) in [-1, 1] (members, injected duplicates, IN canaries).
+            origins: The dataset index each row came from, (N,).
+            ctx: The recipe, images and manifest; record what the defense did in `ctx.report`.
+
+        Returns:
+            The images to train on and their origins (a defense that removes rows removes both).
+        """
         return x, origins
 
     def build_model(self, model: torch.nn.Module, ctx: DefenseContext) -> torch.nn.Module:
+        """Stage "model": the network before training (wrap it, or replace its initial weights).
+
+        Args:
+            model: The freshly built denoiser.
+            ctx: The recipe, images, manifest and the cache folder (for a base trained once and shared).
+
+        Returns:
+            The model the loop trains.
+        """
         return model
 
     def perturb(self, x0: torch.Tensor, noise: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(clean images, noise used to build x_t). The loss target stays the original noise."""
+        """Stage "step": per training step, the clean images and the noise that builds x_t.
+
+        Args:
+            x0: The batch of clean images.
+            noise: The noise drawn for the batch; the loss target stays this original noise.
+            gen: The loop's seeded generator: draw every random number from it.
+
+        Returns:
+            (images, noise) used to build x_t.
+        """
         return x0, noise
 
     def perturb_captions(self, ids: torch.Tensor, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Write constraints.txt: the exact versions installed here of diffmia's dependency closure (with the test extra),
+"""Write constraints.txt: the exact versions installed here of diffmia's dependency closure (with the test and docs extras),
 so that the README's two commands (`pip install ... -c constraints.txt`) give a newcomer the versions its figures came
 from. Run after changing a dependency: python scripts/lock_constraints.py"""
 
@@ -30,13 +30,13 @@ def closure(name: str, extras: tuple[str, ...] = ()) -> dict[str, str]:
                 f'extra == "{e}"' in marker or f"extra == '{e}'" in marker for e in want
             ):
                 continue
-            dep = re.match(r"\s*([A-Za-z0-9_.-]+)", spec).group(1)
-            todo.append((dep, ()))
+            match = re.match(r"\s*([A-Za-z0-9_.-]+)(?:\[([^\]]+)\])?", spec)
+            todo.append((match.group(1), tuple(e.strip() for e in (match.group(2) or "").split(",") if e.strip())))
     return seen
 
 
 def main() -> None:
-    versions = closure("diffmia", ("test",))
+    versions = closure("diffmia", ("test", "docs"))
     for build_only in ("diffmia", "setuptools", "pip", "wheel"):
         versions.pop(build_only, None)
     lines = [f"{name}=={version.split('+')[0]}" for name, version in sorted(versions.items())]

@@ -49,7 +49,16 @@ def ddim_move(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar_from: float, alpha
 
 
 class Target:
-    """Base class. Subclasses implement `_forward`; everything else here is shared."""
+    """A diffusion model as attacks see it: noise predictions, encoding, generation, and a counter of every call.
+
+    Every target kind (pixel UNet, text-conditioned UNet, Stable Diffusion) subclasses it and implements `_forward`
+    and `sample_shape`; attacks use only the methods below, so an attack runs on every kind of target.
+
+    Args:
+        noise_scheduler: The diffusers DDPM scheduler the model was trained with (its `alphas_cumprod` fix the noise
+            levels attacks query at).
+        device: Where the denoiser runs; inputs and outputs of every call are on the CPU.
+    """
 
     latent: bool = False
     conditional: bool = False
@@ -67,7 +76,16 @@ class Target:
     def predict_noise(
         self, x_t: torch.Tensor, t: int | torch.Tensor, cond: Sequence[str] | None = None
     ) -> torch.Tensor:
-        """eps_theta(x_t, t[, cond]) for a batch; `t` is an int or a (B,) tensor of timesteps. Counted."""
+        """The model's noise prediction eps_theta(x_t, t[, cond]) for a batch; one counted query per image.
+
+        Args:
+            x_t: Noised samples, (B, *sample_shape), in the space the diffusion runs in (see `encode`).
+            t: One timestep for the whole batch, or a (B,) tensor of timesteps.
+            cond: One caption per image for text-conditioned targets, else None.
+
+        Returns:
+            The predicted noise, (B, *sample_shape), float32 on the CPU.
+        """
         if isinstance(t, int) or (torch.is_tensor(t) and t.ndim == 0):
             t = torch.full((len(x_t),), int(t), dtype=torch.long)
         self.queries.add(len(x_t))
@@ -133,13 +151,16 @@ class Target:
         return torch.stack(out)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] -> the space the diffusion runs in (identity for pixel models)."""
+        """Images in [-1, 1], (B, C, H, W) -> the space the diffusion runs in (identity for pixel models, the VAE's
+        scaled latents for latent ones)."""
         return images
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """The inverse of `encode`: samples of the diffusion space -> images in [-1, 1]."""
         return latents
 
     def alpha_bar(self, t: int) -> float:
+        """The cumulative signal level abar_t of the training schedule: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
         return float(self.alphas_cumprod[int(t)])
 
     def timestep_for_sigma(self, sigma: float) -> int:
@@ -160,8 +181,25 @@ class Target:
         initial_noise: torch.Tensor | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Draw `n` images in [-1, 1] (DDIM with eta=0, or ancestral DDPM), every denoising call counted.
-        Text-conditioned targets use classifier-free guidance when guidance_scale != 1 (two calls per step)."""
+        """Draw `n` images (DDIM with eta=0, or ancestral DDPM), every denoising call counted.
+
+        Args:
+            n: Number of images.
+            prompts: One caption per image (text-conditioned targets), else None.
+            steps: Sampling steps.
+            sampler: "ddim" or "ddpm".
+            generator: Seeds the initial noise (and DDPM's steps); default seed 0.
+            batch_size: Images denoised at once.
+            guidance_scale: Classifier-free guidance for text targets (two calls per step when not 1).
+            initial_noise: Per-image starting noise (attacks seed it per image), instead of the generator's.
+            progress: Show a progress bar.
+
+        Returns:
+            Images in [-1, 1], (n, C, H, W).
+
+        Raises:
+            ValueError: An unknown sampler, or a number of prompts other than `n`.
+        """
         if sampler not in ("ddim", "ddpm"):
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
         if prompts is not None and len(prompts) != n:
@@ -207,8 +245,19 @@ class Target:
         prompts: Sequence[str] | None = None,
         guidance_scale: float = 1.0,
     ) -> torch.Tensor:
-        """Image variation (img2img): noise `images` to `timestep` with `noise` (shaped like the encoded images,
-        i.e. (B, *sample_shape)), then DDIM back to 0 in `steps` steps. Every denoiser call is counted."""
+        """Image variation (img2img): noise `images` to `timestep`, then DDIM back to 0. Every call is counted.
+
+        Args:
+            images: Images in [-1, 1], (B, C, H, W).
+            timestep: How far to noise them.
+            steps: DDIM steps back to t = 0.
+            noise: The noise, shaped like the encoded images, (B, *sample_shape).
+            prompts: One caption per image (text-conditioned targets), else None.
+            guidance_scale: Classifier-free guidance for text targets.
+
+        Returns:
+            The varied images in [-1, 1], (B, C, H, W).
+        """
         x = add_noise(self, self.encode(images), noise, timestep)
         ts = [int(round(timestep * (1 - i / steps))) for i in range(steps)] + [-1]
         for cur, nxt in zip(ts[:-1], ts[1:]):
