@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from diffmia.attacks import ATTACKS
-from diffmia.config import validate
+from diffmia.core.config import validate
 from diffmia.targets.target import Target, add_noise, ddim_move  # noqa: F401 - re-exported for attacks
 
 

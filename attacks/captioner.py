@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffmia.config import ConfigError
+from diffmia.core.config import ConfigError
 
 
 class ImageCaptioner:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from diffmia.config import ConfigError
+from diffmia.core.config import ConfigError
 
 from .base import AttackBatch, AttackParams, batch_of, register_attack
 from .reference_attack import ReferenceAttack

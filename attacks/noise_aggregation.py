@@ -24,7 +24,7 @@ from typing import Literal, Optional
 import torch
 from pydantic import Field
 
-from diffmia.config import ConfigError
+from diffmia.core.config import ConfigError
 
 from .base import Attack, AttackBatch, AttackParams, add_noise, ddim_move, register_attack
 

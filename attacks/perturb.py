@@ -32,7 +32,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from diffmia.config import ConfigError
+from diffmia.core.config import ConfigError
 from diffmia.targets.captions import DIGIT_NAMES, STYLE_WORDS
 from diffmia.targets.captions import SYNONYMS as CAPTION_SYNONYMS
 

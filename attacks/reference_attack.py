@@ -10,8 +10,8 @@ from typing import Callable
 
 import numpy as np
 
-from diffmia import parallel
-from diffmia.config import ConfigError
+from diffmia.core import parallel
+from diffmia.core.config import ConfigError
 
 from .base import Attack
 

@@ -17,10 +17,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from diffmia import parallel
-from diffmia.config import ConfigError
-from diffmia.devices import resolve_batch_size
-from diffmia.io import atomic_path, spreadsheet_safe, write_json
+from diffmia.core import parallel
+from diffmia.core.config import ConfigError
+from diffmia.core.devices import resolve_batch_size
+from diffmia.core.io import atomic_path, spreadsheet_safe, write_json
 from diffmia.targets.runs import LoadedRun
 
 from .base import Attack, batch_of
@@ -112,7 +112,7 @@ def run_attack(
 ) -> AttackResult:
     """Score every audited image (and canary) of `loaded` with `attack`. Rows `known` already holds for this attack
     (the chosen candidate's calibration rows from tuning, a cell scored before) are written, not computed again; the
-    rows computed here are added to it. `batch_size` None: the device's default (diffmia.devices)."""
+    rows computed here are added to it. `batch_size` None: the device's default (diffmia.core.devices)."""
     out_dir = Path(out_dir) if out_dir is not None else loaded.run.scores
     batch_size = resolve_batch_size(batch_size, "attack", loaded.target.device)
     csv_path = out_dir / f"{attack.name}.csv"
@@ -167,7 +167,7 @@ def run_attack(
             frame["score"] = attack.combine(frame)
             frame.to_csv(tmp, index=False, float_format="%.17g")
     seconds = time.time() - t0
-    from diffmia.environment import environment
+    from diffmia.core.environment import environment
 
     info = {
         "environment": environment(),

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 from pydantic import Field
 
-from diffmia.config import ConfigError
+from diffmia.core.config import ConfigError
 
 from .base import Attack, AttackBatch, AttackParams, register_attack
 from .perturb import FLOORS, LLMPerturber, RulePerturber, TextSimilarity, top_percent_mean

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from diffmia.config import ConfigError
+from diffmia.core.config import ConfigError
 
 from .base import Attack, AttackBatch, AttackParams, ddim_move, register_attack
 

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from pydantic import Field
 
-from diffmia.config import ConfigError
+from diffmia.core.config import ConfigError
 
 from .base import Attack, AttackBatch, AttackParams, register_attack
 

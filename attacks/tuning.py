@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from diffmia.devices import resolve_batch_size
+from diffmia.core.devices import resolve_batch_size
 from diffmia.evaluate.metrics import auc, rates_at, threshold_for_fpr
 
 from .base import build_attack
@@ -23,7 +23,7 @@ def check_grid(name: str, params: dict[str, Any], grid: dict[str, list], seed: i
     """Build the attack with every combination of the grid before any work, so a combination the attack refuses
     (e.g. noise aggregation's T below (k-1) x stride) stops the command at once, named, not an hour in. Returns the
     built attacks (for checks against a target)."""
-    from diffmia.config import ConfigError
+    from diffmia.core.config import ConfigError
 
     keys, built = list(grid), []
     for values in itertools.product(*(grid[k] for k in keys)):

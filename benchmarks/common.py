@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffmia.config import load_config
+from diffmia.core.config import load_config
 from diffmia.targets.runs import load_run
 from diffmia.targets.train import train_target
 

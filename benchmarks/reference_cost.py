@@ -19,8 +19,8 @@ from pathlib import Path
 
 from common import REPO, print_table
 
-from diffmia import parallel
-from diffmia.config import load_config
+from diffmia.core import parallel
+from diffmia.core.config import load_config
 from diffmia.matrix import BenchmarkConfig, run_matrix
 
 

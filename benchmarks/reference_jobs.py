@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common import REPO, print_table
 
-from diffmia.parallel import usable_cpus
+from diffmia.core.parallel import usable_cpus
 
 
 def trainings(n: int, threads: int, steps: int, config: Path, extra: list[str], work: Path) -> tuple[float, float]:

@@ -24,7 +24,7 @@ from common import ensure_run, print_table  # noqa: E402
 
 from diffmia.attacks import ATTACKS, build_attack  # noqa: E402
 from diffmia.attacks.base import batch_of  # noqa: E402
-from diffmia.environment import describe, environment  # noqa: E402
+from diffmia.core.environment import describe, environment  # noqa: E402
 
 
 def best_of(repeats: int, fn) -> float:

@@ -1,29 +1,14 @@
 """Defenses, one per file, registered by name in DEFENSES; recipes switch them on under `defenses:`.
 
-`DEFENSES` is the one list of defense names: the built-ins below (each module imported when its name is first looked
-up) and the defenses other installed packages declare in the entry-point group ``diffmia.defenses``
-(docs/guides/adding-a-defense.md).
+`DEFENSES` (diffmia.core.registries) is the one list of defense names: the built-ins (each module imported when its
+name is first looked up) and the defenses other installed packages declare in the entry-point group
+``diffmia.defenses`` (docs/guides/adding-a-defense.md).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from diffmia.registry import Registry
-
-BUILTIN = {
-    "caption_randomisation": "diffmia.defenses.text",
-    "dedup": "diffmia.defenses.dedup",
-    "dp_sgd": "diffmia.defenses.dp_sgd",
-    "dual_model": "diffmia.defenses.dual_model",
-    "image_noise": "diffmia.defenses.noise",
-    "input_perturbation": "diffmia.defenses.noise",
-    "lora": "diffmia.defenses.lora",
-    "public_base": "diffmia.defenses.public_base",
-    "text_embedding_noise": "diffmia.defenses.text",
-}
-
-DEFENSES: Registry[Any] = Registry("defense", builtin=BUILTIN, group="diffmia.defenses")
+from diffmia.core.registries import DEFENSE_MODULES as BUILTIN
+from diffmia.core.registries import DEFENSES
 
 _BASE = ("Defense", "DefenseContext", "DefenseParams", "build_defenses", "register_defense")
 __all__ = ["BUILTIN", "DEFENSES", *_BASE]

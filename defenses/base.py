@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from diffmia.config import ConfigError, validate
+from diffmia.core.config import instantiate_defenses, validate
 from diffmia.defenses import DEFENSES
 
 
@@ -125,20 +125,10 @@ def register_defense(cls: type[Defense]) -> type[Defense]:
 
 
 def build_defenses(entries: list[dict[str, Any]]) -> list[Defense]:
-    """From the recipe's `defenses:` list: [{name: ..., param: value}, ...]. At most one of each."""
-    out = []
-    for i, entry in enumerate(entries):
-        entry = dict(entry)
-        name = entry.pop("name", None)
-        if not name:
-            raise ConfigError(f"entry {i}: needs a 'name'")
-        try:
-            out.append(DEFENSES.get(name)(entry))
-        except ConfigError as exc:
-            raise ConfigError(f"entry {i}: {exc}") from None
-        except KeyError as exc:
-            raise ConfigError(f"entry {i}: {exc}") from None
-    names = [d.name for d in out]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"defenses: each defense may appear once; got {names}")
+    """From the recipe's `defenses:` list, [{name: ..., param: value}, ...], the defenses in stage order.
+
+    Raises:
+        ConfigError: An entry without a name, an unknown name or parameter, or a defense listed twice.
+    """
+    out = instantiate_defenses(entries)
     return sorted(out, key=lambda d: STAGE_ORDER[d.stage])

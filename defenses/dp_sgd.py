@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from diffmia.config import ConfigError
+from diffmia.core.config import ConfigError
 
 from .base import Defense, DefenseParams, register_defense
 

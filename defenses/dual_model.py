@@ -36,7 +36,7 @@ class DualModel(Defense):
 
     def teachers(self, ctx, run_root: Path, progress: bool = False) -> list[Path]:
         """Train (once) the two teachers; return their saved target folders."""
-        from diffmia.config import recipe_hash
+        from diffmia.core.config import recipe_hash
         from diffmia.targets.train import train_target
 
         cfg = ctx.config.model_copy(deep=True)
@@ -76,7 +76,7 @@ class DualModel(Defense):
         """Load the teachers and note which half each training row's image belongs to."""
         from diffusers import UNet2DModel
 
-        from diffmia.config import ConfigError
+        from diffmia.core.config import ConfigError
         from diffmia.targets.trainset import canary_half, member_half
 
         if ctx.config.model.kind != "unet2d":

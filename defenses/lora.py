@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from pydantic import Field
 
-from diffmia.config import ConfigError
+from diffmia.core.config import ConfigError
 
 from .base import Defense, register_defense
 from .public_base import PublicBaseParams, load_base_weights

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pydantic import Field
 
+from diffmia.core.registries import TARGETS
+
 from .base import Defense, DefenseContext, DefenseParams, register_defense
 
 
@@ -22,7 +24,7 @@ class PublicBaseParams(DefenseParams):
 
 def ensure_public_base(ctx: DefenseContext, steps: int, learning_rate: float, progress: bool = False) -> Path:
     """Train (once) the base model on the public split; return the folder of its saved target."""
-    from diffmia.config import recipe_hash
+    from diffmia.core.config import recipe_hash
     from diffmia.targets.train import train_target
 
     base_cfg = ctx.config.model_copy(deep=True)
@@ -36,7 +38,7 @@ def ensure_public_base(ctx: DefenseContext, steps: int, learning_rate: float, pr
     base_cfg.seed = ctx.manifest.seed
     key = recipe_hash(base_cfg)
     folder = ctx.cache_dir / f"public-base-{key}"
-    from diffmia.executor import claim
+    from diffmia.core.claims import claim
 
     # several workers (executor jobs, --jobs reference processes) may need the same base: one trains, the others wait
     with claim(folder.with_name(folder.name + ".claim"), wait=True):
@@ -47,9 +49,9 @@ def ensure_public_base(ctx: DefenseContext, steps: int, learning_rate: float, pr
 
 def load_base_weights(model, ctx: DefenseContext, params) -> None:
     """Copy the public base's weights into the denoiser (UNet, and the text encoder of text models)."""
-    from diffmia.targets.target import load_target
+    from diffmia.targets.kinds import load_target
 
-    if ctx.config.model.kind == "stable-diffusion":
+    if TARGETS.get(ctx.config.model.kind).pretrained:
         return  # the pretrained pipeline is the base
     folder = ensure_public_base(ctx, params.base_steps, params.base_learning_rate)
     base = load_target(folder)

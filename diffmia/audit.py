@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from diffmia.config import ConfigError, dump_config
-from diffmia.io import private_dir
+from diffmia.core.config import ConfigError, dump_config
+from diffmia.core.io import private_dir
 from diffmia.targets.data import IMAGE_SUFFIXES, DataError, ImageSet, open_image
 
 ACCESS_LEVELS = ("gray-box", "black-box", "white-box")
@@ -290,12 +290,12 @@ def audit_model(
 ) -> dict:
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import check_attack_fits, run_attack
-    from diffmia.config import TargetConfig
-    from diffmia.environment import environment
+    from diffmia.core.config import TargetConfig
+    from diffmia.core.environment import environment
+    from diffmia.core.rundir import RunDir
     from diffmia.matrix import EvaluationConfig, cell_row, write_results
-    from diffmia.rundir import RunDir
+    from diffmia.targets.kinds import load_target
     from diffmia.targets.runs import LoadedRun
-    from diffmia.targets.target import load_target
 
     if access not in ACCESS_LEVELS:
         raise ConfigError(f"--access: expected one of {', '.join(ACCESS_LEVELS)}, got {access!r}")
@@ -402,9 +402,9 @@ def recipe_for_audit(recipe: str | Path, images: ImageSet, manifest, shape: tupl
     """The team's training recipe (a diffmia target config) with its data replaced by the audited images, saved once
     in the cache under their content hash (so references are shared by every audit of the same images): reference
     models then retrain the recipe on subsets of exactly these images."""
-    from diffmia.config import load_config
+    from diffmia.core.config import load_config
+    from diffmia.core.rundir import default_cache_dir
     from diffmia.targets.data import save_npz
-    from diffmia.targets.train import default_cache_dir
 
     cfg = load_config(recipe)
     if cfg.data.resolution not in (None, shape[-1]):

@@ -11,6 +11,7 @@ from typing import Callable, List, Optional
 import typer
 
 from diffmia.attacks import ATTACKS  # the names alone: no torch
+from diffmia.core.errors import DiffmiaError
 
 app = typer.Typer(
     add_completion=False,
@@ -51,7 +52,7 @@ def main_options(
     ),
 ) -> None:
     """diffmia: does this diffusion training recipe leak which images it was trained on?"""
-    from diffmia import parallel
+    from diffmia.core import parallel
 
     try:  # a help request prints and exits: no torch to configure (start-up time)
         parallel.configure(threads, jobs, apply="--help" not in sys.argv[1:])
@@ -70,27 +71,9 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         import os
 
-        from diffmia.config import ConfigError
-        from diffmia.evaluate.features import FeatureError
-        from diffmia.evaluate.report import ReportError
-        from diffmia.registry import UnknownNameError
-        from diffmia.targets.data import DataError
-        from diffmia.targets.denoiser import ModelError
-        from diffmia.targets.runs import RunError
-        from diffmia.targets.train import TrainingError
-
         try:
             return fn(*args, **kwargs)
-        except (
-            ConfigError,
-            DataError,
-            RunError,
-            TrainingError,
-            UnknownNameError,
-            ModelError,
-            FeatureError,
-            ReportError,
-        ) as exc:
+        except DiffmiaError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         except (
@@ -118,7 +101,7 @@ INTERRUPTED = {
 
 def dotted_values(texts: Optional[List[str]]) -> dict:
     """key=value texts (--set of an attack, --slurm) as {dotted.key: YAML-typed value}."""
-    from diffmia.config import parse_override
+    from diffmia.core.config import parse_override
 
     out = {}
     for text in texts or []:
@@ -132,7 +115,7 @@ def refuse_launch(command: str, instead: str) -> None:
     clear error rather than processes that each redo the work, race on its files or wait forever on each other."""
     import os
 
-    from diffmia.config import ConfigError
+    from diffmia.core.config import ConfigError
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError(
@@ -146,7 +129,7 @@ def out_path(value: Optional[str], flag: str = "--out", file: bool = False) -> O
     written (a file where a file is), and somewhere writable."""
     import os
 
-    from diffmia.config import ConfigError
+    from diffmia.core.config import ConfigError
 
     if value is None:
         return None
@@ -177,8 +160,8 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a target: split the data, train with accelerate, save the target and the member/non-member loss gap."""
-    from diffmia.config import load_config
-    from diffmia.io import read_json
+    from diffmia.core.config import load_config
+    from diffmia.core.io import read_json
     from diffmia.targets.train import train_target
 
     out = out_path(out)
@@ -186,7 +169,7 @@ def train(
     try:
         run = train_target(cfg, out, resume=resume, progress=progress)
     except KeyboardInterrupt:
-        from diffmia.rundir import RunDir
+        from diffmia.core.rundir import RunDir
         from diffmia.targets.train import latest_checkpoint
 
         last = latest_checkpoint(RunDir(out))
@@ -197,7 +180,7 @@ def train(
             err=True,
         )
         raise typer.Exit(130) from None
-    from diffmia.parallel import finish_processes, processes
+    from diffmia.core.parallel import finish_processes, processes
 
     if processes()[1] != 0:  # under torchrun / accelerate launch: the main process reports
         finish_processes()
@@ -230,7 +213,7 @@ def sample(
     """Draw samples from a trained target and save them as a PNG grid."""
     import torch
 
-    from diffmia.config import ConfigError
+    from diffmia.core.config import ConfigError
     from diffmia.targets.images import grid_png
     from diffmia.targets.runs import load_run
 
@@ -263,12 +246,12 @@ def utility(
     """FID and KID of the target's samples against its held-out non-members, beside the floor (members against the
     same non-members). Under torchrun / accelerate launch each process draws every N-th batch of samples: the same
     images, hence the same numbers, as one process."""
-    from diffmia.config import validate
+    from diffmia.core.config import validate
+    from diffmia.core.io import write_json
+    from diffmia.core.parallel import finish_processes, processes
+    from diffmia.core.rundir import default_cache_dir
     from diffmia.evaluate.fid import UtilityConfig, compute_utility
-    from diffmia.io import write_json
-    from diffmia.parallel import finish_processes, processes
     from diffmia.targets.runs import load_run
-    from diffmia.targets.train import default_cache_dir
 
     target_file = out_path(out, file=True) or run / "utility.json"
     cfg = validate(dotted_values(set_), UtilityConfig, source="--set")
@@ -292,7 +275,7 @@ def data(
     set_: Optional[List[str]] = SetOption,
 ) -> None:
     """Make the split manifest for a recipe and show its members and non-members as PNG grids."""
-    from diffmia.config import load_config
+    from diffmia.core.config import load_config
     from diffmia.targets.data import load_dataset
     from diffmia.targets.images import grid_png
     from diffmia.targets.manifest import SplitManifest
@@ -359,7 +342,7 @@ def attack(
     --set takes the attack's parameters, e.g. --set k=5 --set aggregation=centroid."""
     from diffmia.attacks import ATTACKS, build_attack
     from diffmia.attacks.runner import run_attack
-    from diffmia.config import ConfigError, parse_override
+    from diffmia.core.config import ConfigError, parse_override
     from diffmia.evaluate.metrics import auc, rates_at, threshold_for_fpr
     from diffmia.targets.runs import load_run
 
@@ -393,7 +376,7 @@ def attack(
 
     for atk in attacks + (check_grid(attack_name, params, grid, seed) if grid else []):
         check_attack_fits(loaded, atk)
-    from diffmia.parallel import finish_processes, processes
+    from diffmia.core.parallel import finish_processes, processes
 
     if processes()[1] != 0:  # under `accelerate launch`: only the main process speaks
         typer.echo = lambda *a, **k: None  # type: ignore[assignment]
@@ -441,13 +424,13 @@ def evaluate(
     Score files written by `diffmia run` (scores/LABEL-HASH/NAME.csv) are read too, named by their label."""
     import json
 
-    from diffmia.config import ConfigError
+    from diffmia.core.config import ConfigError
+    from diffmia.core.io import write_json
+    from diffmia.core.rundir import RunDir
     from diffmia.evaluate.audit import canary_audit
     from diffmia.evaluate.metrics import evaluate_scores
     from diffmia.evaluate.scores import ScoreFileError, read_scores
     from diffmia.evaluate.setlevel import set_level
-    from diffmia.io import write_json
-    from diffmia.rundir import RunDir
     from diffmia.targets.manifest import SplitManifest
     from diffmia.targets.runs import RunError
 
@@ -536,10 +519,9 @@ def run(
     """Train every recipe, run every attack, measure FID, and write results.csv/json, plots and report.html.
 
     Finished cells are cached by a hash of their config: rerun the same command to resume after a kill."""
-    from diffmia.config import ConfigError
+    from diffmia.core.config import ConfigError
     from diffmia.evaluate.report import write_report
     from diffmia.matrix import load_benchmark, run_matrix
-    from diffmia.targets.runs import RunError
 
     refuse_launch(
         "run",
@@ -557,17 +539,14 @@ def run(
     if executor not in ("inline", "local", "slurm"):
         raise ConfigError(f"--executor: expected inline, local or slurm, got {executor!r}")
     if executor != "inline":
+        from diffmia.core.io import write_json
         from diffmia.executor import submit
-        from diffmia.io import write_json
 
         params = dotted_values(slurm)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "benchmark.json", bench.model_dump(mode="json"))
         pending = [r.name for r in bench.recipes]
-        try:
-            submit(config, list(set_ or []), pending, out, executor, log=typer.echo, slurm=params)
-        except RuntimeError as exc:
-            raise RunError(f"{exc}; rerun the same command to resume (finished cells are cached)") from None
+        submit(config, list(set_ or []), pending, out, executor, log=typer.echo, slurm=params)
         typer.echo("all jobs done; collecting the cached cells")
     results = run_matrix(bench, recipes, out, progress=progress, log=typer.echo)
     report = write_report(out, results, show_examples=show_examples) if show_examples else results["report"]
@@ -645,7 +624,7 @@ def audit(
     score files, results, exposure.csv and the report as `diffmia run` writes them. Nothing is retrained but the
     reference models of --recipe (cached, shared by every audit of the same images and recipe)."""
     from diffmia.audit import audit_model
-    from diffmia.config import ConfigError
+    from diffmia.core.config import ConfigError
 
     refuse_launch("audit", "launch `diffmia attack` on a run folder instead, or run the audit in one process")
 
@@ -697,9 +676,9 @@ def compare(
     """Paired comparison of every recipe with a baseline on the same test images: AUC and calibrated TPR@1%FPR
     differences of the strongest attacks with bootstrap intervals and p-values, the FID difference, a verdict.
     Writes compare-BASELINE.csv into the folder."""
-    from diffmia.config import ConfigError
+    from diffmia.core.config import ConfigError
+    from diffmia.core.io import read_json, write_text
     from diffmia.evaluate.compare import compare_recipes, comparison_lines
-    from diffmia.io import read_json, write_text
     from diffmia.targets.runs import RunError
 
     if not (results_dir / "results.json").is_file():
@@ -771,15 +750,15 @@ def report(
     pdf: bool = typer.Option(False, "--pdf", help="Also print report.pdf with headless Chromium."),
 ) -> None:
     """Rebuild report.html and report.md (and the plots) from a results folder."""
+    from diffmia.core.io import read_json
     from diffmia.evaluate.report import write_report
-    from diffmia.io import read_json
     from diffmia.targets.runs import RunError
 
     if not (results_dir / "results.json").is_file():
         raise RunError(f"{results_dir}: no results.json here; run `diffmia run CONFIG --out {results_dir}` first")
     results = read_json(results_dir / "results.json")
     if results.get("rows") and any("one_run_headline" not in info for info in results["recipes"].values()):
-        from diffmia.io import write_json
+        from diffmia.core.io import write_json
         from diffmia.matrix import add_headline_audits
 
         add_headline_audits(results_dir, results)  # written before the headline procedure existed
@@ -789,10 +768,7 @@ def report(
     if pdf:
         from diffmia.evaluate.report import write_pdf
 
-        try:
-            typer.echo(f"pdf: {write_pdf(html_report)}")
-        except (FileNotFoundError, RuntimeError) as exc:
-            raise RunError(str(exc)) from None
+        typer.echo(f"pdf: {write_pdf(html_report)}")
 
 
 @app.command()

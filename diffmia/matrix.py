@@ -19,7 +19,7 @@ from typing import Any, Optional
 import pandas as pd
 from pydantic import Field, model_validator
 
-from diffmia.config import (
+from diffmia.core.config import (
     ConfigError,
     StrictModel,
     TargetConfig,
@@ -29,11 +29,12 @@ from diffmia.config import (
     read_yaml_mapping,
     validate,
 )
-from diffmia.config import recipe_hash as recipe_hash_of
-from diffmia.devices import resolve_batch_size
+from diffmia.core.config import recipe_hash as recipe_hash_of
+from diffmia.core.devices import resolve_batch_size
+from diffmia.core.io import csv_text, read_json, write_json, write_text
+from diffmia.core.registries import TARGETS
 from diffmia.evaluate import fid as fid_module
 from diffmia.evaluate.fid import UtilityConfig
-from diffmia.io import csv_text, read_json, write_json, write_text
 
 
 class RecipeEntry(StrictModel):
@@ -121,7 +122,7 @@ def load_benchmark(
             limit = cfg.scheduler.num_train_timesteps
             beyond = (
                 [t for a in variants for t in timesteps_beyond(a, limit)]
-                if cfg.model.kind != "stable-diffusion"
+                if not TARGETS.get(cfg.model.kind).pretrained  # a pretrained pipeline brings its own schedule
                 else []
             )
             if beyond:
@@ -270,7 +271,7 @@ def run_matrix(
             )
         log(f"[{entry.name}] done in {time.time() - t0:.0f}s")
 
-    from diffmia.executor import claim, wait_for_claim
+    from diffmia.core.claims import claim, wait_for_claim
 
     deferred = []
     for entry in bench.recipes:  # a recipe another worker holds is left to it, and collected afterwards
@@ -291,7 +292,7 @@ def run_matrix(
     rows.sort(key=lambda r: order[r["recipe"]])  # stable: attacks keep their order within a recipe
     recipe_info = {name: recipe_info[name] for name in sorted(recipe_info, key=order.get)}
 
-    from diffmia.environment import environment
+    from diffmia.core.environment import environment
 
     results = {
         "benchmark": bench.name,

@@ -95,12 +95,12 @@ def owner_test(
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import check_attack_fits, run_attack
     from diffmia.audit import build_audit_set, list_images, plan_attacks
-    from diffmia.config import ConfigError, TargetConfig
-    from diffmia.environment import environment
-    from diffmia.io import write_json
-    from diffmia.rundir import RunDir
+    from diffmia.core.config import ConfigError, TargetConfig
+    from diffmia.core.environment import environment
+    from diffmia.core.io import write_json
+    from diffmia.core.rundir import RunDir
+    from diffmia.targets.kinds import load_target
     from diffmia.targets.runs import LoadedRun
-    from diffmia.targets.target import load_target
 
     target = load_target(model)
     images, manifest = build_audit_set(

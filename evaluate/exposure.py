@@ -125,7 +125,7 @@ def exposure_factors(table: pd.DataFrame, properties: pd.DataFrame, path: Path |
 def write_exposure(out: str | Path, results: dict, data: dict | None = None) -> Path:
     """exposure.csv for every recipe of a results folder; results["exposure"] keeps the ten most exposed each.
     `data`: recipe -> (ImageSet, SplitManifest), to relate exposure to image properties (exposure_factors)."""
-    from diffmia.io import csv_text, write_text
+    from diffmia.core.io import csv_text, write_text
 
     out = Path(out)
     by_recipe: dict[str, list[dict]] = {}

@@ -20,11 +20,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from diffmia.io import atomic_path
+from diffmia.core.errors import DiffmiaError
+from diffmia.core.io import atomic_path
 from diffmia.targets.data import ImageSet
 
 
-class FeatureError(RuntimeError):
+class FeatureError(DiffmiaError, RuntimeError):
     """A feature network that cannot be built here; the message says what to install or where to put weights."""
 
 

@@ -17,7 +17,7 @@ from pydantic import Field
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from diffmia.config import StrictModel
+from diffmia.core.config import StrictModel
 from diffmia.targets.images import grid_png
 from diffmia.targets.runs import LoadedRun
 
@@ -134,7 +134,7 @@ def generate_samples(loaded: LoadedRun, cfg: UtilityConfig, progress: bool = Fal
     """cfg.samples images, batch k drawn with its own generator (batch_seed): the same images whether one process
     draws every batch or, under torchrun / accelerate launch, N processes each draw every N-th batch and the batches
     are gathered (every process gets them all)."""
-    from diffmia.parallel import processes
+    from diffmia.core.parallel import processes
 
     world, rank = processes()
     prompts = None
@@ -176,7 +176,7 @@ def compute_utility(
     """FID/KID of cfg.samples generated images against the non-members, and the members' floor. Under a launcher
     the sampling is sharded (generate_samples); the main process alone computes the distances (and trains or reads
     the cached feature network), then every process returns its result."""
-    from diffmia.parallel import processes
+    from diffmia.core.parallel import processes
 
     t0 = time.time()
     fake = generate_samples(loaded, cfg, progress)

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from diffmia.io import write_bytes  # noqa: E402
+from diffmia.core.io import write_bytes  # noqa: E402
 
 from .metrics import roc_points  # noqa: E402
 

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from diffmia import __version__
-from diffmia.environment import describe
+from diffmia.core.environment import describe
+from diffmia.core.errors import DiffmiaError
+from diffmia.core.io import write_text
 from diffmia.evaluate.metrics import MIN_FALSE_POSITIVES
-from diffmia.io import write_text
 
 from .plots import histogram_plot, privacy_utility_plot, roc_plot
 
@@ -36,7 +37,7 @@ STRONGEST_RULE = (
 )
 
 
-class ReportError(ValueError):
+class ReportError(DiffmiaError, ValueError):
     """A results.json that names a path outside its folder or a recipe name that is not one."""
 
 
@@ -754,7 +755,7 @@ def write_pdf(html_path: str | Path, pdf_path: str | Path | None = None) -> Path
     pdf_path = Path(pdf_path) if pdf_path else html_path.with_suffix(".pdf")
     browser = chromium()
     if browser is None:
-        raise FileNotFoundError("--pdf needs Chromium (Debian: apt-get install chromium); the HTML report is written")
+        raise ReportError("--pdf needs Chromium (Debian: apt-get install chromium); the HTML report is written")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_pdf = Path(tmp) / "report.pdf"
 
@@ -786,8 +787,8 @@ def write_pdf(html_path: str | Path, pdf_path: str | Path | None = None) -> Path
             )
             done = print_pdf("--no-sandbox")
         if done.returncode != 0 or not tmp_pdf.is_file():
-            raise RuntimeError(f"Chromium could not print {html_path}: {done.stderr.strip()[-300:]}")
-        from diffmia.io import write_bytes
+            raise ReportError(f"Chromium could not print {html_path}: {done.stderr.strip()[-300:]}")
+        from diffmia.core.io import write_bytes
 
         write_bytes(pdf_path, tmp_pdf.read_bytes())
     return pdf_path

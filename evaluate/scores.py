@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from diffmia.core.errors import DiffmiaError
+
 COLUMNS = ("sample_id", "split", "is_member", "score")
 
 
-class ScoreFileError(ValueError):
+class ScoreFileError(DiffmiaError, ValueError):
     """A score file that cannot be evaluated as it stands."""
 
 

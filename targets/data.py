@@ -15,19 +15,19 @@ import json
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from diffmia.config import DataConfig
-from diffmia.registry import Registry
+from diffmia.core.config import DataConfig
+from diffmia.core.errors import DiffmiaError
+from diffmia.core.registries import DATASETS
 
 from .captions import digit_caption_variants, digit_captions
 
 
-class DataError(ValueError):
+class DataError(DiffmiaError, ValueError):
     """Data that cannot be used; the message names the file or field at fault."""
 
 
@@ -108,9 +108,6 @@ def pixel_hash(pixels: np.ndarray) -> str:
     h.update(str(pixels.shape).encode())
     h.update(np.ascontiguousarray(pixels).tobytes())
     return h.hexdigest()
-
-
-DATASETS: Registry[Callable[[DataConfig], ImageSet]] = Registry("dataset")
 
 
 @DATASETS.register("digits")
@@ -348,7 +345,7 @@ def load_npz(cfg: DataConfig) -> ImageSet:
 def save_npz(images: ImageSet, path: str | Path) -> Path:
     """Write `images` as the .npz `load_npz` reads (atomically: a killed write leaves no partial file), owner-only:
     it holds the audited images."""
-    from diffmia.io import atomic_path
+    from diffmia.core.io import atomic_path
 
     path = Path(path)
     with atomic_path(path, private=True) as tmp, open(tmp, "wb") as f:

@@ -6,8 +6,8 @@
   features (a text-side defense);
 - Stable Diffusion trains a TextDenoiser on VAE latents (scaled by the VAE's scaling factor), encoded once up front.
 
-`build_denoiser` makes the right one from the recipe, and `save_target` writes it as a diffusers pipeline folder:
-DDPMPipeline, DigitsTextPipeline or StableDiffusionPipeline.
+Each target kind (targets/kinds.py, the TARGETS registry) builds the right one from the recipe and saves it as a
+diffusers pipeline folder: DDPMPipeline, DigitsTextPipeline or StableDiffusionPipeline.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDPMPipeline, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 
-from diffmia.config import ConfigError, TargetConfig
+from diffmia.core.config import TargetConfig
+from diffmia.core.errors import DiffmiaError
 
-from .models import build_scheduler, build_unet
-from .text import DigitsTextPipeline, build_text_encoder, build_tokenizer, tokenize
+from .text import tokenize
 
 
 class PixelDenoiser(torch.nn.Module):
@@ -68,7 +68,7 @@ class Built:
         return self.tokenizer is not None
 
 
-class ModelError(FileNotFoundError):
+class ModelError(DiffmiaError):
     """A pretrained folder that is missing or not a diffusers pipeline."""
 
 
@@ -202,41 +202,6 @@ def unet2d_condition(cfg: TargetConfig, resolution: int, channels: int) -> UNet2
     )
 
 
-def build_denoiser(cfg: TargetConfig, captions: list[str], resolution: int, channels: int) -> Built:
-    kind = cfg.model.kind
-    if kind == "unet2d":
-        return Built(PixelDenoiser(build_unet(cfg.model, resolution, channels)))
-    if kind == "unet2d-condition":
-        tokenizer = build_tokenizer(captions, cfg.model.max_caption_tokens)
-        longest = max((len(tokenizer(c).input_ids) for c in captions), default=0)
-        if longest > cfg.model.max_caption_tokens:
-            raise ConfigError(
-                f"model.max_caption_tokens={cfg.model.max_caption_tokens} is too small: the longest training "
-                f"caption takes {longest} tokens with [BOS]/[EOS] (it would be cut)"
-            )
-        text = build_text_encoder(
-            len(tokenizer),
-            cfg.model.cross_attention_dim,
-            cfg.model.text_layers,
-            cfg.model.text_heads,
-            cfg.model.max_caption_tokens,
-        )
-        text.requires_grad_(cfg.train.train_text_encoder)
-        return Built(TextDenoiser(unet2d_condition(cfg, resolution, channels), text), tokenizer)
-    pipe = load_stable_diffusion(cfg.model.pretrained)
-    pipe.text_encoder.requires_grad_(False)
-    pipe.vae.requires_grad_(False)
-    from diffusers import DDPMScheduler
-
-    return Built(
-        TextDenoiser(pipe.unet, pipe.text_encoder),
-        pipe.tokenizer,
-        pipe.vae,
-        {"vae": pipe.vae, "scheduler": pipe.scheduler, "feature_extractor": pipe.feature_extractor},
-        noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
-    )
-
-
 @torch.no_grad()
 def encode_latents(vae, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
     """Images in [-1, 1] -> VAE latent means times the scaling factor (deterministic)."""
@@ -246,28 +211,3 @@ def encode_latents(vae, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
 
 def caption_ids(built: Built, texts: list[str]) -> torch.Tensor | None:
     return tokenize(built.tokenizer, texts) if built.conditional else None
-
-
-def save_target(built: Built, model: torch.nn.Module, cfg: TargetConfig, folder: Path) -> None:
-    """Write the trained denoiser `model` (a copy with the final weights) as a diffusers pipeline folder."""
-    scheduler = build_scheduler(cfg.scheduler)
-    if cfg.model.kind == "unet2d":
-        DDPMPipeline(unet=model.unet, scheduler=scheduler).save_pretrained(folder, safe_serialization=True)
-    elif cfg.model.kind == "unet2d-condition":
-        DigitsTextPipeline(model.unet, model.text_encoder, built.tokenizer, scheduler).save_pretrained(
-            folder, safe_serialization=True
-        )
-    else:
-        from diffusers import StableDiffusionPipeline
-
-        parts = built.pipeline_parts
-        StableDiffusionPipeline(
-            vae=parts["vae"],
-            text_encoder=model.text_encoder,
-            tokenizer=built.tokenizer,
-            unet=model.unet,
-            scheduler=parts["scheduler"],
-            safety_checker=None,
-            feature_extractor=parts["feature_extractor"],
-            requires_safety_checker=False,
-        ).save_pretrained(folder, safe_serialization=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffmia.io import write_bytes
+from diffmia.core.io import write_bytes
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

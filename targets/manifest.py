@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from diffmia.io import read_json, write_json
+from diffmia.core.io import read_json, write_json
 
 from .data import DataError, ImageSet
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diffusers import DDPMScheduler, UNet2DModel
 
-from diffmia.config import ModelConfig, SchedulerConfig
+from diffmia.core.config import ModelConfig, SchedulerConfig
 
 
 def build_unet(cfg: ModelConfig, resolution: int, channels: int) -> UNet2DModel:

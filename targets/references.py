@@ -25,9 +25,9 @@ from typing import Iterator, Literal
 
 import numpy as np
 
-from diffmia import devices, parallel
-from diffmia.config import TargetConfig, recipe_hash
-from diffmia.io import private_dir
+from diffmia.core import devices, parallel
+from diffmia.core.config import TargetConfig, recipe_hash
+from diffmia.core.io import private_dir
 
 from .manifest import Entry, SplitManifest
 
@@ -52,7 +52,7 @@ class References:
         return np.stack([np.isin(ids, m) for m in self.members])
 
     def target(self, r: int, device: str | None = None):
-        from .target import load_target
+        from .kinds import load_target
 
         return load_target(Path(self.folders[r]) / "target", device or "cpu")
 
@@ -128,7 +128,7 @@ def reference_models(
     loaded, count: int, mode: Mode, cache_dir: str | Path | None = None, seed: int = 0, progress: bool = False, log=None
 ) -> References:
     """The `count` references of `loaded`'s recipe in `mode`, trained now where the cache lacks them."""
-    from .train import default_cache_dir
+    from diffmia.core.rundir import default_cache_dir
 
     cfg: TargetConfig = loaded.config
     manifest: SplitManifest = loaded.manifest
@@ -296,7 +296,7 @@ def _train_launched(
 
 
 def _train_in_worker(job, helpers: Path, threads: int) -> str:
-    from diffmia.parallel import set_threads
+    from diffmia.core.parallel import set_threads
 
     set_threads(threads)
     _train_one(job, 0, "", helpers, False, None)

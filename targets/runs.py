@@ -7,15 +7,17 @@ from pathlib import Path
 
 import torch
 
-from diffmia.config import TargetConfig, load_config
-from diffmia.rundir import RunDir
+from diffmia.core.config import TargetConfig, load_config
+from diffmia.core.errors import DiffmiaError
+from diffmia.core.rundir import RunDir
 
 from .data import ImageSet, load_dataset
+from .kinds import load_target
 from .manifest import SplitManifest
-from .target import Target, load_target
+from .target import Target
 
 
-class RunError(FileNotFoundError):
+class RunError(DiffmiaError):
     pass
 
 

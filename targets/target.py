@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
-from diffmia.devices import to_device
+from diffmia.core.devices import to_device
 
 
 @dataclass
@@ -410,34 +410,3 @@ class LatentTextTarget(TextTarget):
         pipe = load_stable_diffusion(str(folder))
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         return cls(pipe.unet, pipe.text_encoder, pipe.tokenizer, scheduler, pipe.vae, device)
-
-
-TARGET_KINDS = {
-    "DDPMPipeline": PixelDDPMTarget,
-    "DigitsTextPipeline": TextTarget,
-    "StableDiffusionPipeline": LatentTextTarget,
-}
-
-
-def load_target(folder: str | Path, device: str | torch.device = "cpu") -> Target:
-    """Open a saved target folder as the Target its pipeline class calls for (after read_model_index has checked
-    that the folder asks for no code of its own)."""
-    from .denoiser import ModelError, check_component_sizes, read_model_index
-
-    folder = Path(folder)
-    index = folder / "model_index.json"
-    kind = read_model_index(folder)["_class_name"]
-    check_component_sizes(folder)
-    if kind not in TARGET_KINDS:
-        raise ModelError(f"{index}: pipeline class {kind!r} is not a known target kind ({', '.join(TARGET_KINDS)})")
-    try:
-        return TARGET_KINDS[kind].from_folder(folder, device)
-    except ModelError:
-        raise
-    except (OSError, ValueError, RuntimeError, KeyError, EnvironmentError) as exc:
-        # diffusers / safetensors on a missing, truncated or corrupt weight file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(
-            f"{folder}: cannot load the {kind} weights ({type(exc).__name__}: {first[:300]}); the folder is "
-            f"incomplete or corrupt: retrain it or restore it from a copy"
-        ) from None

@@ -27,20 +27,26 @@ from diffusers.training_utils import EMAModel
 from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
-from diffmia.config import ConfigError, TargetConfig, dump_config, load_yaml
-from diffmia.devices import to_device
-from diffmia.io import JsonLinesLog, atomic_dir, read_json, write_json, write_yaml
-from diffmia.rundir import RunDir
+from diffmia.core.config import ConfigError, TargetConfig, dump_config, load_yaml
+from diffmia.core.devices import to_device
+from diffmia.core.errors import DiffmiaError
+from diffmia.core.io import JsonLinesLog, atomic_dir, read_json, write_json, write_yaml
+from diffmia.core.registries import TARGETS
+from diffmia.core.rundir import (
+    RunDir,
+    default_cache_dir,  # noqa: F401 - re-exported
+)
 
 from .data import ImageSet, load_dataset
-from .denoiser import build_denoiser, caption_ids, encode_latents, save_target
+from .denoiser import caption_ids, encode_latents
+from .kinds import load_target
 from .manifest import SplitManifest
 from .models import build_scheduler
-from .target import add_noise, load_target
+from .target import add_noise
 from .trainset import build_training_set
 
 
-class TrainingError(RuntimeError):
+class TrainingError(DiffmiaError, RuntimeError):
     pass
 
 
@@ -133,11 +139,6 @@ def latest_checkpoint(run: RunDir) -> Path | None:
     return done[-1] if done else None
 
 
-def default_cache_dir() -> Path:
-    """Where shared helpers (public base models, feature networks) are cached: $DIFFMIA_CACHE or ~/.cache/diffmia."""
-    return Path(os.environ.get("DIFFMIA_CACHE") or Path.home() / ".cache" / "diffmia")
-
-
 def train_target(
     cfg: TargetConfig,
     out: str | Path,
@@ -226,7 +227,8 @@ def _train_target(
             )
 
     set_seed(cfg.seed)
-    built = build_denoiser(cfg, images.all_caption_texts(), resolution, images.channels)
+    kind = TARGETS.get(cfg.model.kind)()
+    built = kind.build(cfg, images.all_caption_texts(), resolution, images.channels)
     model = built.model
     for defense in defenses:
         model = defense.build_model(model, ctx)
@@ -383,7 +385,7 @@ def _train_target(
                 final.unet = lora.finalize(final.unet, tmp)
         final.eval()
         with atomic_dir(run.target) as tmp:
-            save_target(built, final, cfg, tmp)
+            kind.save(built, final, cfg, tmp)
         gap = generalisation_gap(load_target(run.target), images, manifest, resolution, tc.gap_timesteps, cfg.seed)
         defense_info = [d.info() for d in defenses]
         if engine is not None:

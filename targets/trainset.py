@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffmia.config import TargetConfig
+from diffmia.core.config import TargetConfig
 
 from .data import ImageSet
 from .manifest import SplitManifest

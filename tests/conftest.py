@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from diffmia.config import TargetConfig, load_config
+from diffmia.core.config import TargetConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"

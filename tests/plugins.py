@@ -15,8 +15,7 @@ def install_plugin(
 ):
     """Write `modules` ({"pkg/mod.py": source}) and `entry_points` ({group: {name: "pkg.mod:Obj"}}) under `root`,
     put `root` on sys.path (monkeypatch undoes it) and make every registry look for plugins again."""
-    from diffmia.attacks import ATTACKS
-    from diffmia.defenses import DEFENSES
+    from diffmia.core.registries import ATTACKS, DATASETS, DEFENSES, TARGETS
 
     for rel, source in modules.items():
         path = root / rel
@@ -38,8 +37,8 @@ def install_plugin(
         for name in list(sys.modules):
             if name.split(".")[0] in packages:
                 del sys.modules[name]
-        ATTACKS.refresh()
-        DEFENSES.refresh()
+        for registry in (ATTACKS, DEFENSES, TARGETS, DATASETS):
+            registry.refresh()
 
     forget()
     return forget  # call it when the test ends (the registries then look again, without the plugin)

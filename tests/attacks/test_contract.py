@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from diffmia.attacks import ATTACKS, AttackBatch, build_attack
-from diffmia.config import ConfigError
-from diffmia.registry import UnknownNameError
+from diffmia.core.config import ConfigError
+from diffmia.core.registry import UnknownNameError
 from diffmia.targets.runs import load_run
 from tests.conftest import SMALL
 

@@ -14,7 +14,7 @@ from diffmia.attacks.base import per_sample_noise
 from diffmia.attacks.perturb import RulePerturber, top_percent_mean
 from diffmia.attacks.runner import run_attack
 from diffmia.attacks.sd_mia import fit_official
-from diffmia.config import ConfigError, DataConfig, load_config, recipe_hash
+from diffmia.core.config import ConfigError, DataConfig, load_config, recipe_hash
 from diffmia.targets.data import load_dataset
 from diffmia.targets.runs import load_run
 from diffmia.targets.text import build_tokenizer, words
@@ -37,7 +37,7 @@ def test_every_caption_and_word_encodes_without_unk():
 
 def test_text_recipes_hash_with_the_target_version():
     pixel, text = load_config(REPO / "configs" / "tiny.yaml"), load_config(REPO / "configs" / "tiny-t2i.yaml")
-    import diffmia.config as config
+    import diffmia.core.config as config
 
     before = recipe_hash(pixel), recipe_hash(text)
     config.TEXT_TARGET_VERSION += 1

@@ -8,13 +8,13 @@ import pytest
 import torch
 from scipy.stats import binom
 
-from diffmia import parallel
 from diffmia.attacks import AttackBatch, build_attack
 from diffmia.attacks.base import per_sample_noise
 from diffmia.attacks.rmia import rmia_scores
 from diffmia.attacks.runner import run_attack
 from diffmia.attacks.tuning import tune
-from diffmia.config import ConfigError, load_config
+from diffmia.core import parallel
+from diffmia.core.config import ConfigError, load_config
 from diffmia.evaluate.audit import epsilon_lower_bound, guess_grid, one_run_audit, p_value
 from diffmia.targets.references import pool_indices, reference_models
 from diffmia.targets.runs import load_run

@@ -267,7 +267,7 @@ def test_audit_merges_a_peft_lora_adapter(elsewhere, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     from diffmia.audit import apply_adapter
-    from diffmia.targets.target import load_target
+    from diffmia.targets.kinds import load_target
 
     base = load_target(elsewhere / "model")
     lora = get_peft_model(
@@ -322,7 +322,7 @@ def test_audit_with_the_recipe_trains_cached_references_on_the_audited_images(el
     """--recipe: LiRA's references retrain the team's recipe on halves of exactly the audited images (an image .npz
     in the cache, keyed by content), are cached, and a second audit of the same images reuses them; RMIA (offline)
     is skipped with the reason when there are fewer public images than members."""
-    from diffmia.config import load_config
+    from diffmia.core.config import load_config
     from diffmia.targets.data import load_dataset
     from diffmia.targets.manifest import SplitManifest
     from tests.conftest import REPO

@@ -278,7 +278,7 @@ def test_written_files_respect_the_umask(tmp_path):
     import os
     import stat
 
-    from diffmia.io import atomic_dir, write_text
+    from diffmia.core.io import atomic_dir, write_text
 
     old = os.umask(0o022)
     try:

@@ -10,7 +10,7 @@ import time
 
 import pandas as pd
 
-from diffmia.executor import claim, is_stale
+from diffmia.core.claims import claim, is_stale
 from tests.conftest import REPO
 from tests.launch import torchrun, worker_logs
 

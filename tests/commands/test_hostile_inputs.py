@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffmia.config import ConfigError, DataConfig, load_config
+from diffmia.core.config import ConfigError, DataConfig, load_config
 from diffmia.targets.data import DataError, load_dataset
 from tests.conftest import TINY
 
@@ -99,7 +99,7 @@ def _pipeline_folder(tmp_path: Path, tiny_run: Path) -> Path:
 )
 def test_a_model_folder_asking_for_its_own_code_is_refused(tiny_run, tmp_path, edit, message):
     from diffmia.targets.denoiser import ModelError
-    from diffmia.targets.target import load_target
+    from diffmia.targets.kinds import load_target
 
     folder = _pipeline_folder(tmp_path, tiny_run)
     marker = tmp_path / "MARKER"
@@ -115,7 +115,7 @@ def test_a_checkpoint_never_unpickles_what_it_finds(tmp_path):
     """A step-N/ folder planted in a results folder or a shared cache: accelerate's custom_checkpoint_N.pkl (read with
     weights_only=False by accelerate) is never read, the checkpoint is refused in one line; the loop's own state is
     JSON and safetensors. A checkpoint without that state is one line too."""
-    from diffmia.rundir import RunDir
+    from diffmia.core.rundir import RunDir
     from diffmia.targets.train import TrainingError, latest_checkpoint, train_target
 
     cfg = load_config(TINY, ["train.steps=6", "train.checkpoint_every=3"])
@@ -172,7 +172,7 @@ def test_a_yaml_alias_bomb_is_refused_in_one_short_line(tmp_path):
 
 def test_a_model_config_asking_for_an_absurd_size_is_refused_before_allocating(tiny_run, tmp_path):
     from diffmia.targets.denoiser import ModelError
-    from diffmia.targets.target import load_target
+    from diffmia.targets.kinds import load_target
 
     folder = _pipeline_folder(tmp_path, tiny_run)
     config = folder / "unet" / "config.json"
@@ -202,8 +202,8 @@ def test_a_crafted_results_json_reads_and_writes_nothing_outside(tmp_path):
 def test_spreadsheet_formulas_and_markdown_are_neutralised():
     import pandas as pd
 
+    from diffmia.core.io import csv_text, spreadsheet_safe
     from diffmia.evaluate.report import md_escape
-    from diffmia.io import csv_text, spreadsheet_safe
 
     assert [spreadsheet_safe(v) for v in ["=1+1.png", "+x", "-y", "@z", "\tq", "ok.png", 3]] == [
         "'=1+1.png",
@@ -255,7 +255,7 @@ def test_a_decompression_bomb_is_one_line(tmp_path):
 def test_member_derived_files_are_owner_only(tmp_path):
     import stat
 
-    from diffmia.io import private_dir, write_text
+    from diffmia.core.io import private_dir, write_text
     from diffmia.targets.data import load_dataset, save_npz
 
     old = os.umask(0o022)

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from diffmia.cli import app
-from diffmia.config import ConfigError, recipe_hash
+from diffmia.core.config import ConfigError, recipe_hash
 from diffmia.matrix import load_benchmark, run_matrix
 from tests.conftest import REPO
 

@@ -2,7 +2,7 @@ import pytest
 from typer.testing import CliRunner
 
 from diffmia.cli import app
-from diffmia.config import ConfigError, TargetConfig, apply_overrides, load_config, parse_override
+from diffmia.core.config import ConfigError, TargetConfig, apply_overrides, load_config, parse_override
 
 
 def write(tmp_path, text, name="c.yaml"):

@@ -1,9 +1,9 @@
-"""Per-device defaults and copies (diffmia/devices.py): nothing of them may change a CPU run."""
+"""Per-device defaults and copies (diffmia/core/devices.py): nothing of them may change a CPU run."""
 
 import pytest
 import torch
 
-from diffmia.devices import BATCH_SIZES, default_batch_size, kind, resolve_batch_size, to_device
+from diffmia.core.devices import BATCH_SIZES, default_batch_size, kind, resolve_batch_size, to_device
 
 
 def test_cpu_defaults_are_the_batch_sizes_cpu_runs_always_used():

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from diffmia.attacks import ATTACKS, BUILTIN
-from diffmia.registry import PluginError, Registry, UnknownNameError
+from diffmia.core.registry import PluginError, Registry, UnknownNameError
 from tests.plugins import install_plugin
 
 PLUGIN = """
@@ -89,5 +89,48 @@ def test_a_plugin_cannot_take_a_builtin_name(tmp_path, monkeypatch, caplog):
         assert ATTACKS.names().count("pia") == 1
         assert ATTACKS.get("pia").__module__ == "diffmia.attacks.pia"
         assert "ignoring the attack plugin 'pia'" in caplog.text
+    finally:
+        undo()
+
+
+def test_config_choices_are_the_registries_names(tmp_path):
+    """A recipe's model.kind and data.dataset accept exactly the registered names, and every kind and dataset
+    registers under the name the registry lists."""
+    from diffmia.core.config import ConfigError, load_config
+    from diffmia.core.registries import DATASETS, TARGETS
+    from tests.conftest import TINY
+
+    kinds = TARGETS.load_all()
+    assert all(cls.name == name for name, cls in kinds.items())
+    assert len({cls.pipeline_class for cls in kinds.values()}) == len(kinds)  # a saved folder names one kind
+    assert set(DATASETS.load_all()) == set(DATASETS.names())
+    assert load_config(TINY, ["model.kind=unet2d-condition"]).model.kind == "unet2d-condition"
+    for key, bad, close in [("model.kind", "unet2dd", "unet2d"), ("data.dataset", "mnst", "mnist")]:
+        with pytest.raises(ConfigError, match=f"{key}: unknown .* '{bad}' \\(did you mean '{close}'\\?\\)"):
+            load_config(TINY, [f"{key}={bad}"])
+
+
+def test_a_dataset_plugin_is_a_recipe_choice(tmp_path, monkeypatch):
+    from diffmia.core.config import load_config
+    from diffmia.targets.data import load_dataset
+    from tests.conftest import TINY
+
+    source = (
+        "import numpy as np\nfrom diffmia.targets.data import ImageSet\n\n\n"
+        "def squares(cfg):\n"
+        "    rng = np.random.default_rng(0)\n"
+        "    pixels = rng.integers(0, 256, size=(300, 8, 8, 1), dtype=np.uint8)\n"
+        "    return ImageSet('squares', pixels, [str(i) for i in range(300)], ['a square'] * 300)\n"
+    )
+    undo = install_plugin(
+        tmp_path,
+        monkeypatch,
+        "squares-data",
+        {"sqdata/loader.py": source},
+        {"diffmia.datasets": {"squares": "sqdata.loader:squares"}},
+    )
+    try:
+        cfg = load_config(TINY, ["data.dataset=squares"])
+        assert load_dataset(cfg.data).pixels.shape == (300, 8, 8, 1)
     finally:
         undo()

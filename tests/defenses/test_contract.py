@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from diffmia.config import ConfigError, load_config
+from diffmia.core.config import ConfigError, load_config
 from diffmia.defenses import DEFENSES, build_defenses
 from diffmia.targets.runs import load_run
 from diffmia.targets.train import train_target
@@ -132,7 +132,7 @@ def _per_row_grads(model, x0, noise, t, scheduler):
 
 def test_noise_multiplicity_clips_per_example_not_per_row():
     """With K rows per example, each example's K gradients are averaged and THEN clipped to C."""
-    from diffmia.config import ModelConfig, SchedulerConfig
+    from diffmia.core.config import ModelConfig, SchedulerConfig
     from diffmia.defenses.dp_sgd import DPSGDParams, PrivateTraining
     from diffmia.targets.models import build_scheduler, build_unet
 
@@ -193,7 +193,7 @@ def test_dp_epsilon_is_honest_and_resume_matches(tmp_path):
 
 
 def test_dp_target_epsilon_is_met():
-    from diffmia.config import ModelConfig
+    from diffmia.core.config import ModelConfig
     from diffmia.defenses.dp_sgd import DPSGDParams, PrivateTraining
     from diffmia.targets.models import build_unet
 

@@ -126,7 +126,7 @@ def test_missing_feature_folder_and_inception_errors(tmp_path):
 
 
 def test_feature_classifier_depends_on_its_seed_only():
-    from diffmia.config import DataConfig
+    from diffmia.core.config import DataConfig
     from diffmia.evaluate.features import train_digits_classifier
     from diffmia.targets.data import load_dataset
 

@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from diffmia.config import DataConfig, load_config
+from diffmia.core.config import DataConfig, load_config
 from diffmia.targets.captions import DIGIT_NAMES
 from diffmia.targets.data import DataError, load_dataset
 from tests.conftest import REPO

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from diffmia.config import DataConfig
+from diffmia.core.config import DataConfig
 from diffmia.targets.data import ImageSet, load_dataset
 from diffmia.targets.manifest import ManifestError, SplitManifest
 

@@ -12,7 +12,7 @@ import torch
 from diffmia.attacks import ATTACKS, AttackBatch, build_attack
 from diffmia.attacks.perturb import LLMPerturber, RulePerturber, trigram_similarity
 from diffmia.attacks.runner import run_attack
-from diffmia.config import ConfigError, load_config
+from diffmia.core.config import ConfigError, load_config
 from diffmia.evaluate.setlevel import set_level
 from diffmia.targets.runs import load_run
 from diffmia.targets.train import train_target
@@ -234,7 +234,7 @@ def test_llm_perturber_has_an_overall_deadline_and_a_reply_cap():
     ],
 )
 def test_llm_endpoint_must_be_https_unless_local(url, message):
-    from diffmia.config import ConfigError
+    from diffmia.core.config import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         LLMPerturber(url, "m")

@@ -3,8 +3,8 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from diffmia.config import load_config
-from diffmia.rundir import RunDir
+from diffmia.core.config import load_config
+from diffmia.core.rundir import RunDir
 from diffmia.targets.runs import load_run
 from diffmia.targets.target import PixelDDPMTarget
 from diffmia.targets.train import TrainingError, train_target

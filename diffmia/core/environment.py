@@ -39,7 +39,7 @@ def environment() -> dict:
         capability = torch.backends.cpu.get_cpu_capability()
     except AttributeError:  # older torch
         capability = None
-    from diffmia import parallel
+    from diffmia.core import parallel
 
     return {
         "python": platform.python_version(),

@@ -20,6 +20,8 @@ import logging
 from importlib.metadata import EntryPoint, entry_points
 from typing import Callable, Generic, Iterator, TypeVar
 
+from diffmia.core.errors import DiffmiaError
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -30,14 +32,14 @@ def did_you_mean(name: str, choices: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(DiffmiaError, KeyError):
     """Raised for a name that is not registered; its message lists the known names."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; show the message as written
         return str(self.args[0])
 
 
-class PluginError(RuntimeError):
+class PluginError(DiffmiaError, RuntimeError):
     """A plugin's entry point could not be loaded or does not provide what its name says."""
 
 

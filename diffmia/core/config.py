@@ -8,20 +8,36 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, TypeVar
+from typing import Annotated, Any, Literal, Optional, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from diffmia.registry import did_you_mean
+from diffmia.core.errors import DiffmiaError
+from diffmia.core.registries import DATASETS, DEFENSES, TARGETS
+from diffmia.core.registry import did_you_mean
 
 
-class ConfigError(ValueError):
+class ConfigError(DiffmiaError, ValueError):
     """A config that cannot be used; the message is ready to show to the user."""
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+
+
+def _registered(registry):
+    """A validator: the value must be a name of `registry` (listed without importing anything)."""
+
+    def check(value: str) -> str:
+        names = registry.names()
+        if value not in names:
+            raise ValueError(
+                f"unknown {registry.kind} '{value}'{did_you_mean(value, names)}; known: {', '.join(names)}"
+            )
+        return value
+
+    return check
 
 
 class DuplicatesConfig(StrictModel):
@@ -33,7 +49,9 @@ class DuplicatesConfig(StrictModel):
 
 
 class DataConfig(StrictModel):
-    dataset: Literal["digits", "mnist", "cifar10", "imagefolder", "npz"] = "digits"
+    dataset: Annotated[str, AfterValidator(_registered(DATASETS))] = Field(
+        "digits", description="a registered dataset (diffmia.core.registries.DATASETS, or a plugin's)"
+    )
     path: Optional[str] = Field(None, description="folder for cifar10 / imagefolder")
     resolution: Optional[int] = Field(None, ge=4, le=1024, description="resize to this size (None: native)")
     caption_column: str = Field("text", description="imagefolder: caption key in metadata.jsonl")
@@ -60,8 +78,10 @@ class DataConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    kind: Literal["unet2d", "unet2d-condition", "stable-diffusion"] = Field(
-        "unet2d", description="pixel DDPM, text-conditioned pixel model, or Stable Diffusion from a local folder"
+    kind: Annotated[str, AfterValidator(_registered(TARGETS))] = Field(
+        "unet2d",
+        description="a registered target kind: unet2d (pixel DDPM), unet2d-condition (text-conditioned pixel model), "
+        "stable-diffusion (from a local folder), or a plugin's",
     )
     pretrained: Optional[str] = Field(
         None, description="stable-diffusion: local diffusers StableDiffusionPipeline folder"
@@ -122,6 +142,27 @@ class TrainConfig(StrictModel):
     train_text_encoder: bool = Field(True, description="unet2d-condition: train the text encoder with the UNet")
 
 
+def instantiate_defenses(entries: list[dict[str, Any]]) -> list[Any]:
+    """Each entry of a recipe's `defenses:` list as its defense, looked up in the registry (built-in or plugin) and
+    validated by its own parameter model; at most one of each. Raises ConfigError naming the entry."""
+    out = []
+    for i, entry in enumerate(entries):
+        entry = dict(entry)
+        name = entry.pop("name", None)
+        if not name:
+            raise ConfigError(f"entry {i}: needs a 'name'")
+        try:
+            out.append(DEFENSES.get(name)(entry))
+        except ConfigError as exc:
+            raise ConfigError(f"entry {i}: {exc}") from None
+        except KeyError as exc:
+            raise ConfigError(f"entry {i}: {exc}") from None
+    names = [d.name for d in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"defenses: each defense may appear once; got {names}")
+    return out
+
+
 class TargetConfig(StrictModel):
     """One training recipe: data and split, model, noise schedule, training, defenses."""
 
@@ -136,9 +177,7 @@ class TargetConfig(StrictModel):
     @field_validator("defenses")
     @classmethod
     def _defenses_known(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from diffmia.defenses import build_defenses
-
-        build_defenses(value)  # raises ConfigError (a ValueError) naming the entry
+        instantiate_defenses(value)  # raises ConfigError (a ValueError) naming the entry
         return value
 
     @model_validator(mode="after")

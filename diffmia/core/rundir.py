@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,3 +44,9 @@ class RunDir:
 
     def is_trained(self) -> bool:
         return (self.target / "model_index.json").is_file() and self.summary.is_file()
+
+
+def default_cache_dir() -> Path:
+    """Where shared helpers (public base models, feature networks, reference models) are cached: $DIFFMIA_CACHE or
+    ~/.cache/diffmia."""
+    return Path(os.environ.get("DIFFMIA_CACHE") or Path.home() / ".cache" / "diffmia")
