@@ -293,7 +293,7 @@ def audit_model(
     from diffmia.core.config import TargetConfig
     from diffmia.core.environment import environment
     from diffmia.core.rundir import RunDir
-    from diffmia.matrix import EvaluationConfig, cell_row, write_results
+    from diffmia.evaluate.results import EvaluationConfig, cell_row, write_results
     from diffmia.targets.kinds import load_target
     from diffmia.targets.runs import LoadedRun
 

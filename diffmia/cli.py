@@ -759,7 +759,7 @@ def report(
     results = read_json(results_dir / "results.json")
     if results.get("rows") and any("one_run_headline" not in info for info in results["recipes"].values()):
         from diffmia.core.io import write_json
-        from diffmia.matrix import add_headline_audits
+        from diffmia.evaluate.results import add_headline_audits
 
         add_headline_audits(results_dir, results)  # written before the headline procedure existed
         write_json(results_dir / "results.json", results)

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import pandas as pd
 from pydantic import Field, model_validator
 
 from diffmia.core.config import (
@@ -31,10 +30,11 @@ from diffmia.core.config import (
 )
 from diffmia.core.config import recipe_hash as recipe_hash_of
 from diffmia.core.devices import resolve_batch_size
-from diffmia.core.io import csv_text, read_json, write_json, write_text
+from diffmia.core.io import read_json, write_json
 from diffmia.core.registries import TARGETS
 from diffmia.evaluate import fid as fid_module
 from diffmia.evaluate.fid import UtilityConfig
+from diffmia.evaluate.results import EvaluationConfig, cell_row, write_results
 
 
 class RecipeEntry(StrictModel):
@@ -55,16 +55,6 @@ class AttackEntry(StrictModel):
     @property
     def display(self) -> str:
         return self.label or self.name
-
-
-class EvaluationConfig(StrictModel):
-    set_sizes: list[int] = Field(default_factory=list, description="set-level inference: set sizes L (empty: off)")
-    set_samples: int = Field(500, ge=10, le=100000, description="random sets per size")
-    delta: float = Field(1e-5, gt=0.0, lt=1.0, description="delta of the empirical epsilon bound")
-    alpha: float = Field(0.05, gt=0.0, lt=0.5, description="1 - confidence of the Clopper-Pearson bounds")
-    bootstrap: int = Field(1000, ge=0, le=100000)
-    fprs: list[float] = Field(default_factory=lambda: [0.01, 0.001])
-    seed: int = Field(0, ge=0)
 
 
 class BenchmarkConfig(StrictModel):
@@ -302,118 +292,3 @@ def run_matrix(
         "environment": environment(),
     }
     return write_results(out, results, data_of)
-
-
-def write_results(out: Path, results: dict, data: dict | None = None) -> dict:
-    """exposure.csv, results.json, results.csv and the report of a results folder (`diffmia run` and `diffmia audit`;
-    with no rows, only the results files). `data`: recipe -> (ImageSet, SplitManifest) for the exposure factors."""
-    from diffmia.evaluate.exposure import write_exposure
-    from diffmia.evaluate.report import write_report
-
-    if results["rows"]:
-        write_exposure(out, results, data)
-        add_headline_audits(out, results)
-    write_json(out / "results.json", results)
-    write_text(out / "results.csv", csv_text(pd.DataFrame(results["rows"])))  # no cell a spreadsheet runs
-    results["report"] = str(write_report(out, results)) if results["rows"] else None
-    return results
-
-
-def add_headline_audits(out: Path, results: dict) -> None:
-    """Each recipe's headline one-run epsilon (evaluate/audit.py headline_audit: attack and guess counts chosen on one
-    half of the canaries, epsilon on the other), from the canary rows of its attacks' score files."""
-    from diffmia.evaluate.audit import headline_audit
-
-    ev = results.get("evaluation") or {}
-    for recipe, info in results["recipes"].items():
-        canaries = {}
-        for row in results["rows"]:
-            if row["recipe"] != recipe:
-                continue
-            frame = pd.read_csv(out / row["scores"], usecols=["sample_id", "split", "is_member", "score"])
-            frame = frame[frame.split == "canary"]
-            if len(frame):
-                canaries[row["attack"]] = (
-                    frame.sample_id.to_numpy(),
-                    frame.score.to_numpy(),
-                    frame.is_member.to_numpy(),
-                )
-        audit = headline_audit(canaries, ev.get("delta", 1e-5), ev.get("alpha", 0.05), ev.get("seed", 0))
-        info["one_run_headline"] = audit.to_dict() if audit else None
-
-
-def cell_row(
-    recipe: str,
-    label: str,
-    attack,
-    scores: pd.DataFrame,
-    info: dict,
-    loaded,
-    ev: EvaluationConfig,
-    recipe_info: dict,
-    recipe_fields: dict,
-    scores_path: str,
-    utility: dict | None,
-) -> dict:
-    """One row of results.csv: an attack's calibrated metrics, one-run audit and costs on one target (shared by
-    `diffmia run` and `diffmia audit`)."""
-    from diffmia.evaluate.audit import canary_audit
-    from diffmia.evaluate.metrics import evaluate_scores
-    from diffmia.evaluate.setlevel import set_level
-
-    metrics = evaluate_scores(
-        scores.is_member, scores.score, scores.split, ev.delta, tuple(ev.fprs), ev.bootstrap, ev.seed, ev.alpha
-    )
-    duplicated = loaded.manifest.extra.get("training_set", {}).get("duplicated_members")
-    dup_metrics = {}
-    if duplicated:  # the originally duplicated members against all non-members
-        subset = scores[(scores.is_member == 0) | scores.sample_id.isin(duplicated)]
-        d = evaluate_scores(
-            subset.is_member, subset.score, subset.split, ev.delta, (0.01,), ev.bootstrap, ev.seed, ev.alpha
-        )
-        dup_metrics = {
-            "dup_members": len(duplicated),
-            "dup_auc": d["auc"],
-            "dup_auc_ci_lo": d["auc_ci"][0],
-            "dup_auc_ci_hi": d["auc_ci"][1],
-            "dup_tpr@1%fpr": d["tpr@1%fpr"],
-        }
-    audit = canary_audit(scores, ev.delta)
-    if ev.set_sizes:
-        recipe_info.setdefault("set_level", {})[label] = set_level(
-            scores.is_member, scores.score, scores.split, tuple(ev.set_sizes), ev.set_samples, ev.seed
-        )
-    return {
-        "recipe": recipe,
-        "attack": label,
-        "attack_name": attack.name,
-        "access": attack.access,
-        "queries_per_sample": info["queries_per_sample"],
-        "generations_per_sample": info.get("generations_per_sample", attack.generations_per_sample(loaded.target)),
-        "attack_seconds": info["seconds"],
-        "scores": scores_path,
-        **_flatten(metrics),
-        "defenses": recipe_fields.get("defenses", "none"),
-        "dp_epsilon": recipe_fields.get("dp_epsilon"),
-        "epsilon_one_run": audit.epsilon if audit else None,
-        "one_run_guesses": f"{audit.correct}/{audit.guesses} of {audit.canaries}" if audit else None,
-        "reference_seconds": (info.get("references") or {}).get("trained_seconds"),
-        "references": (info.get("references") or {}).get("count"),
-        "tuned": json.dumps(info["tuned"]["chosen"]) if info.get("tuned") else None,
-        **dup_metrics,
-        "fid": utility["fid"] if utility else None,
-        "fid_floor": utility["fid_floor"] if utility else None,
-        "kid": utility["kid"] if utility else None,
-        "fid_label": utility["fid_label"] if utility else None,
-        "train_seconds": recipe_fields.get("train_seconds"),
-    }
-
-
-def _flatten(metrics: dict) -> dict:
-    flat = {}
-    for key, value in metrics.items():
-        if isinstance(value, (tuple, list)) and len(value) == 2:
-            flat[f"{key}_lo"], flat[f"{key}_hi"] = value
-        else:
-            flat[key] = value
-    return flat

@@ -176,7 +176,7 @@ def owner_test(
 
 
 def _plot(curve: list[dict], path: Path) -> Path:
-    from diffmia.evaluate.plots import _save, plt
+    from diffmia.evaluate.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
     ax.plot([c["set_size"] for c in curve], [max(c["median_p"], 1e-300) for c in curve], marker="o")
@@ -187,4 +187,4 @@ def _plot(curve: list[dict], path: Path) -> Path:
     ax.set_ylabel("median one-sided p-value")
     ax.set_title("Data owner's test: evidence vs collection size")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import auc_of, threshold_for_fpr
+from .verdict import strongest
 
 
 def _test_and_threshold(df: pd.DataFrame, fpr: float = 0.01) -> tuple[pd.Series, pd.Series, float]:
@@ -84,8 +85,6 @@ def low_fpr_verdict(row: dict) -> str:
 
 
 def compare_recipes(out: str | Path, results: dict, baseline: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    from .report import strongest
-
     out = Path(out)
     by_recipe: dict[str, list[dict]] = {}
     for r in results["rows"]:

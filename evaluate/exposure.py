@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .metrics import threshold_for_fpr
+from .verdict import strongest
 
 
 def calibrated_p_values(scores: np.ndarray, calibration_nonmember_scores: np.ndarray) -> np.ndarray:
@@ -23,8 +24,6 @@ def calibrated_p_values(scores: np.ndarray, calibration_nonmember_scores: np.nda
 
 
 def recipe_exposure(out: Path, recipe: str, rows: list[dict]) -> pd.DataFrame:
-    from .report import strongest
-
     top = strongest(rows)
     frames = {r["attack"]: pd.read_csv(out / r["scores"]) for r in rows}
     base = frames[top["attack"]]
@@ -109,7 +108,7 @@ def exposure_factors(table: pd.DataFrame, properties: pd.DataFrame, path: Path |
             {"property": c, "spearman": float(rho), "p_value": float(pv), "images": int(np.isfinite(x).sum())}
         )
     if path is not None and factors:
-        from .plots import _save, plt
+        from .plots import plt, save_figure
 
         fig, axes = plt.subplots(1, len(factors), figsize=(4 * len(factors), 3.4), squeeze=False, layout="constrained")
         for ax, f in zip(axes[0], factors):
@@ -118,7 +117,7 @@ def exposure_factors(table: pd.DataFrame, properties: pd.DataFrame, path: Path |
             ax.set_ylabel("exposure: -log10 p", fontsize=8)
             ax.set_title(f"Spearman {f['spearman']:+.2f} (p {f['p_value']:.2g})", fontsize=9)
         fig.suptitle("What makes members exposed (strongest attack)")
-        _save(fig, path)
+        save_figure(fig, path)
     return factors
 
 

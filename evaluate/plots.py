@@ -20,7 +20,8 @@ from .metrics import roc_points  # noqa: E402
 FPR_MARKS = (0.01, 0.001)
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure as a PNG (atomically, 110 dpi) and close it."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -56,7 +57,7 @@ def roc_plot(title: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], pa
             ax.set_ylim(0, 1.02)
             ax.set_title(f"{title}: ROC")
     axes[0].legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def histogram_plot(title: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
@@ -80,7 +81,7 @@ def histogram_plot(title: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray
         ax.axis("off")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"{title}: score distributions (test halves)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def privacy_utility_plot(points: Sequence[dict], fid_label: str, path: Path) -> Path:
@@ -97,4 +98,4 @@ def privacy_utility_plot(points: Sequence[dict], fid_label: str, path: Path) -> 
         ax.grid(alpha=0.3)
     axes[1].axhline(0.5, ls=":", color="grey", lw=1)
     fig.suptitle("privacy-utility trade-off: one point per recipe (down and left is better)")
-    return _save(fig, path)
+    return save_figure(fig, path)

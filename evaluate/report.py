@@ -22,19 +22,13 @@ from diffmia.core.io import write_text
 from diffmia.evaluate.metrics import MIN_FALSE_POSITIVES
 
 from .plots import histogram_plot, privacy_utility_plot, roc_plot
+from .verdict import STRONGEST_RULE, risk_level, separates, strongest  # noqa: F401 - the report's rules
 
 ACCESS = {
     "white-box": "needs the model's weights (it reads gradients)",
     "gray-box": "needs the model's noise predictions, i.e. the weights or an API that exposes them",
     "black-box": "needs only images the model generates",
 }
-
-
-STRONGEST_RULE = (
-    "the strongest attack is the one with the largest lower 95% bound of TPR minus the upper 95% bound "
-    "of the achieved FPR at its calibrated 1%-FPR threshold (ties: the larger lower bound of AUC): a "
-    "threshold that drifted on the test half cannot inflate it"
-)
 
 
 class ReportError(DiffmiaError, ValueError):
@@ -75,33 +69,6 @@ def check_results(out: Path, results: dict) -> None:
         resolve_inside(out, info.get("run_dir", ""))
     for row in results.get("rows", []):
         resolve_inside(out, row["scores"])
-
-
-def strongest(rows: list[dict]) -> dict:
-    """STRONGEST_RULE: a conservative lower bound of (TPR - FPR) at the calibrated 1%-FPR threshold."""
-
-    def key(r):
-        lo = r.get("tpr@1%fpr_ci_lo", r["tpr@1%fpr"])
-        hi = r.get("fpr@1%fpr_achieved_ci_hi", r["fpr@1%fpr_achieved"])
-        return (lo - hi, r.get("auc_ci_lo", r["auc"]))
-
-    return max(rows, key=key)
-
-
-def separates(row: dict) -> bool:
-    """At the calibrated 1%-FPR threshold, members are flagged significantly more often than non-members
-    (the TPR interval lies wholly above the achieved-FPR interval)."""
-    return row["tpr@1%fpr_ci_lo"] > row["fpr@1%fpr_achieved_ci_hi"]
-
-
-def risk_level(row: dict) -> str:
-    """A heuristic, stated in the report: HIGH when the attack clearly finds members at a low false-positive rate or
-    ranks them well; MODERATE when leakage is statistically visible; otherwise nothing was detected."""
-    if (separates(row) and row["tpr@1%fpr_ci_lo"] >= 0.05) or row["auc_ci_lo"] >= 0.75:
-        return "HIGH"
-    if separates(row) or row["auc_ci_lo"] > 0.55:
-        return "MODERATE"
-    return "LOW / NOT DETECTED"
 
 
 def risk_summary(recipe: str, rows: list[dict], info: dict, delta: float) -> str:

@@ -50,7 +50,7 @@ def set_level_plot(curves: dict[str, list[dict]], path, title: str = "set-level 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots import _save
+    from .plots import save_figure
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, rows in curves.items():
@@ -61,4 +61,4 @@ def set_level_plot(curves: dict[str, list[dict]], path, title: str = "set-level 
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
