@@ -16,7 +16,7 @@ from diffmia.evaluate.metrics import auc, rates_at, threshold_for_fpr
 
 from .base import build_attack
 from .reuse import ScoredRows, in_order, split
-from .runner import COLUMNS, check_attack_fits, score_batches
+from .runner import COLUMNS, check_attack_fits, run_attack, score_batches
 
 
 def check_grid(name: str, params: dict[str, Any], grid: dict[str, list], seed: int = 0) -> list:
@@ -91,3 +91,43 @@ def tune(
         "calibration_queries": queries,
         "calibration_rows_reused": reused,
     }
+
+
+def score_attack(
+    loaded,
+    name: str,
+    params: dict,
+    grid: dict | None,
+    seed: int,
+    out,
+    batch_size: int | None = None,
+    progress: bool = True,
+    known=None,
+    on_chosen=None,
+):
+    """Score a run with one attack (`diffmia attack` and every cell of `diffmia run`); with a grid, its parameters
+    are first chosen on the calibration split (the chosen candidate's calibration rows are not scored twice).
+
+    Args:
+        loaded: The loaded run.
+        name: The attack's registered name.
+        params: Its parameters.
+        grid: {parameter: candidates} to choose from on the calibration split, or None.
+        seed: The attack's seed.
+        out: Folder of the score file (None: the run's scores/).
+        batch_size: Images per batch (None: the device's default).
+        progress: Show progress bars.
+        known: Rows already scored (a ScoredRows store), reused instead of scored again.
+        on_chosen: Called with the chosen parameters, after tuning.
+
+    Returns:
+        The runner's AttackResult (scores, info, the score file's path).
+    """
+    known = known if known is not None else ScoredRows()
+    attack, tuned = build_attack(name, params, seed=seed), None
+    if grid:
+        chosen, tuned = tune(loaded, name, params, grid, seed, batch_size, known=known)
+        if on_chosen is not None:
+            on_chosen(chosen)
+        attack = build_attack(name, {**params, **chosen}, seed=seed)
+    return run_attack(loaded, attack, out, batch_size=batch_size, progress=progress, tuned=tuned, known=known)

@@ -139,8 +139,7 @@ def run_matrix(
     and report (unless write_outputs is False: a worker job of an executor)."""
     from diffmia.attacks import build_attack
     from diffmia.attacks.reuse import ScoredRows
-    from diffmia.attacks.runner import run_attack
-    from diffmia.attacks.tuning import tune
+    from diffmia.attacks.tuning import score_attack
     from diffmia.evaluate.fid import compute_utility
     from diffmia.evaluate.scores import ScoreFileError, read_scores
     from diffmia.targets.runs import load_run
@@ -223,21 +222,17 @@ def run_matrix(
                     scores = None
             if scores is None:
                 log(f"[{entry.name}] attack {label}")
-                tuned = None
-                if attack_entry.tune:
-                    chosen, tuned = tune(
-                        loaded,
-                        attack_entry.name,
-                        attack_entry.params,
-                        attack_entry.tune,
-                        bench.attack_seed,
-                        batch_size,
-                        known=known,
-                    )
-                    log(f"[{entry.name}] {label}: chosen on calibration {chosen}")
-                    attack = build_attack(attack_entry.name, {**attack_entry.params, **chosen}, seed=bench.attack_seed)
-                result = run_attack(
-                    loaded, attack, scores_dir, batch_size=batch_size, progress=progress, tuned=tuned, known=known
+                result = score_attack(
+                    loaded,
+                    attack_entry.name,
+                    attack_entry.params,
+                    attack_entry.tune,
+                    bench.attack_seed,
+                    scores_dir,
+                    batch_size=batch_size,
+                    progress=progress,
+                    known=known,
+                    on_chosen=lambda chosen: log(f"[{entry.name}] {label}: chosen on calibration {chosen}"),
                 )
                 scores, info = result.scores, result.info
             rows.append(

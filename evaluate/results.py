@@ -63,6 +63,28 @@ def add_headline_audits(out: Path, results: dict) -> None:
         info["one_run_headline"] = audit.to_dict() if audit else None
 
 
+def score_file_metrics(scores: pd.DataFrame, ev: EvaluationConfig) -> tuple[dict, object, list[dict] | None]:
+    """The metrics of one score file (`diffmia evaluate`, and every cell of `diffmia run` and `diffmia audit`).
+
+    Args:
+        scores: The score file's rows (sample_id, split, is_member, score).
+        ev: Delta, FPRs, bootstrap, confidence and set sizes.
+
+    Returns:
+        (calibrated metrics with intervals, the canaries' one-run audit or None, set-level curves or None).
+    """
+    metrics = evaluate_scores(
+        scores.is_member, scores.score, scores.split, ev.delta, tuple(ev.fprs), ev.bootstrap, ev.seed, ev.alpha
+    )
+    audit = canary_audit(scores, ev.delta)
+    curves = (
+        set_level(scores.is_member, scores.score, scores.split, tuple(ev.set_sizes), ev.set_samples, ev.seed)
+        if ev.set_sizes
+        else None
+    )
+    return metrics, audit, curves
+
+
 def cell_row(
     recipe: str,
     label: str,
@@ -78,9 +100,7 @@ def cell_row(
 ) -> dict:
     """One row of results.csv: an attack's calibrated metrics, one-run audit and costs on one target (shared by
     `diffmia run` and `diffmia audit`)."""
-    metrics = evaluate_scores(
-        scores.is_member, scores.score, scores.split, ev.delta, tuple(ev.fprs), ev.bootstrap, ev.seed, ev.alpha
-    )
+    metrics, audit, curves = score_file_metrics(scores, ev)
     duplicated = loaded.manifest.extra.get("training_set", {}).get("duplicated_members")
     dup_metrics = {}
     if duplicated:  # the originally duplicated members against all non-members
@@ -95,11 +115,8 @@ def cell_row(
             "dup_auc_ci_hi": d["auc_ci"][1],
             "dup_tpr@1%fpr": d["tpr@1%fpr"],
         }
-    audit = canary_audit(scores, ev.delta)
-    if ev.set_sizes:
-        recipe_info.setdefault("set_level", {})[label] = set_level(
-            scores.is_member, scores.score, scores.split, tuple(ev.set_sizes), ev.set_samples, ev.seed
-        )
+    if curves is not None:
+        recipe_info.setdefault("set_level", {})[label] = curves
     return {
         "recipe": recipe,
         "attack": label,

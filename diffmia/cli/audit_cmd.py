@@ -1,0 +1,121 @@
+"""`diffmia audit`: audit a model trained elsewhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from diffmia.cli.common import app, dotted_values, out_path, refuse_launch, user_errors
+
+
+@app.command()
+@user_errors
+def audit(
+    model: Path = typer.Argument(
+        ...,
+        help="A local diffusers pipeline folder trained elsewhere (DDPMPipeline, "
+        "diffmia's text pipeline, StableDiffusionPipeline).",
+    ),
+    members: Path = typer.Option(
+        ...,
+        "--members",
+        "-m",
+        help="Training images: a folder (metadata.jsonl captions for "
+        "text models) or a CSV with a path (and text) column.",
+    ),
+    nonmembers: Path = typer.Option(..., "--nonmembers", "-n", help="Images known not to be in training, same form."),
+    access: str = typer.Option(
+        "gray-box",
+        "--access",
+        help="What the attacker may use: gray-box (noise "
+        "predictions), black-box (generated images only) or white-box (gradients).",
+    ),
+    public: Optional[Path] = typer.Option(
+        None,
+        "--public",
+        help="Other non-member images the attacker may learn from "
+        "(needed by quantile regression and SD-MIA's feature network).",
+    ),
+    recipe: Optional[Path] = typer.Option(
+        None,
+        "--recipe",
+        help="The training recipe (a diffmia target YAML): the reference-model attacks (LiRA, RMIA, GSA) retrain it on subsets of the audited images.",
+    ),
+    adapter: Optional[Path] = typer.Option(
+        None, "--adapter", help="A peft LoRA adapter folder merged into MODEL's UNet."
+    ),
+    attack_names: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Only these attacks (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", "-s", help="An attack's parameter as ATTACK.KEY=VALUE, e.g. lira.references=16 (repeatable)."
+    ),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Results folder (default: runs/audit-MODELNAME)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the halves' hash and of the attacks' noise."),
+    calibration_fraction: float = typer.Option(0.5, "--calibration-fraction", min=0.05, max=0.95),
+    near_duplicates: float = typer.Option(
+        0.01,
+        "--near-duplicates",
+        min=0.0,
+        max=1.0,
+        help="Refuse member/non-member "
+        "pairs this close (RMS pixel difference, 0-1 scale, 16x16 thumbnails); 0: exact only.",
+    ),
+    batch_size: Optional[int] = typer.Option(
+        None,
+        "--batch-size",
+        min=1,
+        max=65536,
+        help="Images per batch of model calls (default: 128 on CPU, 512 on a GPU).",
+    ),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=0, max=100000),
+    allow_outside: bool = typer.Option(
+        False,
+        "--allow-outside-paths",
+        help="Let a CSV list name files outside its own folder (absolute or ../ paths); refused by default.",
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members;
+    score files, results, exposure.csv and the report as `diffmia run` writes them. Nothing is retrained but the
+    reference models of --recipe (cached, shared by every audit of the same images and recipe)."""
+    from diffmia.audit import audit_model
+    from diffmia.core.config import ConfigError
+
+    refuse_launch("audit", "launch `diffmia attack` on a run folder instead, or run the audit in one process")
+
+    out = out_path(out) or Path("runs") / f"audit-{model.resolve().name}"
+    attack_params: dict[str, dict] = {}
+    for key, value in dotted_values(set_).items():
+        if "." not in key:
+            raise ConfigError(f"--set {key}=...: name the attack, as ATTACK.KEY=VALUE (e.g. lira.references=16)")
+        name, param = key.split(".", 1)
+        attack_params.setdefault(name, {})[param] = value
+    results = audit_model(
+        model,
+        members,
+        nonmembers,
+        out,
+        access,
+        public,
+        recipe,
+        seed,
+        calibration_fraction,
+        near_duplicates,
+        attack_names,
+        batch_size,
+        bootstrap,
+        progress=progress,
+        log=typer.echo,
+        adapter=adapter,
+        attack_params=attack_params,
+        allow_outside=allow_outside,
+    )
+    for row in results["rows"]:
+        typer.echo(
+            f"{row['attack']:<20} AUC {row['auc']:.3f}  TPR@1%FPR calibrated {row['tpr@1%fpr']:.3f} "
+            f"(achieved FPR {row['fpr@1%fpr_achieved']:.3f})  (test halves)"
+        )
+    if not results["rows"]:
+        typer.echo("no attack applies at this access level; see the reasons above")
+    typer.echo(f"results: {out / 'results.csv'}\nexposure: {out / 'exposure.csv'}\nreport: {results['report']}")
