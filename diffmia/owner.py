@@ -94,7 +94,7 @@ def owner_test(
 ) -> dict:
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import check_attack_fits, run_attack
-    from diffmia.audit import build_audit_set, list_images, plan_attacks
+    from diffmia.auditor import build_audit_set, list_images, plan_attacks
     from diffmia.core.config import ConfigError, TargetConfig
     from diffmia.core.environment import environment
     from diffmia.core.io import write_json

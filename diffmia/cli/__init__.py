@@ -1,7 +1,7 @@
 """The `diffmia` command line (typer), one module per command. Each command takes a YAML config (or a run directory
 made from one), repeatable `--set dotted.key=value` overrides and `--out DIR`. Bad input exits with code 2 and a
 one-line error. The work each command does lives in the layers below (targets, attacks, evaluate, diffmia.matrix,
-diffmia.audit); the same work from Python: diffmia.api."""
+diffmia.auditor); the same work from Python: diffmia.api."""
 
 from __future__ import annotations
 

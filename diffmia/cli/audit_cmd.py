@@ -79,7 +79,7 @@ def audit(
     """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members;
     score files, results, exposure.csv and the report as `diffmia run` writes them. Nothing is retrained but the
     reference models of --recipe (cached, shared by every audit of the same images and recipe)."""
-    from diffmia.audit import audit_model
+    from diffmia import api
     from diffmia.core.config import ConfigError
 
     refuse_launch("audit", "launch `diffmia attack` on a run folder instead, or run the audit in one process")
@@ -91,7 +91,7 @@ def audit(
             raise ConfigError(f"--set {key}=...: name the attack, as ATTACK.KEY=VALUE (e.g. lira.references=16)")
         name, param = key.split(".", 1)
         attack_params.setdefault(name, {})[param] = value
-    results = audit_model(
+    results = api.audit(
         model,
         members,
         nonmembers,
@@ -99,18 +99,18 @@ def audit(
         access,
         public,
         recipe,
+        adapter,
+        attack_names,
+        attack_params,
         seed,
         calibration_fraction,
         near_duplicates,
-        attack_names,
         batch_size,
         bootstrap,
+        allow_outside,
         progress=progress,
         log=typer.echo,
-        adapter=adapter,
-        attack_params=attack_params,
-        allow_outside=allow_outside,
-    )
+    ).data
     for row in results["rows"]:
         typer.echo(
             f"{row['attack']:<20} AUC {row['auc']:.3f}  TPR@1%FPR calibrated {row['tpr@1%fpr']:.3f} "

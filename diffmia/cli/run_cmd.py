@@ -42,36 +42,24 @@ def run(
     """Train every recipe, run every attack, measure FID, and write results.csv/json, plots and report.html.
 
     Finished cells are cached by a hash of their config: rerun the same command to resume after a kill."""
-    from diffmia.core.config import ConfigError
-    from diffmia.evaluate.report import write_report
-    from diffmia.matrix import load_benchmark, run_matrix
+    from diffmia import api
 
     refuse_launch(
         "run",
         "launch its stages instead (diffmia train / attack / utility), or spread the recipes with "
         "--executor local|slurm and the references with --jobs",
     )
-    out = out_path(out)
-    bench, recipes = load_benchmark(config, set_ or [])
-    if only:
-        unknown = sorted(set(only) - set(recipes))
-        if unknown:
-            raise ConfigError(f"--only: {config} has no recipe {', '.join(unknown)}; it has {', '.join(recipes)}")
-        bench = bench.model_copy(update={"recipes": [r for r in bench.recipes if r.name in only]})
-    out = out or Path("runs") / bench.name
-    if executor not in ("inline", "local", "slurm"):
-        raise ConfigError(f"--executor: expected inline, local or slurm, got {executor!r}")
-    if executor != "inline":
-        from diffmia.core.io import write_json
-        from diffmia.executor import submit
-
-        params = dotted_values(slurm)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "benchmark.json", bench.model_dump(mode="json"))
-        pending = [r.name for r in bench.recipes]
-        submit(config, list(set_ or []), pending, out, executor, log=typer.echo, slurm=params)
-        typer.echo("all jobs done; collecting the cached cells")
-    results = run_matrix(bench, recipes, out, progress=progress, log=typer.echo)
-    report = write_report(out, results, show_examples=show_examples) if show_examples else results["report"]
+    results = api.run(
+        config,
+        out_path(out),
+        set_ or [],
+        only,
+        show_examples,
+        executor,
+        dotted_values(slurm),
+        progress=progress,
+        log=typer.echo,
+    )
+    out, report = results.folder, results.report
     typer.echo(f"results: {out / 'results.csv'}")
     typer.echo(f"report: {report}")

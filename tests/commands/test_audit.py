@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from diffmia.audit import half_of, pixel_sha256
+from diffmia.auditor import half_of, pixel_sha256
 from diffmia.cli import app
 from diffmia.evaluate.exposure import calibrated_p_values
 from diffmia.targets.runs import load_run
@@ -266,7 +266,7 @@ def test_audit_merges_a_peft_lora_adapter(elsewhere, tmp_path):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from diffmia.audit import apply_adapter
+    from diffmia.auditor import apply_adapter
     from diffmia.targets.kinds import load_target
 
     base = load_target(elsewhere / "model")

@@ -220,7 +220,7 @@ def test_spreadsheet_formulas_and_markdown_are_neutralised():
 
 
 def test_audit_lists_are_confined_to_their_folder(tmp_path):
-    from diffmia.audit import list_images
+    from diffmia.auditor import list_images
 
     folder = tmp_path / "members"
     folder.mkdir()
@@ -239,7 +239,7 @@ def test_audit_lists_are_confined_to_their_folder(tmp_path):
 def test_a_decompression_bomb_is_one_line(tmp_path):
     from PIL import Image
 
-    from diffmia.audit import ImageList, read_images
+    from diffmia.auditor import ImageList, read_images
 
     path = tmp_path / "bomb.png"
     Image.new("L", (40, 40)).save(path)

@@ -340,3 +340,24 @@ def test_tuned_cell_reuses_the_default_cell_read_from_the_cache(tmp_path):
     pd.testing.assert_frame_equal(
         pd.DataFrame(first["rows"]).drop(columns=timing), pd.DataFrame(again["rows"]).drop(columns=timing)
     )
+
+
+def test_python_api_returns_what_the_command_writes(matrix):
+    """diffmia.run on a finished folder: every cell from the cache, the same rows as results.csv, each recipe's
+    strongest attack by the report's rule; Results.load reads the folder back."""
+    import diffmia
+    from diffmia.evaluate.verdict import strongest
+
+    out, results, _ = matrix
+    logs = []
+    api = diffmia.run(BENCH, out=out, overrides=FAST, progress=False, log=logs.append)
+    assert isinstance(api, diffmia.Results) and api.folder == out and api.report == out / "report.html"
+    assert not any("training" in line or "attack" in line for line in logs), logs
+    table = api.table()
+    assert list(table.attack) == [r["attack"] for r in results["rows"]]
+    assert list(table.auc) == [r["auc"] for r in results["rows"]]
+    recipe = results["rows"][0]["recipe"]
+    assert api.strongest()[recipe] == strongest([r for r in api.rows if r["recipe"] == recipe])
+    assert diffmia.Results.load(out).rows == api.rows
+    with pytest.raises(diffmia.api.ConfigError, match="--only: .* has no recipe nope"):
+        diffmia.run(BENCH, out=out, overrides=FAST, only=["nope"], progress=False)
