@@ -23,16 +23,66 @@ the same again over the audited images (reported as `standardisation_queries`).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
 from pydantic import Field
 
 from diffmia.core.config import ConfigError
+from diffmia.core.devices import to_device
 
 from .base import AttackBatch, AttackParams, batch_of, per_sample_noise, register_attack
 from .reference_attack import ReferenceAttack
+
+
+def gradient_norms(
+    target,
+    x0: torch.Tensor,
+    timesteps: Sequence[int],
+    noises: torch.Tensor,
+    cond: Sequence[str] | None = None,
+    per_timestep: bool = False,
+) -> torch.Tensor:
+    """White-box access: per image, the l2 norm (torch.norm of the gradient, as the official GSA code) of the
+    denoising loss's gradient w.r.t. each parameter tensor of the denoiser, (B, n_tensors). `noises` is
+    (K, B, *sample_shape), one draw per timestep. GSA1 (per_timestep=False): the gradient of the mean loss over
+    the K timesteps; GSA2: the mean over timesteps of each timestep's norms (norms, not squared norms). K model
+    evaluations per image, counted."""
+    module = target.unet
+    params = list(module.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    t = torch.as_tensor(list(timesteps), dtype=torch.long)
+    abar = target.alphas_cumprod[t].float().view(-1, *[1] * (noises.ndim - 2))
+
+    def norms(loss, retain: bool = False) -> torch.Tensor:
+        grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
+        return torch.stack(
+            [g.double().norm() if g is not None else torch.zeros((), dtype=torch.float64) for g in grads]
+        )
+
+    out = []
+    try:
+        for i in range(len(x0)):
+            z = target.encode(x0[i : i + 1])
+            eps = noises[:, i]
+            x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
+            target.queries.add(len(t))
+            with torch.enable_grad():
+                pred = target._forward(
+                    to_device(x_t, target.device), to_device(t, target.device), [cond[i]] * len(t) if cond else None
+                )
+                losses = ((pred.float().cpu() - eps) ** 2).flatten(1).mean(1)
+                if per_timestep:
+                    out.append(sum(norms(losses[k], k + 1 < len(t)) for k in range(len(t))) / len(t))
+                else:
+                    out.append(norms(losses.mean()))
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+    return torch.stack(out)
 
 
 class GSAParams(AttackParams):
@@ -124,8 +174,8 @@ class GSA(ReferenceAttack):
     def features(self, model, batch: AttackBatch) -> np.ndarray:
         steps = self.steps(model)
         noises = torch.stack([per_sample_noise(batch.ids, model.sample_shape, self.seed, d) for d in range(len(steps))])
-        return model.gradient_norms(
-            batch.images, steps, noises, batch.captions, per_timestep=self.params.variant == "gsa2"
+        return gradient_norms(
+            model, batch.images, steps, noises, batch.captions, per_timestep=self.params.variant == "gsa2"
         ).numpy()
 
     def prepare(self, loaded, cache_dir) -> None:

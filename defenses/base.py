@@ -103,6 +103,31 @@ class Defense:
         """
         return x0, noise
 
+    def prepare_training(self, ctx: DefenseContext, run_root: Path, origins: np.ndarray, device) -> None:
+        """Before the loop, once the training set is final: a defense that trains models of its own (DualMD's
+        teachers) trains or loads them here. `origins`: the dataset index of each training row."""
+
+    @property
+    def assembles_target(self) -> bool:
+        """True for a defense whose target is made of other models instead of trained by the loop (DualMD's
+        alternating teachers): the loop then calls `assemble_target` and trains nothing."""
+        return False
+
+    def assemble_target(self, cfg, folder: Path, ctx: DefenseContext) -> dict[str, Any]:
+        """Write the assembled target as a pipeline folder into `folder`; return its summary fields (steps,
+        trained_on, dp_epsilon, train_seconds_this_session, parameters)."""
+        raise NotImplementedError
+
+    def loss_target(self, x_t: torch.Tensor, t: torch.Tensor, rows: np.ndarray, target: torch.Tensor) -> torch.Tensor:
+        """Per step, what the denoiser's prediction is regressed on (default: `target`, the noise; DistillMD: the
+        prediction of the teacher that did not see each row's image)."""
+        return target
+
+    def finish_model(self, model: torch.nn.Module, run_root: Path) -> torch.nn.Module:
+        """After training, on the final weights: the model that is saved as the target (LoRA saves its adapter into
+        the run folder and returns the merged UNet)."""
+        return model
+
     def perturb_captions(self, ids: torch.Tensor, pool: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Text models, per step: the caption token ids of the batch (`pool`: every training row's ids)."""
         return ids

@@ -72,7 +72,7 @@ class DualModel(Defense):
     def trains_student(self) -> bool:
         return self.params.mode == "distill"
 
-    def prepare(self, ctx, run_root: Path, train_origins: np.ndarray, device) -> None:
+    def prepare_training(self, ctx, run_root: Path, train_origins: np.ndarray, device) -> None:
         """Load the teachers and note which half each training row's image belongs to."""
         from diffusers import UNet2DModel
 
@@ -92,6 +92,31 @@ class DualModel(Defense):
             canary_half(ctx.manifest, ctx.config.seed, 1, step_seed)
         )  # IN canaries are split like members
         self.row_half = torch.as_tensor([1 if int(o) in half_one else 0 for o in train_origins])
+
+    @property
+    def assembles_target(self) -> bool:
+        return not self.trains_student  # DualMD: the teachers are the target; DistillMD trains a student
+
+    def assemble_target(self, cfg, folder: Path, ctx) -> dict:
+        """DualMD (alternate): the target is the two teachers answering in turn, saved as one pipeline folder."""
+        from diffusers import DDPMPipeline
+
+        from diffmia.core.io import write_json
+        from diffmia.targets.models import build_scheduler
+
+        first, second = (m.cpu() for m in self.models)
+        DDPMPipeline(unet=first, scheduler=build_scheduler(cfg.scheduler)).save_pretrained(
+            folder, safe_serialization=True
+        )
+        second.save_pretrained(folder / "unet_b", safe_serialization=True)
+        write_json(folder / DUAL_MARKER, {"mode": "alternate", "teachers": ctx.report["dual_model"]["teachers"]})
+        return {
+            "steps": self.params.teacher_steps,
+            "trained_on": "members (two halves)",
+            "dp_epsilon": None,
+            "train_seconds_this_session": None,
+            "parameters": 2 * sum(p.numel() for p in first.parameters()),
+        }
 
     @torch.no_grad()
     def loss_target(self, x_t: torch.Tensor, t: torch.Tensor, rows: np.ndarray, noise: torch.Tensor) -> torch.Tensor:

@@ -60,8 +60,11 @@ class LoRA(Defense):
         }
         return model
 
-    @staticmethod
-    def finalize(model, folder: Path):
-        """Save the adapter alone, return base + adapter merged into a plain UNet."""
-        model.save_pretrained(folder, safe_serialization=True)
-        return model.merge_and_unload()
+    def finish_model(self, model, run_root: Path):
+        """Save the adapter alone (RUN/adapter), and give the target base + adapter merged into a plain UNet."""
+        from diffmia.core.io import atomic_dir
+
+        with atomic_dir(run_root / "adapter") as tmp:
+            model.unet.save_pretrained(tmp, safe_serialization=True)
+            model.unet = model.unet.merge_and_unload()
+        return model

@@ -1,4 +1,4 @@
-"""The Target interface: the one narrow object attacks see (STYLE.md "One narrow interface in the middle").
+"""The Target interface: the one narrow object attacks see, whatever kind of model is behind it.
 
 A target exposes its noise schedule (alphas_cumprod), `predict_noise(x_t, t, cond)`, `encode`/`decode` (identity for
 pixel models; a latent model maps images to latents and back), `generate` for black-box attacks, and a
@@ -101,54 +101,6 @@ class Target:
         if precision not in choices:
             raise ValueError(f"precision must be one of {', '.join(choices)}, got {precision!r}")
         self.autocast_dtype = choices[precision]
-
-    def gradient_norms(
-        self,
-        x0: torch.Tensor,
-        timesteps: Sequence[int],
-        noises: torch.Tensor,
-        cond: Sequence[str] | None = None,
-        per_timestep: bool = False,
-    ) -> torch.Tensor:
-        """White-box access (GSA): per image, the l2 norm (torch.norm of the gradient, as the official GSA code) of the
-        denoising loss's gradient w.r.t. each parameter tensor of the denoiser, (B, n_tensors). `noises` is
-        (K, B, *sample_shape), one draw per timestep. GSA1 (per_timestep=False): the gradient of the mean loss over
-        the K timesteps; GSA2: the mean over timesteps of each timestep's norms (norms, not squared norms). K model
-        evaluations per image, counted."""
-        module = self.unet
-        params = list(module.parameters())
-        flags = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(True)
-        t = torch.as_tensor(list(timesteps), dtype=torch.long)
-        abar = self.alphas_cumprod[t].float().view(-1, *[1] * (noises.ndim - 2))
-
-        def norms(loss, retain: bool = False) -> torch.Tensor:
-            grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
-            return torch.stack(
-                [g.double().norm() if g is not None else torch.zeros((), dtype=torch.float64) for g in grads]
-            )
-
-        out = []
-        try:
-            for i in range(len(x0)):
-                z = self.encode(x0[i : i + 1])
-                eps = noises[:, i]
-                x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
-                self.queries.add(len(t))
-                with torch.enable_grad():
-                    pred = self._forward(
-                        to_device(x_t, self.device), to_device(t, self.device), [cond[i]] * len(t) if cond else None
-                    )
-                    losses = ((pred.float().cpu() - eps) ** 2).flatten(1).mean(1)
-                    if per_timestep:
-                        out.append(sum(norms(losses[k], k + 1 < len(t)) for k in range(len(t))) / len(t))
-                    else:
-                        out.append(norms(losses.mean()))
-        finally:
-            for p, f in zip(params, flags):
-                p.requires_grad_(f)
-        return torch.stack(out)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1], (B, C, H, W) -> the space the diffusion runs in (identity for pixel models, the VAE's

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from diffusers import DDPMPipeline
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from safetensors import SafetensorError
@@ -218,13 +217,17 @@ def _train_target(
         set_info["canaries_trained"] = [i for i in planned if i in kept]
         set_info["canaries_removed_by_defenses"] = [i for i in planned if i not in kept]
 
-    dual = next((d for d in defenses if d.name == "dual_model"), None)
-    if dual is not None:
-        dual.prepare(ctx, run.root, origins, accelerator.device)
-        if not dual.trains_student:
-            return finish_dual_alternate(
-                cfg, run, dual, images, manifest, resolution, set_info, defenses, ctx, accelerator
-            )
+    for defense in defenses:
+        defense.prepare_training(ctx, run.root, origins, accelerator.device)
+    maker = next((d for d in defenses if d.assembles_target), None)
+    if maker is not None:  # DualMD: the target is made of other models, nothing is trained here
+        if accelerator.is_main_process:
+            with atomic_dir(run.target) as tmp:
+                made = maker.assemble_target(cfg, tmp, ctx)
+            fields = {**made, "training_rows": set_info["rows"], "ema": cfg.train.use_ema}
+            record_target(run, cfg, images, manifest, resolution, set_info, [d.info() for d in defenses], ctx, fields)
+        accelerator.wait_for_everyone()
+        return run
 
     set_seed(cfg.seed)
     kind = TARGETS.get(cfg.model.kind)()
@@ -341,7 +344,9 @@ def _train_target(
             noise, noise_in = to_device(noise, device), (None if noise_in is noise else to_device(noise_in, device))
             x0, t = to_device(x_in, device), to_device(t, device)
             x_t = noise_scheduler.add_noise(x0, noise if noise_in is None else noise_in, t)
-            target = noise if dual is None else dual.loss_target(x_t, t, rows, noise)
+            target = noise
+            for defense in defenses:  # DistillMD: the teacher that did not see the row
+                target = defense.loss_target(x_t, t, rows, target)
             with accelerator.accumulate(model):
                 pred = model(x_t, t, ids, text_noise)
                 loss = F.mse_loss(pred.float(), target.float())
@@ -379,71 +384,38 @@ def _train_target(
         final = copy.deepcopy(raw_model).cpu()
         if ema is not None:
             ema.copy_to([p for p in final.parameters() if p.requires_grad])
-        lora = next((d for d in defenses if d.name == "lora"), None)
-        if lora is not None:
-            with atomic_dir(run.root / "adapter") as tmp:
-                final.unet = lora.finalize(final.unet, tmp)
+        for defense in defenses:  # LoRA: the adapter saved on its own, merged into the target
+            final = defense.finish_model(final, run.root)
         final.eval()
         with atomic_dir(run.target) as tmp:
             kind.save(built, final, cfg, tmp)
-        gap = generalisation_gap(load_target(run.target), images, manifest, resolution, tc.gap_timesteps, cfg.seed)
         defense_info = [d.info() for d in defenses]
         if engine is not None:
             defense_info = [dict(i, **engine.info()) if i["name"] == privacy.name else i for i in defense_info]
-        manifest.extra.update({"training_set": set_info, "defenses": defense_info, **ctx.report})
-        manifest.save(run.manifest)
-        write_json(
-            run.summary,
-            {
-                "name": cfg.name,
-                "steps": tc.steps,
-                "trained_on": train_on,
-                "training_rows": int(len(train_x)),
-                "defenses": defense_info,
-                "dp_epsilon": engine.epsilon() if engine is not None else None,
-                "train_seconds_this_session": round(time.time() - t0, 2),
-                "parameters": sum(p.numel() for p in final.parameters()),
-                "ema": tc.use_ema,
-                "gap": gap,
-            },
-        )
+        fields = {
+            "steps": tc.steps,
+            "trained_on": train_on,
+            "training_rows": int(len(train_x)),
+            "dp_epsilon": engine.epsilon() if engine is not None else None,
+            "train_seconds_this_session": round(time.time() - t0, 2),
+            "parameters": sum(p.numel() for p in final.parameters()),
+            "ema": tc.use_ema,
+        }
+        record_target(run, cfg, images, manifest, resolution, set_info, defense_info, ctx, fields)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run
 
 
-def finish_dual_alternate(cfg, run, dual, images, manifest, resolution, set_info, defenses, ctx, accelerator) -> RunDir:
-    """DualMD: the target is the two teachers answering in turn; save them as one target folder."""
-    if accelerator.is_main_process:
-        noise_scheduler = build_scheduler(cfg.scheduler)
-        first, second = (m.cpu() for m in dual.models)
-        with atomic_dir(run.target) as tmp:
-            DDPMPipeline(unet=first, scheduler=noise_scheduler).save_pretrained(tmp, safe_serialization=True)
-            second.save_pretrained(tmp / "unet_b", safe_serialization=True)
-            write_json(tmp / "dual.json", {"mode": "alternate", "teachers": ctx.report["dual_model"]["teachers"]})
-        gap = generalisation_gap(
-            load_target(run.target), images, manifest, resolution, cfg.train.gap_timesteps, cfg.seed
-        )
-        defense_info = [d.info() for d in defenses]
-        manifest.extra.update({"training_set": set_info, "defenses": defense_info, **ctx.report})
-        manifest.save(run.manifest)
-        write_json(
-            run.summary,
-            {
-                "name": cfg.name,
-                "steps": dual.params.teacher_steps,
-                "trained_on": "members (two halves)",
-                "training_rows": set_info["rows"],
-                "defenses": defense_info,
-                "dp_epsilon": None,
-                "train_seconds_this_session": None,
-                "parameters": 2 * sum(p.numel() for p in first.parameters()),
-                "ema": cfg.train.use_ema,
-                "gap": gap,
-            },
-        )
-    accelerator.wait_for_everyone()
-    return run
+def record_target(run: RunDir, cfg, images, manifest, resolution, set_info, defense_info, ctx, fields) -> None:
+    """What a finished target leaves beside its folder: the member / non-member loss gap (summary.json), and the
+    training record (training set, defenses, what each did) in its manifest."""
+    gap = generalisation_gap(load_target(run.target), images, manifest, resolution, cfg.train.gap_timesteps, cfg.seed)
+    manifest.extra.update({"training_set": set_info, "defenses": defense_info, **ctx.report})
+    manifest.save(run.manifest)
+    order = ["steps", "trained_on", "training_rows", "dp_epsilon", "train_seconds_this_session", "parameters", "ema"]
+    summary = {"name": cfg.name, **{k: fields[k] for k in order[:3]}, "defenses": defense_info}
+    write_json(run.summary, {**summary, **{k: fields[k] for k in order[3:]}, "gap": gap})
 
 
 class LoopState:

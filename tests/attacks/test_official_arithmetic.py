@@ -1,4 +1,4 @@
-"""Each attack against an independent computation written here from the formulas in PAPERS.md.
+"""Each attack against an independent computation written here from the formulas of its paper and official code.
 
 The references call the raw diffusers UNet and read abar_t from the scheduler: no Target helper, no attack code.
 """
@@ -77,7 +77,7 @@ def test_noise_aggregation_sigma_maps_to_timestep(setup):
     t = attack.start_timestep(loaded.target)
     stds = (1 - loaded.target.noise_scheduler.alphas_cumprod).sqrt()
     assert abs(stds[t] - 0.1) <= (stds[t + 1] - stds[t])  # nearest level
-    assert 25 <= t <= 30  # linear 1e-4..0.02: about 28, as PAPERS.md says
+    assert 25 <= t <= 30  # linear 1e-4..0.02: about 28, as the noise-aggregation paper says
 
 
 def test_aggregations_from_formulas():

@@ -1,4 +1,4 @@
-"""Bad inputs and interruptions from the CLI sweep (issue 16): each gets one line naming the file or field, exit 2,
+"""Bad inputs and interruptions from the CLI sweep: each gets one line naming the file or field, exit 2,
 and leaves nothing half-written behind."""
 
 from __future__ import annotations
