@@ -4,9 +4,7 @@ words, the full table, the plots, and what the numbers do not show. Member image
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
 import json
 import os
 import re
@@ -21,6 +19,7 @@ from diffmia.core.errors import DiffmiaError
 from diffmia.core.io import write_text
 from diffmia.evaluate.metrics import MIN_FALSE_POSITIVES
 
+from .document import Bullets, Code, Document, Heading, Image, Risk, Table, md_escape, para, to_html, to_markdown  # noqa: F401 - md_escape re-exported
 from .plots import histogram_plot, privacy_utility_plot, roc_plot
 from .verdict import STRONGEST_RULE, risk_level, separates, strongest  # noqa: F401 - the report's rules
 
@@ -31,20 +30,25 @@ ACCESS = {
 }
 
 
+# Cells wrap between words only (a word longer than its column breaks, nothing else), and a table wider than the
+# page scrolls in its own box instead of squeezing its columns into broken words.
+CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222;line-height:1.45}"
+    ".scroll{overflow-x:auto;margin:1em 0}table{border-collapse:collapse;font-size:12px;width:100%}"
+    "td,th{border:1px solid #ccc;padding:4px 7px;text-align:left;vertical-align:top;overflow-wrap:break-word;"
+    "word-break:normal;hyphens:none}th{background:#f2f2f2}table.kv th{width:16em}"
+    "img{max-width:100%;margin:.5em 0;border:1px solid #eee}"
+    ".risk{padding:.6em 1em;margin:.6em 0;border-left:5px solid #999;background:#fafafa}"
+    ".HIGH{border-color:#c0392b}.MODERATE{border-color:#e67e22}.LOW{border-color:#27ae60}"
+    "td.thin{color:#aaa}"
+)
+
+
 class ReportError(DiffmiaError, ValueError):
     """A results.json that names a path outside its folder or a recipe name that is not one."""
 
 
 RECIPE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
-
-
-MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
-
-
-def md_escape(text: str) -> str:
-    """Markdown text with its active characters backslash-escaped: no raw HTML (<, >), no link or image ([, ]), no
-    table cell break (|), no emphasis or code (*, _, `); a newline becomes a space."""
-    return MD_SPECIAL.sub(r"\\\1", str(text).replace("\r", " ").replace("\n", " "))
 
 
 def resolve_inside(out: Path, relative: str) -> Path:
@@ -386,11 +390,6 @@ def example_grid(out: Path, results: dict, recipe: str) -> Path | None:
     )  # member images: owner-only
 
 
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
-
-
 def signoff_rows(results: dict, by_recipe: dict[str, list[dict]]) -> list[dict]:
     """The first page: one row per recipe with what a reviewer signs off on."""
     out = []
@@ -550,158 +549,93 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
             }
         )
 
-    # ---- HTML ----
-    css = (
-        "body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222;line-height:1.45}"
-        "table{border-collapse:collapse;font-size:12px;margin:1em 0;width:100%}td,th{overflow-wrap:anywhere}td,th{border:1px solid #ccc;padding:4px 7px;"
-        "text-align:left}th{background:#f2f2f2}img{max-width:100%;margin:.5em 0;border:1px solid #eee}"
-        ".risk{padding:.6em 1em;margin:.6em 0;border-left:5px solid #999;background:#fafafa}"
-        ".HIGH{border-color:#c0392b}.MODERATE{border-color:#e67e22}.LOW{border-color:#27ae60}"
-        "td.thin{color:#aaa}"
-    )
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>diffmia audit: {html.escape(results['benchmark'])}"
-        f"</title><style>{css}</style></head><body>",
-        f"<h1>Membership-inference audit: {html.escape(results['benchmark'])}</h1>",
-        f"<p>diffmia {__version__}, {when}. Does each training recipe leak which images it was trained on?</p>",
-        (
-            f"<p><small>Environment: {html.escape(describe(env))}. Scores are bit-reproducible on the same CPU "
-            f"capability, thread count and packages (results.json lists them all).</small></p>"
-            if env
-            else ""
+    doc = Document(f"diffmia audit: {results['benchmark']}", CSS)
+    doc.add(
+        Heading(f"Membership-inference audit: {results['benchmark']}", 1),
+        para(f"diffmia {__version__}, {when}. Does each training recipe leak which images it was trained on?"),
+        para(
+            f"Environment: {describe(env)}. Scores are bit-reproducible on the same CPU capability, thread count and "
+            "packages (results.json lists them all).",
+            small=True,
+        )
+        if env
+        else None,
+        Heading("Sign-off summary"),
+        Table([], list(signoff[0].items()), key_value=True)
+        if len(signoff) == 1  # one recipe: a key-value table reads better than one wide row
+        else Table(list(signoff[0]), [list(map(str, row.values())) for row in signoff]),
+        para("Reviewed by: ____________________   Date: __________   Decision: accept / mitigate / reject"),
+        Heading("Risk summary"),
+        *[Risk(risk_level(strongest(by_recipe[recipe])).split()[0], text) for recipe, text in summaries.items()],
+        Heading("What was audited"),
+        Table(list(audited[0]), [list(map(str, a.values())) for a in audited]),
+        Heading("Results"),
+        para(
+            "Calibrated: threshold fitted on the calibration halves, applied to the test halves. Oracle: best "
+            "threshold on the test halves (for comparison with papers only)."
         ),
-        "<h2>Sign-off summary</h2><table><tr>"
-        + "".join(f"<th>{html.escape(k)}</th>" for k in signoff[0])
-        + "</tr>"
-        + "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values()) + "</tr>" for row in signoff
-        )
-        + "</table><p>Reviewed by: ____________________ &nbsp; Date: __________ &nbsp; Decision: accept / mitigate "
-        "/ reject</p>",
-        "<h2>Risk summary</h2>",
-    ]
-    for recipe, text in summaries.items():
-        level = risk_level(strongest(by_recipe[recipe])).split()[0]
-        parts.append(f"<div class='risk {level}'>{html.escape(text)}</div>")
-    parts.append("<h2>What was audited</h2><table><tr>" + "".join(f"<th>{k}</th>" for k in audited[0]) + "</tr>")
-    for a in audited:
-        parts.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in a.values()) + "</tr>")
-    parts.append(
-        "</table><h2>Results</h2><p>Calibrated: threshold fitted on the calibration halves, applied to the "
-        "test halves. Oracle: best threshold on the test halves (for comparison with papers only).</p><table><tr>"
+        Table(header, body, thin),
+        para(THIN_NOTE, small=True),
+        Heading("Plots"),
+        *[Image(p) for p in plots["privacy_utility"] + plots["recipes"]],
     )
-    parts.append("".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
-    for line, grey in zip(body, thin):
-        parts.append(
-            "<tr>"
-            + "".join(
-                f"<td class='thin'>{html.escape(c)}</td>" if grey.get(i) else f"<td>{html.escape(c)}</td>"
-                for i, c in enumerate(line)
-            )
-            + "</tr>"
-        )
-    parts.append(f"</table><p><small>{THIN_NOTE}</small></p><h2>Plots</h2>")
-    for p in plots["privacy_utility"] + plots["recipes"]:
-        parts.append(_img(p))
     for recipe, info in results["recipes"].items():
         samples = out / info["run_dir"] / "samples.png"
         if samples.is_file():
-            parts.append(f"<h3>Samples from {html.escape(recipe)}</h3>{_img(samples)}")
+            doc.add(Heading(f"Samples from {recipe}", 3), Image(samples))
     for recipe, grid in examples.items():
         if grid:
-            parts.append(f"<h3>Most exposed test members of {html.escape(recipe)} (shown on request)</h3>{_img(grid)}")
+            doc.add(Heading(f"Most exposed test members of {recipe} (shown on request)", 3), Image(grid))
     exposed, not_run = _exposure_lines(out, results, show_examples), _skipped_lines(results)
     compared = _comparison(out, results)
     if compared:
-        parts.append(
-            f"<h2>Paired comparison with {html.escape(next(iter(results['recipes'])))}</h2><p>Each recipe's "
-            "strongest attack against the baseline's, on the same test images, with a stratified paired "
-            "bootstrap (95% intervals; <code>diffmia compare</code> names another baseline).</p><ul>"
-            + "".join(f"<li>{html.escape(x)}</li>" for x in compared)
-            + "</ul>"
+        doc.add(
+            Heading(f"Paired comparison with {next(iter(results['recipes']))}"),
+            para(
+                "Each recipe's strongest attack against the baseline's, on the same test images, with a stratified "
+                "paired bootstrap (95% intervals; ",
+                Code("diffmia compare"),
+                " names another baseline).",
+            ),
+            Bullets(compared),
         )
     if exposed:
-        parts.append(
-            "<h2>Most exposed images</h2><p>Members with the smallest calibrated p-value under the strongest "
-            "attack (the share of calibration non-members scoring at least as high): all of them in "
-            "exposure.csv; file names only with --show-examples (manifest.json maps each sample id to its "
-            "file).</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in exposed) + "</ul>"
+        doc.add(
+            Heading("Most exposed images"),
+            para(
+                "Members with the smallest calibrated p-value under the strongest attack (the share of calibration "
+                "non-members scoring at least as high): all of them in exposure.csv; file names only with "
+                "--show-examples (manifest.json maps each sample id to its file)."
+            ),
+            Bullets(exposed),
         )
     factors = _factor_lines(results)
     if factors:
-        parts.append(
-            "<h2>What makes images exposed</h2><p>Spearman correlation of simple image properties with "
-            "exposure (-log10 of the calibrated p-value under the strongest attack); positive: more of the "
-            "property, more exposed.</p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in factors) + "</ul>"
+        doc.add(
+            Heading("What makes images exposed"),
+            para(
+                "Spearman correlation of simple image properties with exposure (-log10 of the calibrated p-value "
+                "under the strongest attack); positive: more of the property, more exposed."
+            ),
+            Bullets(factors),
         )
         for recipe in results.get("exposure_factors", {}):
             plot = out / "plots" / f"exposure-factors-{recipe}.png"
             if plot.is_file():
-                parts.append(_img(plot))
+                doc.add(Image(plot))
     if not_run:
-        parts.append("<h2>Attacks not run</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in not_run) + "</ul>")
-    parts.append(
-        "<h2>What these numbers do not show</h2><ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in CAVEATS) + "</ul>"
+        doc.add(Heading("Attacks not run"), Bullets(not_run))
+    doc.add(
+        Heading("What these numbers do not show"),
+        Bullets(CAVEATS),
+        para(
+            "Every number here is derived from the per-sample score files listed in results.csv; rerun ",
+            Code("diffmia report"),
+            " on this folder to rebuild this page.",
+        ),
     )
-    parts.append(
-        "<p>Every number here is derived from the per-sample score files listed in results.csv; rerun "
-        "<code>diffmia report</code> on this folder to rebuild this page.</p></body></html>"
-    )
-    write_text(out / "report.html", "\n".join(parts))
-
-    # ---- Markdown ---- (every text from the results escaped: no raw HTML, table break or link from a name)
-    e = md_escape
-
-    def md_row(cells) -> str:
-        return "| " + " | ".join(e(str(c)) for c in cells) + " |"
-
-    md = [
-        f"# Membership-inference audit: {e(results['benchmark'])}",
-        "",
-        f"diffmia {__version__}, {when}." + (f" Environment: {e(describe(env))}." if env else ""),
-        "",
-        "## Sign-off summary",
-        "",
-        md_row(signoff[0]),
-        "|" + "---|" * len(signoff[0]),
-    ]
-    md += [md_row(row.values()) for row in signoff]
-    md += [
-        "",
-        "Reviewed by: ____________________  Date: __________  Decision: accept / mitigate / reject",
-        "",
-        "## Risk summary",
-        "",
-    ]
-    md += [f"- {e(text)}" for text in summaries.values()]
-    md += ["", "## What was audited", "", md_row(audited[0]), "|" + "---|" * len(audited[0])]
-    md += [md_row(a.values()) for a in audited]
-    md += ["", "## Results", "", md_row(header), "|" + "---|" * len(header)]
-    md += [
-        md_row(f"{c} (thin)" if grey.get(i) and c else c for i, c in enumerate(line)) for line, grey in zip(body, thin)
-    ]
-    md += ["", e(THIN_NOTE)]
-    md += ["", "## Plots", ""]
-    md += [f"![{e(p.stem)}]({p.relative_to(out).as_posix()})" for p in plots["privacy_utility"] + plots["recipes"]]
-    md += [f"![examples {e(recipe)}]({g.relative_to(out).as_posix()})" for recipe, g in examples.items() if g]
-    if compared:
-        md += ["", f"## Paired comparison with {e(next(iter(results['recipes'])))}", ""] + [
-            f"- {e(x)}" for x in compared
-        ]
-    if exposed:
-        md += [
-            "",
-            "## Most exposed images",
-            "",
-            "Members with the smallest calibrated p-value under the strongest attack (all of them in exposure.csv):",
-            "",
-        ] + [f"- {e(x)}" for x in exposed]
-    if factors:
-        md += ["", "## What makes images exposed", ""] + [f"- {e(x)}" for x in factors]
-    if not_run:
-        md += ["", "## Attacks not run", ""] + [f"- {e(x)}" for x in not_run]
-    md += ["", "## What these numbers do not show", ""] + [f"- {e(c)}" for c in CAVEATS] + [""]
-    write_text(out / "report.md", "\n".join(md))
+    write_text(out / "report.html", to_html(doc))
+    write_text(out / "report.md", to_markdown(doc, out))
     return out / "report.html"
 
 

@@ -4,8 +4,9 @@
 
 A copy of the page gets a small script that writes, once the page has loaded in a 1400 px wide window, how many of
 its images decoded (naturalWidth > 0) and what runs off the page's right edge (the page's own horizontal overflow,
-and each table, figure or image whose right edge passes the window's while no scrolling box holds it) into the title;
-Chromium's --dump-dom returns that title. Exit 0 when every image rendered and nothing overflows.
+and each table, figure or image whose right edge passes the window's while no scrolling box holds it), and the
+words a table cell breaks across two lines, into the title;
+Chromium's --dump-dom returns that title. Exit 0 when every image rendered, nothing overflows and no word is broken.
 Needs Chromium (Debian: apt-get install chromium).
 """
 
@@ -37,8 +38,13 @@ PROBE = (
     "const wide=[...document.querySelectorAll('table,img,figure,pre,svg')].filter("
     "x=>x.getBoundingClientRect().right>W+1&&!held(x)).map(x=>x.tagName.toLowerCase()+(x.id?'#'+x.id:''));"
     "if(document.documentElement.scrollWidth>W+1)wide.unshift('page:'+document.documentElement.scrollWidth+'px');"
+    # a word broken inside a table cell: one of its pieces (between spaces, hyphens, slashes) spans two lines
+    "const broken=[];for(const c of document.querySelectorAll('td,th')){const w=document.createTreeWalker(c,4);"
+    "for(let n=w.nextNode();n;n=w.nextNode()){for(const m of n.data.matchAll(/[^\\s\\-\\/_,;]+/g)){"
+    "const r=document.createRange();r.setStart(n,m.index);r.setEnd(n,m.index+m[0].length);"
+    "if(r.getClientRects().length>1&&broken.length<5)broken.push(m[0]);}}}"
     "document.title='rendered:'+i.filter(x=>x.complete&&x.naturalWidth>0).length+'/'+i.length"
-    "+' overflow:'+wide.join(',');});</script>"
+    "+' overflow:'+wide.join(',')+' broken:'+broken.join(',');});</script>"
 )
 
 
@@ -59,7 +65,14 @@ def overflow(report: Path) -> list[str]:
     return probe(report)[2]
 
 
-def probe(report: Path, screenshot: Path | None = None) -> tuple[int, int, list[str]]:
+def broken_words(report: Path) -> list[str]:
+    """Words (up to 5) that a 1400 px window breaks across two lines inside a table cell."""
+    return probe(report, words=True)[3]
+
+
+def probe(report: Path, screenshot: Path | None = None, words: bool = False):
+    """(images rendered, images, what runs off the page) of the report; with words=True also the words broken
+    inside a table cell."""
     browser = chromium()
     if browser is None:
         raise FileNotFoundError("Chromium not found (apt-get install chromium)")
@@ -80,10 +93,11 @@ def probe(report: Path, screenshot: Path | None = None) -> tuple[int, int, list[
                 capture_output=True,
                 timeout=120,
             )
-    match = re.search(r"<title>rendered:(\d+)/(\d+) overflow:([^<]*)</title>", dom.stdout)
+    match = re.search(r"<title>rendered:(\d+)/(\d+) overflow:([^<]*) broken:([^<]*)</title>", dom.stdout)
     if not match:
         raise RuntimeError(f"Chromium did not render the page: {dom.stderr[-500:]}")
-    return int(match.group(1)), int(match.group(2)), [w for w in match.group(3).split(",") if w]
+    found = (int(match.group(1)), int(match.group(2)), [w for w in match.group(3).split(",") if w])
+    return (*found, [w for w in match.group(4).split(",") if w]) if words else found
 
 
 def main() -> None:
@@ -91,12 +105,13 @@ def main() -> None:
     parser.add_argument("report", type=Path)
     parser.add_argument("--screenshot", type=Path)
     args = parser.parse_args()
-    loaded, total, wide = probe(args.report, args.screenshot)
+    loaded, total, wide, broken = probe(args.report, args.screenshot, words=True)
     print(
         f"{args.report}: {loaded}/{total} images rendered; "
         + (f"runs off a {WIDTH} px page: {', '.join(wide)}" if wide else f"nothing runs off a {WIDTH} px page")
+        + (f"; words broken inside a table cell: {', '.join(broken)}" if broken else "; no word broken in a cell")
     )
-    sys.exit(0 if total and loaded == total and not wide else 1)
+    sys.exit(0 if total and loaded == total and not wide and not broken else 1)
 
 
 if __name__ == "__main__":

@@ -180,9 +180,10 @@ def test_report_renders_in_headless_chromium(matrix, tmp_path):
     check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(check)
     out, _, _ = matrix
-    loaded, total, wide = check.probe(out / "report.html", tmp_path / "shot.png")
+    loaded, total, wide, broken = check.probe(out / "report.html", tmp_path / "shot.png", words=True)
     assert total >= 5 and loaded == total
     assert not wide, f"runs off a {check.WIDTH} px page: {wide}"  # the wide results table once cut the FID column
+    assert not broken, f"words broken inside a table cell at {check.WIDTH} px: {broken}"  # once "reci pe", "HI GH"
     assert Path(tmp_path / "shot.png").stat().st_size > 10000
 
 
