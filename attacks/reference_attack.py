@@ -33,9 +33,7 @@ class ReferenceAttack(Attack):
     def build_references(self, loaded, mode: str):
         from diffmia.targets.references import reference_models
 
-        self.refs = reference_models(
-            loaded, self.params.references, mode, seed=self.seed, progress=sys.stderr.isatty(), log=print
-        )
+        self.refs = reference_models(loaded, self.params.references, mode, seed=self.seed, progress=sys.stderr.isatty())
         return self.refs
 
     def over_references(self, loaded, compute: Callable) -> list:

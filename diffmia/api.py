@@ -14,11 +14,15 @@ Both write the same results folder as the command line (and resume from its cach
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from diffmia.core.config import ConfigError
+from diffmia.core.logs import progress_lines
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,7 +88,7 @@ def run(
     executor: str = "inline",
     slurm: dict[str, Any] | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    quiet: bool = False,
 ) -> Results:
     """Run a benchmark: train every recipe, run every attack, measure FID, write results and the report.
 
@@ -97,7 +101,7 @@ def run(
         executor: "inline" (this process), "local" or "slurm" (one submitit job per recipe).
         slurm: submitit parameters for the Slurm executor.
         progress: Show progress bars.
-        log: Where progress lines go.
+        quiet: Show no progress lines (they go to the "diffmia" logger; shown on stdout unless it has handlers).
 
     Returns:
         The results folder's contents.
@@ -105,31 +109,32 @@ def run(
     Raises:
         ConfigError: A bad config, override, recipe name or executor.
     """
-    from diffmia.evaluate.report import write_report
-    from diffmia.matrix import load_benchmark, run_matrix
+    with progress_lines(not quiet):
+        from diffmia.evaluate.report import write_report
+        from diffmia.matrix import load_benchmark, run_matrix
 
-    bench, recipes = load_benchmark(config, list(overrides))
-    if only:
-        only = list(only)
-        unknown = sorted(set(only) - set(recipes))
-        if unknown:
-            raise ConfigError(f"--only: {config} has no recipe {', '.join(unknown)}; it has {', '.join(recipes)}")
-        bench = bench.model_copy(update={"recipes": [r for r in bench.recipes if r.name in only]})
-    out = Path(out) if out is not None else Path("runs") / bench.name
-    if executor not in ("inline", "local", "slurm"):
-        raise ConfigError(f"--executor: expected inline, local or slurm, got {executor!r}")
-    if executor != "inline":
-        from diffmia.core.io import write_json
-        from diffmia.executor import submit
+        bench, recipes = load_benchmark(config, list(overrides))
+        if only:
+            only = list(only)
+            unknown = sorted(set(only) - set(recipes))
+            if unknown:
+                raise ConfigError(f"--only: {config} has no recipe {', '.join(unknown)}; it has {', '.join(recipes)}")
+            bench = bench.model_copy(update={"recipes": [r for r in bench.recipes if r.name in only]})
+        out = Path(out) if out is not None else Path("runs") / bench.name
+        if executor not in ("inline", "local", "slurm"):
+            raise ConfigError(f"--executor: expected inline, local or slurm, got {executor!r}")
+        if executor != "inline":
+            from diffmia.core.io import write_json
+            from diffmia.executor import submit
 
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "benchmark.json", bench.model_dump(mode="json"))
-        submit(config, list(overrides), [r.name for r in bench.recipes], out, executor, log=log, slurm=slurm or {})
-        log("all jobs done; collecting the cached cells")
-    results = run_matrix(bench, recipes, out, progress=progress, log=log)
-    if show_examples:
-        results["report"] = str(write_report(out, results, show_examples=True))
-    return Results(out, results)
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "benchmark.json", bench.model_dump(mode="json"))
+            submit(config, list(overrides), [r.name for r in bench.recipes], out, executor, slurm=slurm or {})
+            logger.info("all jobs done; collecting the cached cells")
+        results = run_matrix(bench, recipes, out, progress=progress)
+        if show_examples:
+            results["report"] = str(write_report(out, results, show_examples=True))
+        return Results(out, results)
 
 
 def audit(
@@ -150,7 +155,7 @@ def audit(
     bootstrap: int = 1000,
     allow_outside_paths: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    quiet: bool = False,
 ) -> Results:
     """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members.
 
@@ -172,7 +177,7 @@ def audit(
         bootstrap: Bootstrap resamples for the intervals.
         allow_outside_paths: Let a CSV list name files outside its folder.
         progress: Show progress bars.
-        log: Where progress lines go.
+        quiet: Show no progress lines (they go to the "diffmia" logger; shown on stdout unless it has handlers).
 
     Returns:
         The results folder's contents.
@@ -182,28 +187,28 @@ def audit(
         ModelError: A model or adapter folder that does not load.
         ConfigError: A bad access level, attack name or parameter.
     """
-    from diffmia.auditor import audit_model
+    with progress_lines(not quiet):
+        from diffmia.auditor import audit_model
 
-    model = Path(model)
-    out = Path(out) if out is not None else Path("runs") / f"audit-{model.resolve().name}"
-    results = audit_model(
-        model,
-        Path(members),
-        Path(nonmembers),
-        out,
-        access,
-        Path(public) if public else None,
-        Path(recipe) if recipe else None,
-        seed,
-        calibration_fraction,
-        near_duplicates,
-        list(attacks) if attacks else None,
-        batch_size,
-        bootstrap,
-        progress=progress,
-        log=log,
-        adapter=Path(adapter) if adapter else None,
-        attack_params=attack_params or {},
-        allow_outside=allow_outside_paths,
-    )
-    return Results(out, results)
+        model = Path(model)
+        out = Path(out) if out is not None else Path("runs") / f"audit-{model.resolve().name}"
+        results = audit_model(
+            model,
+            Path(members),
+            Path(nonmembers),
+            out,
+            access,
+            Path(public) if public else None,
+            Path(recipe) if recipe else None,
+            seed,
+            calibration_fraction,
+            near_duplicates,
+            list(attacks) if attacks else None,
+            batch_size,
+            bootstrap,
+            progress=progress,
+            adapter=Path(adapter) if adapter else None,
+            attack_params=attack_params or {},
+            allow_outside=allow_outside_paths,
+        )
+        return Results(out, results)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ import numpy as np
 from diffmia.core.config import ConfigError, dump_config
 from diffmia.core.io import private_dir
 from diffmia.targets.data import IMAGE_SUFFIXES, DataError, ImageSet, open_image
+
+logger = logging.getLogger(__name__)
 
 ACCESS_LEVELS = ("gray-box", "black-box", "white-box")
 
@@ -283,7 +286,6 @@ def audit_model(
     bootstrap: int = 1000,
     delta: float = 1e-5,
     progress: bool = True,
-    log=print,
     adapter: str | Path | None = None,
     attack_params: dict[str, dict] | None = None,
     allow_outside: bool = False,
@@ -369,7 +371,7 @@ def audit_model(
     }
     rows = []
     for atk in built:
-        log(f"[{name}] attack {atk.name}")
+        logger.info(f"[{name}] attack {atk.name}")
         result = run_attack(loaded, atk, run.scores, progress=progress, batch_size=batch_size)
         rows.append(
             cell_row(
@@ -387,7 +389,7 @@ def audit_model(
             )
         )
     for n, why in skipped:
-        log(f"[{name}] skipped {n}: {why}")
+        logger.info(f"[{name}] skipped {n}: {why}")
     results = {
         "benchmark": f"audit of {name}",
         "recipes": {name: info},

@@ -9,10 +9,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from diffmia.core.errors import DiffmiaError
 from diffmia.matrix import load_benchmark, run_matrix
+
+logger = logging.getLogger(__name__)
 
 
 class ExecutorError(DiffmiaError):
@@ -23,7 +26,7 @@ def _job(config: str, overrides: list[str], recipe: str, out: str) -> str:
     """One recipe of a matrix, run by a worker (a cluster job or a local process): cells only, no report."""
     bench, recipes = load_benchmark(config, overrides)
     bench = bench.model_copy(update={"recipes": [r for r in bench.recipes if r.name == recipe]})
-    run_matrix(bench, recipes, out, progress=False, log=lambda *_: None, write_outputs=False)
+    run_matrix(bench, recipes, out, progress=False, write_outputs=False)
     return recipe
 
 
@@ -33,7 +36,6 @@ def submit(
     recipes: list[str],
     out: str | Path,
     executor: str,
-    log=print,
     slurm: dict | None = None,
 ) -> list[str]:
     """One job per recipe through submitit; waits for all, re-raising the first failure with its recipe named."""
@@ -50,7 +52,7 @@ def submit(
         raise ValueError(f"executor must be local or slurm, got {executor!r}")
     jobs = [(name, ex.submit(_job, str(config), list(overrides), name, str(out))) for name in recipes]
     for name, job in jobs:
-        log(f"[{name}] submitted as job {job.job_id} ({executor}); logs in {folder}")
+        logger.info(f"[{name}] submitted as job {job.job_id} ({executor}); logs in {folder}")
     done = []
     for name, job in jobs:
         try:
@@ -60,5 +62,5 @@ def submit(
                 f"[{name}] job {job.job_id} failed: {str(exc).strip().splitlines()[-1]}; rerun the same command to "
                 "resume (finished cells are cached)"
             ) from None
-        log(f"[{name}] job {job.job_id} done")
+        logger.info(f"[{name}] job {job.job_id} done")
     return done

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -35,6 +36,8 @@ from diffmia.core.registries import TARGETS
 from diffmia.evaluate import fid as fid_module
 from diffmia.evaluate.fid import UtilityConfig
 from diffmia.evaluate.results import EvaluationConfig, cell_row, write_results
+
+logger = logging.getLogger(__name__)
 
 
 class RecipeEntry(StrictModel):
@@ -132,7 +135,6 @@ def run_matrix(
     recipes: dict[str, TargetConfig],
     out: str | Path,
     progress: bool = True,
-    log=print,
     write_outputs: bool = True,
 ) -> dict:
     """Every recipe (claimed atomically, so several workers on one folder share the work), then results, exposure
@@ -156,9 +158,9 @@ def run_matrix(
         run_dir = out / "recipes" / f"{entry.name}-{recipe_hash}"
         t0 = time.time()
         if (run_dir / "summary.json").is_file():
-            log(f"[{entry.name}] trained target found, reusing {run_dir}")
+            logger.info(f"[{entry.name}] trained target found, reusing {run_dir}")
         else:
-            log(f"[{entry.name}] training ({cfg.train.steps} steps) -> {run_dir}")
+            logger.info(f"[{entry.name}] training ({cfg.train.steps} steps) -> {run_dir}")
             train_target(cfg, run_dir, resume=True, progress=progress, cache_dir=out / "cache")
         loaded = load_run(run_dir)
         data_of[entry.name] = (loaded.images, loaded.manifest)
@@ -177,7 +179,9 @@ def run_matrix(
             if util_path.is_file():
                 utility = read_json(util_path)
             else:
-                log(f"[{entry.name}] utility: {bench.utility.samples} samples, {bench.utility.features} features")
+                logger.info(
+                    f"[{entry.name}] utility: {bench.utility.samples} samples, {bench.utility.features} features"
+                )
                 utility = compute_utility(
                     loaded, bench.utility, out / "cache", run_dir / "samples.png", progress=progress
                 )
@@ -218,10 +222,10 @@ def run_matrix(
                     info = read_json(scores_dir / f"{attack.name}.json")
                     known.add_frame(build_attack(attack.name, info["params"], seed=bench.attack_seed), scores)
                 except (ScoreFileError, ValueError, KeyError) as exc:  # never read a partial cell: score it again
-                    log(f"[{entry.name}] {label}: cached scores unusable ({exc}); scoring again")
+                    logger.info(f"[{entry.name}] {label}: cached scores unusable ({exc}); scoring again")
                     scores = None
             if scores is None:
-                log(f"[{entry.name}] attack {label}")
+                logger.info(f"[{entry.name}] attack {label}")
                 result = score_attack(
                     loaded,
                     attack_entry.name,
@@ -232,7 +236,7 @@ def run_matrix(
                     batch_size=batch_size,
                     progress=progress,
                     known=known,
-                    on_chosen=lambda chosen: log(f"[{entry.name}] {label}: chosen on calibration {chosen}"),
+                    on_chosen=lambda chosen: logger.info(f"[{entry.name}] {label}: chosen on calibration {chosen}"),
                 )
                 scores, info = result.scores, result.info
             rows.append(
@@ -254,7 +258,7 @@ def run_matrix(
                     utility,
                 )
             )
-        log(f"[{entry.name}] done in {time.time() - t0:.0f}s")
+        logger.info(f"[{entry.name}] done in {time.time() - t0:.0f}s")
 
     from diffmia.core.claims import claim, wait_for_claim
 
@@ -265,10 +269,10 @@ def run_matrix(
             if mine:
                 process(entry)
             else:
-                log(f"[{entry.name}] another worker holds {claim_path}; collecting it when done")
+                logger.info(f"[{entry.name}] another worker holds {claim_path}; collecting it when done")
                 deferred.append((entry, claim_path))
     for entry, claim_path in deferred:
-        wait_for_claim(claim_path, log=log)
+        wait_for_claim(claim_path)
         with claim(claim_path, wait=True) as mine:
             process(entry)  # cached, unless the other worker died: then finished here
     if not write_outputs:

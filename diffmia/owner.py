@@ -14,10 +14,13 @@ of the owner's images were needed.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 
 def one_sided_tests(s: np.ndarray, r: np.ndarray, permutations: int = 10000, seed: int = 0) -> dict:
@@ -89,7 +92,6 @@ def owner_test(
     permutations: int = 10000,
     batch_size: int | None = None,
     progress: bool = True,
-    log=print,
     allow_outside: bool = False,
 ) -> dict:
     from diffmia.attacks import build_attack
@@ -131,7 +133,7 @@ def owner_test(
     manifest.save(loaded.run.manifest)
     frames = {}
     for atk in built:
-        log(f"[owner] scoring with {atk.name}")
+        logger.info(f"[owner] scoring with {atk.name}")
         frames[atk.name] = run_attack(loaded, atk, loaded.run.scores, batch_size=batch_size, progress=progress).scores
     first = next(iter(frames.values()))
     features = pd.DataFrame({name: df.set_index("sample_id").score for name, df in frames.items()}).loc[first.sample_id]

@@ -17,6 +17,7 @@ Attacks ask for references by count and mode through `reference_models` and neve
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ from diffmia.core.io import private_dir
 from .manifest import Entry, SplitManifest
 
 Mode = Literal["online", "offline"]
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -125,7 +129,7 @@ def reference_split(manifest: SplitManifest, subset: np.ndarray) -> SplitManifes
 
 
 def reference_models(
-    loaded, count: int, mode: Mode, cache_dir: str | Path | None = None, seed: int = 0, progress: bool = False, log=None
+    loaded, count: int, mode: Mode, cache_dir: str | Path | None = None, seed: int = 0, progress: bool = False
 ) -> References:
     """The `count` references of `loaded`'s recipe in `mode`, trained now where the cache lacks them."""
     from diffmia.core.rundir import default_cache_dir
@@ -162,39 +166,37 @@ def reference_models(
     base_missing = bool(public_base) and not Path(public_base).is_dir()
     world, rank = parallel.processes()
     if world > 1 and missing:  # under torchrun / accelerate launch: the references are spread over the processes
-        _train_launched(missing, count, mode, helpers, base_missing, world, rank, log)
+        _train_launched(missing, count, mode, helpers, base_missing, world, rank)
         spent = time.time() - t0
         return References(mode, folders, subsets, spent, cached, {"processes": world})
     workers = min(parallel.jobs(), len(missing))
     if workers > 1 and base_missing:
-        _train_one(missing[0], count, mode, helpers, progress, log)
+        _train_one(missing[0], count, mode, helpers, progress)
         missing = missing[1:]
     if workers > 1 and len(missing) > 1:
-        _train_parallel(missing, count, mode, helpers, workers, log)
+        _train_parallel(missing, count, mode, helpers, workers)
     else:
         if (
-            log
-            and len(missing) > 1
+            len(missing) > 1
             and parallel.threads() >= 2
             and not os.environ.get(parallel.JOBS_ENV)
             and devices.kind(None) == "cpu"
         ):
-            log(
+            logger.info(
                 f"references: {len(missing)} to train one at a time; `diffmia --jobs 2 ...` trains two at once "
                 "(1.5x faster for the digits target on 2 CPU cores: benchmarks/reference_jobs.py)"
             )
         for job in missing:
-            _train_one(job, count, mode, helpers, progress, log)
+            _train_one(job, count, mode, helpers, progress)
     spent = time.time() - t0 if missing else 0.0
     return References(mode, folders, subsets, spent, cached, {"jobs": max(1, workers)} if workers > 1 else {})
 
 
-def _train_one(job, count: int, mode: str, helpers: Path, progress: bool, log) -> None:
+def _train_one(job, count: int, mode: str, helpers: Path, progress: bool) -> None:
     from .train import train_target
 
     r, ref_cfg, folder, split = job
-    if log:
-        log(f"reference {r + 1}/{count} ({mode}, {len(split.members)} images) -> {folder}")
+    logger.info(f"reference {r + 1}/{count} ({mode}, {len(split.members)} images) -> {folder}")
     train_target(ref_cfg, folder, resume=True, progress=progress, cache_dir=helpers, split=split)
 
 
@@ -254,7 +256,6 @@ def _train_launched(
     base_missing: bool,
     world: int,
     rank: int,
-    log,
     poll: float = 2.0,
 ) -> None:
     """Reference training under torchrun / accelerate launch: references are independent jobs, so process r trains
@@ -273,20 +274,20 @@ def _train_launched(
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(1, mp_context=ctx, initializer=_one_process, initargs=(_launched_gpu(),)) as pool:
             for job in jobs:
-                if log and rank == 0:
-                    log(f"reference {job[0] + 1}/{count} ({mode}, {len(job[3].members)} images) -> {job[2]}")
+                if rank == 0:
+                    logger.info(f"reference {job[0] + 1}/{count} ({mode}, {len(job[3].members)} images) -> {job[2]}")
                 pool.submit(_train_in_worker, job, helpers, torch.get_num_threads()).result()
 
     def wait(jobs: list) -> None:
         waiting = [job[2] for job in jobs if not _complete(job[2])]
-        if waiting and log and rank == 0:
-            log(f"references: waiting for {len(waiting)} trained by other processes")
+        if waiting and rank == 0:
+            logger.info(f"references: waiting for {len(waiting)} trained by other processes")
         while waiting:
             time.sleep(poll)
             waiting = [f for f in waiting if not _complete(f)]
 
-    if log and rank == 0:
-        log(f"references: {len(missing)} to train, spread over {world} processes")
+    if rank == 0:
+        logger.info(f"references: {len(missing)} to train, spread over {world} processes")
     if base_missing:  # the first reference trains the recipe's public base; the others then share it
         train(missing[:1] if rank == 0 else [])
         wait(missing[:1])
@@ -303,21 +304,19 @@ def _train_in_worker(job, helpers: Path, threads: int) -> str:
     return str(job[2])
 
 
-def _train_parallel(missing: list, count: int, mode: str, helpers: Path, workers: int, log) -> None:
+def _train_parallel(missing: list, count: int, mode: str, helpers: Path, workers: int) -> None:
     """Independent references in `workers` processes (spawned: no torch state is forked), each with its share of the
     CPUs. A worker that dies loses only its own reference, which resumes from its checkpoint on the next call."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     threads = parallel.worker_threads(workers)
-    if log:
-        log(f"references: {len(missing)} to train in {workers} processes x {threads} threads")
+    logger.info(f"references: {len(missing)} to train in {workers} processes x {threads} threads")
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {pool.submit(_train_in_worker, job, helpers, threads): job for job in missing}
         for done, future in enumerate(as_completed(futures), 1):
             r, _, folder, split = futures[future]
             future.result()  # re-raises a worker's error here
-            if log:
-                log(
-                    f"reference {r + 1}/{count} ({mode}, {len(split.members)} images) done [{done}/{len(missing)}] -> {folder}"
-                )
+            logger.info(
+                f"reference {r + 1}/{count} ({mode}, {len(split.members)} images) done [{done}/{len(missing)}] -> {folder}"
+            )

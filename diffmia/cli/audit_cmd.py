@@ -109,7 +109,6 @@ def audit(
         bootstrap,
         allow_outside,
         progress=progress,
-        log=typer.echo,
     ).data
     for row in results["rows"]:
         typer.echo(

@@ -53,7 +53,9 @@ def main_options(
 ) -> None:
     """diffmia: does this diffusion training recipe leak which images it was trained on?"""
     from diffmia.core import parallel
+    from diffmia.core.logs import show_progress
 
+    show_progress()  # the work's progress lines (the "diffmia" logger) on stdout
     try:  # a help request prints and exits: no torch to configure (start-up time)
         parallel.configure(threads, jobs, apply="--help" not in sys.argv[1:])
     except ValueError as exc:  # a bad DIFFMIA_THREADS / DIFFMIA_JOBS in the environment

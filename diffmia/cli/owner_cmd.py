@@ -43,7 +43,6 @@ def owner(
         attack_names,
         permutations,
         progress=progress,
-        log=typer.echo,
         allow_outside=allow_outside,
     )
     c = r["combined"]

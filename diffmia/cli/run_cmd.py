@@ -58,7 +58,6 @@ def run(
         executor,
         dotted_values(slurm),
         progress=progress,
-        log=typer.echo,
     )
     out, report = results.folder, results.report
     typer.echo(f"results: {out / 'results.csv'}")

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
 import time
 from pathlib import Path
 from typing import Iterator
+
+logger = logging.getLogger(__name__)
 
 TTL = 600.0  # seconds without a heartbeat after which a claim is a dead worker's
 HEARTBEAT = 30.0
@@ -90,10 +93,10 @@ def claim(path: str | Path, ttl: float = TTL, heartbeat: float = HEARTBEAT, wait
             path.unlink()
 
 
-def wait_for_claim(path: Path, ttl: float = TTL, log=print, poll: float = 2.0) -> None:
+def wait_for_claim(path: Path, ttl: float = TTL, poll: float = 2.0) -> None:
     said = False
     while path.exists() and not is_stale(path, ttl):
         if not said:
-            log(f"waiting for the worker holding {path}")
+            logger.info(f"waiting for the worker holding {path}")
             said = True
         time.sleep(poll)

@@ -15,6 +15,7 @@ from diffmia.attacks.runner import run_attack
 from diffmia.attacks.tuning import tune
 from diffmia.core import parallel
 from diffmia.core.config import ConfigError, load_config
+from diffmia.core.logs import captured
 from diffmia.evaluate.audit import epsilon_lower_bound, guess_grid, one_run_audit, p_value
 from diffmia.targets.references import pool_indices, reference_models
 from diffmia.targets.runs import load_run
@@ -400,18 +401,17 @@ def test_references_train_in_parallel_processes_like_one_process(short, tmp_path
     process and, at the same thread count (1 per worker), the same weights."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # float32 sums depend on the thread count: compare like with like
-    logs: list[str] = []
     try:
-        with monkeypatch.context() as m:  # a 2-CPU machine without --jobs: the log says what --jobs 2 would do
+        with monkeypatch.context() as m, captured() as logs:  # 2 CPUs without --jobs: the log says what --jobs 2 does
             m.setattr(parallel, "threads", lambda: 2)
             m.delenv("DIFFMIA_JOBS", raising=False)
-            serial = reference_models(short, 2, "offline", cache_dir=tmp_path / "serial", seed=9, log=logs.append)
+            serial = reference_models(short, 2, "offline", cache_dir=tmp_path / "serial", seed=9)
     finally:
         torch.set_num_threads(threads)
     assert any("one at a time; `diffmia --jobs 2" in line for line in logs), logs
     monkeypatch.setenv("DIFFMIA_JOBS", "2")
-    logs.clear()
-    par = reference_models(short, 2, "offline", cache_dir=tmp_path / "parallel", seed=9, log=logs.append)
+    with captured() as logs:
+        par = reference_models(short, 2, "offline", cache_dir=tmp_path / "parallel", seed=9)
     assert par.extra == {"jobs": 2} and par.cached == 0 and par.info()["jobs"] == 2
     assert not any("one at a time" in line for line in logs) and any("in 2 processes" in line for line in logs)
     assert [f.name for f in par.folders] == [f.name for f in serial.folders]

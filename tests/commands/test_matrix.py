@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from diffmia.cli import app
 from diffmia.core.config import ConfigError, recipe_hash
+from diffmia.core.logs import captured
 from diffmia.matrix import load_benchmark, run_matrix
 from tests.conftest import REPO
 
@@ -21,8 +22,8 @@ FAST = ["utility.samples=16", "utility.sample_steps=2", "evaluation.bootstrap=20
 def matrix(tmp_path_factory):
     out = tmp_path_factory.mktemp("matrix")
     bench, recipes = load_benchmark(BENCH, FAST)
-    logs = []
-    results = run_matrix(bench, recipes, out, progress=False, log=logs.append)
+    with captured() as logs:
+        results = run_matrix(bench, recipes, out, progress=False)
     return out, results, logs
 
 
@@ -70,8 +71,8 @@ def test_report_is_self_contained(matrix):
 def test_rerun_skips_finished_cells(matrix):
     out, results, _ = matrix
     bench, recipes = load_benchmark(BENCH, FAST)
-    logs = []
-    again = run_matrix(bench, recipes, out, progress=False, log=logs.append)
+    with captured() as logs:
+        again = run_matrix(bench, recipes, out, progress=False)
     assert not any("training" in line or "attack" in line or "utility:" in line for line in logs), logs
     assert [r["auc"] for r in again["rows"]] == [r["auc"] for r in results["rows"]]
 
@@ -82,8 +83,8 @@ def test_utility_code_version_invalidates_cached_fids(matrix, monkeypatch):
     out, results, _ = matrix
     monkeypatch.setattr(fid, "UTILITY_VERSION", fid.UTILITY_VERSION + 1)
     bench, recipes = load_benchmark(BENCH, FAST)
-    logs = []
-    again = run_matrix(bench, recipes, out, progress=False, log=logs.append)
+    with captured() as logs:
+        again = run_matrix(bench, recipes, out, progress=False)
     assert sum("utility:" in line for line in logs) == 2  # both recipes' FIDs recomputed, nothing else
     assert not any("training" in line or "attack" in line for line in logs), logs
     assert [r["fid"] for r in again["rows"]] == pytest.approx([r["fid"] for r in results["rows"]], rel=1e-4)
@@ -96,24 +97,24 @@ def test_resume_after_kill_and_recompute_of_a_lost_cell(tmp_path):
     cfg = recipes["short"]
     run_dir = tmp_path / "recipes" / f"short-{recipe_hash(cfg)}"
     train_target(cfg, run_dir, progress=False, stop_after=12)  # killed mid-training
-    logs = []
-    run_matrix(bench, recipes, tmp_path, progress=False, log=logs.append)
+    with captured() as logs:
+        run_matrix(bench, recipes, tmp_path, progress=False)
     assert any("training" in line for line in logs)
     assert (run_dir / "summary.json").is_file()
     # a lost score file is recomputed, the rest reused
     victim = next((run_dir / "scores").glob("naive_loss-*"))
     for f in victim.iterdir():
         f.unlink()
-    logs = []
-    run_matrix(bench, recipes, tmp_path, progress=False, log=logs.append)
+    with captured() as logs:
+        run_matrix(bench, recipes, tmp_path, progress=False)
     assert [line for line in logs if "attack" in line] == ["[short] attack naive_loss"]
 
 
 def test_changed_recipe_gets_a_new_cell(tmp_path):
     bench, recipes = load_benchmark(BENCH, FAST + ["recipes=[{name: a, config: tiny.yaml, set: [train.steps=5]}]"])
-    run_matrix(bench, recipes, tmp_path, progress=False, log=lambda _: None)
+    run_matrix(bench, recipes, tmp_path, progress=False)
     bench, recipes = load_benchmark(BENCH, FAST + ["recipes=[{name: a, config: tiny.yaml, set: [train.steps=6]}]"])
-    run_matrix(bench, recipes, tmp_path, progress=False, log=lambda _: None)
+    run_matrix(bench, recipes, tmp_path, progress=False)
     assert len(list((tmp_path / "recipes").glob("a-*"))) == 2
 
 
@@ -327,13 +328,13 @@ def test_tuned_cell_reuses_the_default_cell_read_from_the_cache(tmp_path):
         "attacks=[{name: naive_loss}, {name: naive_loss, label: tuned, tune: {timestep: [200, 50]}}]",
     ]
     bench, recipes = load_benchmark(BENCH, sets)
-    first = run_matrix(bench, recipes, tmp_path, progress=False, log=lambda _: None)
+    first = run_matrix(bench, recipes, tmp_path, progress=False)
     (tuned_dir,) = [d for d in (tmp_path / "recipes").glob("a-*/scores/tuned-*")]
     record = json.loads((tuned_dir / "naive_loss.json").read_text())
     n_cal = sum(1 for r in pd.read_csv(tuned_dir / "naive_loss.csv").itertuples() if r.split == "calibration")
     assert record["tuned"]["calibration_rows_reused"] == n_cal  # t = 200 is the default cell's
     shutil.rmtree(tuned_dir)  # score the tuned cell again, the default cell now read from disk
-    again = run_matrix(bench, recipes, tmp_path, progress=False, log=lambda _: None)
+    again = run_matrix(bench, recipes, tmp_path, progress=False)
     record = json.loads((tuned_dir / "naive_loss.json").read_text())
     assert record["tuned"]["calibration_rows_reused"] == n_cal
     assert record["reused_rows"] >= n_cal
@@ -350,8 +351,8 @@ def test_python_api_returns_what_the_command_writes(matrix):
     from diffmia.evaluate.verdict import strongest
 
     out, results, _ = matrix
-    logs = []
-    api = diffmia.run(BENCH, out=out, overrides=FAST, progress=False, log=logs.append)
+    with captured() as logs:
+        api = diffmia.run(BENCH, out=out, overrides=FAST, progress=False)
     assert isinstance(api, diffmia.Results) and api.folder == out and api.report == out / "report.html"
     assert not any("training" in line or "attack" in line for line in logs), logs
     table = api.table()
