@@ -37,6 +37,10 @@ class DefenseContext:
     resolution: int
     cache_dir: Path
     report: dict[str, Any] = field(default_factory=dict)  # what the defense did, for the manifest
+    # the training loop itself, for defenses that train models of their own (a public base, DualMD's teachers):
+    # train(cfg, folder, resume=..., progress=..., train_on=..., cache_dir=...) -> RunDir, and its per-step seeds
+    train: Any = None
+    step_seed: Any = None
 
 
 class Defense:

@@ -37,7 +37,6 @@ class DualModel(Defense):
     def teachers(self, ctx, run_root: Path, progress: bool = False) -> list[Path]:
         """Train (once) the two teachers; return their saved target folders."""
         from diffmia.core.config import recipe_hash
-        from diffmia.targets.train import train_target
 
         cfg = ctx.config.model_copy(deep=True)
         cfg.defenses = []
@@ -46,7 +45,7 @@ class DualModel(Defense):
         key = recipe_hash(cfg)
         folders = []
         for half in (0, 1):  # cached: DualMD and DistillMD recipes of one benchmark share their teachers
-            run = train_target(
+            run = ctx.train(
                 cfg,
                 ctx.cache_dir / f"dual-teachers-{key}" / f"half-{half}",
                 resume=True,
@@ -81,8 +80,7 @@ class DualModel(Defense):
 
         if ctx.config.model.kind != "unet2d":
             raise ConfigError("defense dual_model: implemented for pixel DDPMs (model.kind unet2d) only")
-        from diffmia.targets.train import step_seed
-
+        step_seed = ctx.step_seed
         self.folders = self.teachers(ctx, run_root)
         self.models = [
             UNet2DModel.from_pretrained(f, subfolder="unet", use_safetensors=True).to(device).eval()

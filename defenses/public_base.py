@@ -25,7 +25,6 @@ class PublicBaseParams(DefenseParams):
 def ensure_public_base(ctx: DefenseContext, steps: int, learning_rate: float, progress: bool = False) -> Path:
     """Train (once) the base model on the public split; return the folder of its saved target."""
     from diffmia.core.config import recipe_hash
-    from diffmia.targets.train import train_target
 
     base_cfg = ctx.config.model_copy(deep=True)
     base_cfg.defenses = []
@@ -42,7 +41,7 @@ def ensure_public_base(ctx: DefenseContext, steps: int, learning_rate: float, pr
 
     # several workers (executor jobs, --jobs reference processes) may need the same base: one trains, the others wait
     with claim(folder.with_name(folder.name + ".claim"), wait=True):
-        run = train_target(base_cfg, folder, resume=True, progress=progress, train_on="public")
+        run = ctx.train(base_cfg, folder, resume=True, progress=progress, train_on="public")
     ctx.report["public_base"] = {"folder": str(folder), "steps": steps, "public_images": len(ctx.manifest.public)}
     return run.target
 

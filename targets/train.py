@@ -35,6 +35,7 @@ from diffmia.core.rundir import (
     RunDir,
     default_cache_dir,  # noqa: F401 - re-exported
 )
+from diffmia.defenses.base import DefenseContext, build_defenses
 
 from .data import ImageSet, load_dataset
 from .denoiser import caption_ids, encode_latents
@@ -183,8 +184,6 @@ def _train_target(
     cache_dir,
     split: SplitManifest | None,
 ) -> RunDir:
-    from diffmia.defenses import DefenseContext, build_defenses
-
     if resume and run.is_trained():
         saved = _read_yaml(run.config) if run.config.is_file() else None
         if saved is not None and not _same_recipe(saved, cfg):
@@ -207,7 +206,15 @@ def _train_target(
         manifest = SplitManifest.load(run.manifest)
     resolution = cfg.data.resolution or images.native_resolution
     defenses = build_defenses(cfg.defenses)
-    ctx = DefenseContext(cfg, images, manifest, resolution, Path(cache_dir) if cache_dir else default_cache_dir())
+    ctx = DefenseContext(
+        cfg,
+        images,
+        manifest,
+        resolution,
+        Path(cache_dir) if cache_dir else default_cache_dir(),
+        train=train_target,
+        step_seed=step_seed,
+    )
     train_x, origins, set_info = build_training_set(images, manifest, cfg, resolution, train_on, step_seed)
     for defense in defenses:
         train_x, origins = defense.training_set(train_x, origins, ctx)
