@@ -168,8 +168,27 @@ def per_sample_noise(ids: Sequence[int], shape: Sequence[int], seed: int, draw: 
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
+    """Class decorator: register an attack under its `name` (built-in modules and plugins alike).
+
+    Raises:
+        ValueError: Another attack has this name.
+    """
     return ATTACKS.register(cls.name)(cls)
 
 
 def build_attack(name: str, params: dict[str, Any] | None = None, seed: int = 0) -> Attack:
+    """The attack registered as `name` (built-in or plugin), with validated parameters.
+
+    Args:
+        name: The attack's name.
+        params: Its parameters (unknown keys and out-of-range values are refused).
+        seed: Seeds its noise draws.
+
+    Returns:
+        The attack, ready to `prepare` and `score`.
+
+    Raises:
+        UnknownNameError: No attack has this name (the message suggests the closest).
+        ConfigError: A bad parameter.
+    """
     return ATTACKS.get(name)(params, seed=seed)

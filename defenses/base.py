@@ -150,6 +150,11 @@ STAGE_ORDER = {"data": 0, "model": 1, "step": 2, "privacy": 3}
 
 
 def register_defense(cls: type[Defense]) -> type[Defense]:
+    """Class decorator: register a defense under its `name` (built-in modules and plugins alike).
+
+    Raises:
+        ValueError: Another defense has this name.
+    """
     return DEFENSES.register(cls.name)(cls)
 
 
