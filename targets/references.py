@@ -300,7 +300,7 @@ def _train_in_worker(job, helpers: Path, threads: int) -> str:
     from diffmia.core.parallel import set_threads
 
     set_threads(threads)
-    _train_one(job, 0, "", helpers, False, None)
+    _train_one(job, 0, "", helpers, False)
     return str(job[2])
 
 
