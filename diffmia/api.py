@@ -110,6 +110,7 @@ def run(
         ConfigError: A bad config, override, recipe name or executor.
     """
     with progress_lines(not quiet):
+        from diffmia.evaluate.exposure import show_members
         from diffmia.evaluate.report import write_report
         from diffmia.matrix import load_benchmark, run_matrix
 
@@ -133,7 +134,7 @@ def run(
             logger.info("all jobs done; collecting the cached cells")
         results = run_matrix(bench, recipes, out, progress=progress)
         if show_examples:
-            results["report"] = str(write_report(out, results, show_examples=True))
+            results["report"] = str(write_report(out, results, show_members(out, results)))
         return Results(out, results)
 
 

@@ -8,11 +8,14 @@ threshold flags it, and every attack's score. Written to exposure.csv (one row p
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .folder import resolve_inside
 from .metrics import threshold_for_fpr
 from .verdict import strongest
 
@@ -146,3 +149,51 @@ def write_exposure(out: str | Path, results: dict, data: dict | None = None) -> 
     write_text(path, csv_text(pd.concat(tables, ignore_index=True)))
     results["exposure"] = summary
     return path
+
+
+@dataclass
+class ShownMembers:
+    """What --show-examples adds to a report: each recipe's grid of its most exposed test members and the file name
+    of each audited image (names often carry personal data, so neither is shown by default)."""
+
+    grids: dict[str, Path]
+    names: dict[str, dict[int, str]]
+
+
+def show_members(out: Path, results: dict) -> ShownMembers:
+    """The member images and file names a report shows with --show-examples, from the recipes' runs."""
+    out = Path(out)
+    recipes = sorted({r["recipe"] for r in results["rows"]}, key=list(results["recipes"]).index)
+    return ShownMembers(
+        {recipe: example_grid(out, results, recipe) for recipe in recipes},
+        {recipe: source_names(out, results, recipe) for recipe in results["recipes"]},
+    )
+
+
+def example_grid(out: Path, results: dict, recipe: str) -> Path | None:
+    """The 16 test members the strongest attack is surest about (only with --show-examples)."""
+    from diffmia.targets.images import grid_png
+    from diffmia.targets.runs import load_run
+
+    rows = [r for r in results["rows"] if r["recipe"] == recipe]
+    top = strongest(rows)
+    df = pd.read_csv(out / top["scores"])
+    members = df[(df.split == "test") & (df.is_member == 1)].nlargest(16, "score")
+    loaded = load_run(out / results["recipes"][recipe]["run_dir"])
+    return grid_png(
+        loaded.images.tensor(members.sample_id.tolist(), loaded.resolution),
+        out / "plots" / f"examples-{recipe}.png",
+        private=True,
+    )  # member images: owner-only
+
+
+def source_names(out: Path, results: dict, recipe: str) -> dict[int, str]:
+    """sample_id -> file name from the recipe's manifest (shown only with --show-examples: names often carry personal
+    data)."""
+    manifest = resolve_inside(out, results["recipes"][recipe].get("run_dir", "")) / "manifest.json"
+    if not manifest.is_file():
+        return {}
+    saved = json.loads(manifest.read_text(encoding="utf-8"))
+    return {
+        int(e["index"]): str(e.get("source", "")) for role in ("members", "nonmembers") for e in saved.get(role, [])
+    }

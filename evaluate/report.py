@@ -5,9 +5,7 @@ words, the full table, the plots, and what the numbers do not show. Member image
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +13,12 @@ import pandas as pd
 
 from diffmia import __version__
 from diffmia.core.environment import describe
-from diffmia.core.errors import DiffmiaError
 from diffmia.core.io import write_text
 from diffmia.evaluate.metrics import MIN_FALSE_POSITIVES
 
 from .document import Bullets, Code, Document, Heading, Image, Risk, Table, md_escape, para, to_html, to_markdown  # noqa: F401 - md_escape re-exported
+from .exposure import ShownMembers
+from .folder import RECIPE_NAME, ReportError, check_results, resolve_inside  # noqa: F401 - re-exported
 from .plots import histogram_plot, privacy_utility_plot, roc_plot
 from .verdict import STRONGEST_RULE, risk_level, separates, strongest  # noqa: F401 - the report's rules
 
@@ -42,37 +41,6 @@ CSS = (
     ".HIGH{border-color:#c0392b}.MODERATE{border-color:#e67e22}.LOW{border-color:#27ae60}"
     "td.thin{color:#aaa}"
 )
-
-
-class ReportError(DiffmiaError, ValueError):
-    """A results.json that names a path outside its folder or a recipe name that is not one."""
-
-
-RECIPE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
-
-
-def resolve_inside(out: Path, relative: str) -> Path:
-    """`out / relative`, refused when it leaves the results folder (an absolute path, or ../ in a crafted
-    results.json)."""
-    root = Path(out).resolve()
-    path = (root / relative).resolve()
-    if path != root and root not in path.parents:
-        raise ReportError(f"{Path(out) / 'results.json'}: path {str(relative)[:120]!r} is outside the results folder")
-    return path
-
-
-def check_results(out: Path, results: dict) -> None:
-    """Every recipe name a file-name-safe name, and every path results.json names inside the folder."""
-    for name in list(results.get("recipes", {})) + [r.get("recipe", "") for r in results.get("rows", [])]:
-        if not RECIPE_NAME.match(str(name)) or str(name) in (".", ".."):
-            raise ReportError(
-                f"{Path(out) / 'results.json'}: recipe name {str(name)[:80]!r} is not a name "
-                f"(letters, digits and _ . + - only)"
-            )
-    for info in results.get("recipes", {}).values():
-        resolve_inside(out, info.get("run_dir", ""))
-    for row in results.get("rows", []):
-        resolve_inside(out, row["scores"])
 
 
 def risk_summary(recipe: str, rows: list[dict], info: dict, delta: float) -> str:
@@ -373,23 +341,6 @@ def make_plots(out: Path, results: dict) -> dict[str, list[Path]]:
     return plots
 
 
-def example_grid(out: Path, results: dict, recipe: str) -> Path | None:
-    """The 16 test members the strongest attack is surest about (only with --show-examples)."""
-    from diffmia.targets.images import grid_png
-    from diffmia.targets.runs import load_run
-
-    rows = [r for r in results["rows"] if r["recipe"] == recipe]
-    top = strongest(rows)
-    df = pd.read_csv(out / top["scores"])
-    members = df[(df.split == "test") & (df.is_member == 1)].nlargest(16, "score")
-    loaded = load_run(out / results["recipes"][recipe]["run_dir"])
-    return grid_png(
-        loaded.images.tensor(members.sample_id.tolist(), loaded.resolution),
-        out / "plots" / f"examples-{recipe}.png",
-        private=True,
-    )  # member images: owner-only
-
-
 def signoff_rows(results: dict, by_recipe: dict[str, list[dict]]) -> list[dict]:
     """The first page: one row per recipe with what a reviewer signs off on."""
     out = []
@@ -430,22 +381,10 @@ def signoff_rows(results: dict, by_recipe: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
-def _source_names(out: Path, results: dict, recipe: str) -> dict[int, str]:
-    """sample_id -> file name from the recipe's manifest (shown only with --show-examples: names often carry personal
-    data)."""
-    manifest = resolve_inside(out, results["recipes"][recipe].get("run_dir", "")) / "manifest.json"
-    if not manifest.is_file():
-        return {}
-    saved = json.loads(manifest.read_text(encoding="utf-8"))
-    return {
-        int(e["index"]): str(e.get("source", "")) for role in ("members", "nonmembers") for e in saved.get(role, [])
-    }
-
-
-def _exposure_lines(out: Path, results: dict, show_names: bool = False) -> list[str]:
+def _exposure_lines(results: dict, shown: ShownMembers | None = None) -> list[str]:
     lines = []
     for recipe, top in (results.get("exposure") or {}).items():
-        names = _source_names(out, results, recipe) if show_names else {}
+        names = shown.names.get(recipe, {}) if shown else {}
         for r in top:
             flagged = r.get("flagged_at_1%fpr_by") or ""
             name = f"{names[int(r['sample_id'])]}, " if int(r["sample_id"]) in names else ""
@@ -493,7 +432,21 @@ THIN_NOTE = (
 )
 
 
-def write_report(out: str | Path, results: dict, show_examples: bool = False) -> Path:
+def write_report(out: str | Path, results: dict, shown: ShownMembers | None = None) -> Path:
+    """report.html and report.md of a results folder.
+
+    Args:
+        out: The results folder.
+        results: Its results.json.
+        shown: Member images and file names to show (--show-examples: `evaluate.exposure.show_members`); None
+            shows none, and removes example grids an earlier report left.
+
+    Returns:
+        The path of report.html.
+
+    Raises:
+        ReportError: results.json names a path outside the folder, or a recipe name that is not one.
+    """
     out = Path(out)
     check_results(out, results)  # a crafted results.json writes and reads nothing outside the folder
     plots = make_plots(out, results)
@@ -505,8 +458,8 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     summaries = {
         recipe: risk_summary(recipe, rr, results["recipes"][recipe], delta) for recipe, rr in by_recipe.items()
     }
-    examples = {recipe: example_grid(out, results, recipe) for recipe in by_recipe} if show_examples else {}
-    if not show_examples:  # a rebuild without --show-examples leaves no member image behind
+    examples = shown.grids if shown else {}
+    if shown is None:  # a rebuild without --show-examples leaves no member image behind
         for stale in (out / "plots").glob("examples-*.png"):
             stale.unlink()
     header, body, thin = results_table(rows)
@@ -586,7 +539,7 @@ def write_report(out: str | Path, results: dict, show_examples: bool = False) ->
     for recipe, grid in examples.items():
         if grid:
             doc.add(Heading(f"Most exposed test members of {recipe} (shown on request)", 3), Image(grid))
-    exposed, not_run = _exposure_lines(out, results, show_examples), _skipped_lines(results)
+    exposed, not_run = _exposure_lines(results, shown), _skipped_lines(results)
     compared = _comparison(out, results)
     if compared:
         doc.add(

@@ -18,6 +18,7 @@ def report(
 ) -> None:
     """Rebuild report.html and report.md (and the plots) from a results folder."""
     from diffmia.core.io import read_json
+    from diffmia.evaluate.exposure import show_members
     from diffmia.evaluate.report import write_report
     from diffmia.targets.runs import RunError
 
@@ -30,7 +31,7 @@ def report(
 
         add_headline_audits(results_dir, results)  # written before the headline procedure existed
         write_json(results_dir / "results.json", results)
-    html_report = write_report(results_dir, results, show_examples)
+    html_report = write_report(results_dir, results, show_members(results_dir, results) if show_examples else None)
     typer.echo(f"report: {html_report}")
     if pdf:
         from diffmia.evaluate.report import write_pdf
