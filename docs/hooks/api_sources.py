@@ -20,11 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / ".api-src"
 
 
-def on_config(config, **kwargs):
+def lay_out() -> None:
     package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
     if OUT.exists():
         shutil.rmtree(OUT)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name, folder in sorted(package_dir.items()):  # "diffmia" first, then its subpackages inside it
         shutil.copytree(ROOT / folder, OUT.joinpath(*name.split(".")), ignore=skip, dirs_exist_ok=True)
-    return config
+
+
+lay_out()  # when mkdocs loads this hook, before mkdocstrings resolves its search paths (a fresh clone has none)
