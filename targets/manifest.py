@@ -46,6 +46,14 @@ class SplitManifest:
 
     # -- construction ------------------------------------------------------------------------------------------
     @classmethod
+    def for_recipe(cls, images, data, seed: int) -> "SplitManifest":
+        """The split a recipe's data section asks for (`diffmia data` and a training that starts from scratch)."""
+        dataset = {"name": data.dataset, "path": data.path, "resolution": data.resolution}
+        return cls.create(
+            images, data.members, data.nonmembers, seed, data.calibration_fraction, dataset, canaries=data.canaries
+        )
+
+    @classmethod
     def create(
         cls,
         images: ImageSet,

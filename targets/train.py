@@ -94,16 +94,7 @@ def prepare_run(
         manifest = split
         manifest.verify(images, source=f"{run.root}: given split")
     else:
-        dataset = {"name": cfg.data.dataset, "path": cfg.data.path, "resolution": cfg.data.resolution}
-        manifest = SplitManifest.create(
-            images,
-            cfg.data.members,
-            cfg.data.nonmembers,
-            cfg.seed,
-            cfg.data.calibration_fraction,
-            dataset,
-            canaries=cfg.data.canaries,
-        )
+        manifest = SplitManifest.for_recipe(images, cfg.data, cfg.seed)
     run.root.mkdir(parents=True, exist_ok=True)
     write_yaml(run.config, resolved)
     manifest.save(run.manifest)
@@ -420,9 +411,10 @@ def record_target(run: RunDir, cfg, images, manifest, resolution, set_info, defe
     gap = generalisation_gap(load_target(run.target), images, manifest, resolution, cfg.train.gap_timesteps, cfg.seed)
     manifest.extra.update({"training_set": set_info, "defenses": defense_info, **ctx.report})
     manifest.save(run.manifest)
-    order = ["steps", "trained_on", "training_rows", "dp_epsilon", "train_seconds_this_session", "parameters", "ema"]
-    summary = {"name": cfg.name, **{k: fields[k] for k in order[:3]}, "defenses": defense_info}
-    write_json(run.summary, {**summary, **{k: fields[k] for k in order[3:]}, "gap": gap})
+    summary = {"name": cfg.name, "steps": fields["steps"], "trained_on": fields["trained_on"]}
+    summary.update(training_rows=fields["training_rows"], defenses=defense_info, dp_epsilon=fields["dp_epsilon"])
+    summary.update({k: fields[k] for k in ("train_seconds_this_session", "parameters", "ema")}, gap=gap)
+    write_json(run.summary, summary)
 
 
 class LoopState:

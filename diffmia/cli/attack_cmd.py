@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from diffmia.attacks import ATTACKS  # the names alone: no torch
-from diffmia.cli.common import SetOption, app, dotted_values, out_path, user_errors
+from diffmia.cli.common import BatchSizeOption, SetOption, app, dotted_values, out_path, user_errors
 
 
 @app.command()
@@ -27,13 +27,7 @@ def attack(
         None, "--tune", help="Choose a parameter on the calibration split: --tune timestep=50,100,200 (repeatable)."
     ),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the attack's noise draws."),
-    batch_size: Optional[int] = typer.Option(
-        None,
-        "--batch-size",
-        min=1,
-        max=65536,
-        help="Images per batch of model calls (default: 128 on CPU, 512 on a GPU).",
-    ),
+    batch_size: Optional[int] = BatchSizeOption,
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Folder for the scores (default: RUN/scores)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     precision: str = typer.Option(

@@ -7,7 +7,15 @@ from typing import List, Optional
 
 import typer
 
-from diffmia.cli.common import app, dotted_values, out_path, refuse_launch, user_errors
+from diffmia.cli.common import (
+    AllowOutsideOption,
+    BatchSizeOption,
+    app,
+    dotted_values,
+    out_path,
+    refuse_launch,
+    user_errors,
+)
 
 
 @app.command()
@@ -61,19 +69,9 @@ def audit(
         help="Refuse member/non-member "
         "pairs this close (RMS pixel difference, 0-1 scale, 16x16 thumbnails); 0: exact only.",
     ),
-    batch_size: Optional[int] = typer.Option(
-        None,
-        "--batch-size",
-        min=1,
-        max=65536,
-        help="Images per batch of model calls (default: 128 on CPU, 512 on a GPU).",
-    ),
+    batch_size: Optional[int] = BatchSizeOption,
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, max=100000),
-    allow_outside: bool = typer.Option(
-        False,
-        "--allow-outside-paths",
-        help="Let a CSV list name files outside its own folder (absolute or ../ paths); refused by default.",
-    ),
+    allow_outside: bool = AllowOutsideOption,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members;

@@ -64,6 +64,14 @@ def main_options(
 
 
 SetOption = typer.Option(None, "--set", "-s", help="Override a config value, e.g. --set train.steps=500 (repeatable).")
+BatchSizeOption = typer.Option(
+    None, "--batch-size", min=1, max=65536, help="Images per batch of model calls (default: 128 on CPU, 512 on a GPU)."
+)
+AllowOutsideOption = typer.Option(
+    False,
+    "--allow-outside-paths",
+    help="Let a CSV list name files outside its own folder (absolute or ../ paths); refused by default.",
+)
 
 
 def user_errors(fn: Callable) -> Callable:

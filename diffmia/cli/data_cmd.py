@@ -26,16 +26,7 @@ def data(
     out = out_path(out)
     cfg = load_config(config, set_ or [])
     images = load_dataset(cfg.data)
-    dataset = {"name": cfg.data.dataset, "path": cfg.data.path, "resolution": cfg.data.resolution}
-    manifest = SplitManifest.create(
-        images,
-        cfg.data.members,
-        cfg.data.nonmembers,
-        cfg.seed,
-        cfg.data.calibration_fraction,
-        dataset,
-        canaries=cfg.data.canaries,
-    )
+    manifest = SplitManifest.for_recipe(images, cfg.data, cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     manifest.save(out / "manifest.json")
     for role in ("members", "nonmembers"):

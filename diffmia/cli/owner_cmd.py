@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from diffmia.cli.common import app, out_path, user_errors
+from diffmia.cli.common import AllowOutsideOption, app, out_path, user_errors
 
 
 @app.command()
@@ -22,11 +22,7 @@ def owner(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Results folder (default: runs/owner-MODELNAME)."),
     permutations: int = typer.Option(10000, "--permutations", min=100, max=1000000),
     seed: int = typer.Option(0, "--seed", min=0),
-    allow_outside: bool = typer.Option(
-        False,
-        "--allow-outside-paths",
-        help="Let a CSV list name files outside its own folder (absolute or ../ paths); refused by default.",
-    ),
+    allow_outside: bool = AllowOutsideOption,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """The data owner's test: was the suspect collection used to train MODEL? A one-sided set-level test of
