@@ -117,9 +117,10 @@ def run(
         bench, recipes = load_benchmark(config, list(overrides))
         if only:
             only = list(only)
-            unknown = sorted(set(only) - set(recipes))
+            names = [r.name for r in bench.recipes]  # a recipe runs with all its seeds
+            unknown = sorted(set(only) - set(names))
             if unknown:
-                raise ConfigError(f"--only: {config} has no recipe {', '.join(unknown)}; it has {', '.join(recipes)}")
+                raise ConfigError(f"--only: {config} has no recipe {', '.join(unknown)}; it has {', '.join(names)}")
             bench = bench.model_copy(update={"recipes": [r for r in bench.recipes if r.name in only]})
         out = Path(out) if out is not None else Path("runs") / bench.name
         if executor not in ("inline", "local", "slurm"):

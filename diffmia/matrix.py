@@ -44,6 +44,17 @@ class RecipeEntry(StrictModel):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.+-]+$", description="short name used in tables and folder names")
     config: str = Field(..., description="target recipe YAML, relative to the benchmark file")
     set: list[str] = Field(default_factory=list, description="overrides, e.g. ['train.steps=500']")
+    seeds: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="trainings of the recipe: seed, seed+1, ... (each draws its own split and training noise); the "
+        "copies are recipes NAME+seedK and the report gives the spread across them",
+    )
+
+    def names(self) -> list[tuple[str, Optional[str]]]:
+        """(recipe name, the recipe it retrains or None) for each of its seeds."""
+        return [(self.name, None)] + [(f"{self.name}+seed{k}", self.name) for k in range(1, self.seeds)]
 
 
 class AttackEntry(StrictModel):
@@ -72,7 +83,7 @@ class BenchmarkConfig(StrictModel):
     @model_validator(mode="after")
     def _unique(self) -> "BenchmarkConfig":
         for kind, names in (
-            ("recipe", [r.name for r in self.recipes]),
+            ("recipe", [n for r in self.recipes for n, _ in r.names()]),  # seeds: N adds NAME+seedK
             ("attack label", [a.display for a in self.attacks]),
         ):
             dup = {n for n in names if names.count(n) > 1}
@@ -101,9 +112,11 @@ def load_benchmark(
     for i, entry in enumerate(bench.recipes):
         recipe_path = (path.parent / entry.config).resolve()
         try:
-            recipes[entry.name] = load_config(recipe_path, entry.set)
+            cfg = load_config(recipe_path, entry.set)
         except ConfigError as exc:
             raise ConfigError(f"{path}: recipes.{i} ({entry.name}): {exc}") from None
+        for k, (name, _) in enumerate(entry.names()):
+            recipes[name] = cfg if k == 0 else cfg.model_copy(update={"seed": cfg.seed + k})
     for i, entry in enumerate(bench.attacks):
         try:
             variants = [build_attack(entry.name, entry.params, seed=bench.attack_seed)]
@@ -152,18 +165,18 @@ def run_matrix(
     write_json(out / "benchmark.json", bench.model_dump(mode="json"))
     rows, recipe_info, data_of = [], {}, {}
 
-    def process(entry: RecipeEntry) -> None:
-        cfg = recipes[entry.name]
+    def process(name: str, seed_of: str | None) -> None:
+        cfg = recipes[name]
         recipe_hash = recipe_hash_of(cfg)
-        run_dir = out / "recipes" / f"{entry.name}-{recipe_hash}"
+        run_dir = out / "recipes" / f"{name}-{recipe_hash}"
         t0 = time.time()
         if (run_dir / "summary.json").is_file():
-            logger.info(f"[{entry.name}] trained target found, reusing {run_dir}")
+            logger.info(f"[{name}] trained target found, reusing {run_dir}")
         else:
-            logger.info(f"[{entry.name}] training ({cfg.train.steps} steps) -> {run_dir}")
+            logger.info(f"[{name}] training ({cfg.train.steps} steps) -> {run_dir}")
             train_target(cfg, run_dir, resume=True, progress=progress, cache_dir=out / "cache")
         loaded = load_run(run_dir)
-        data_of[entry.name] = (loaded.images, loaded.manifest)
+        data_of[name] = (loaded.images, loaded.manifest)
         summary = read_json(run_dir / "summary.json")
 
         utility = None
@@ -179,14 +192,12 @@ def run_matrix(
             if util_path.is_file():
                 utility = read_json(util_path)
             else:
-                logger.info(
-                    f"[{entry.name}] utility: {bench.utility.samples} samples, {bench.utility.features} features"
-                )
+                logger.info(f"[{name}] utility: {bench.utility.samples} samples, {bench.utility.features} features")
                 utility = compute_utility(
                     loaded, bench.utility, out / "cache", run_dir / "samples.png", progress=progress
                 )
                 write_json(util_path, utility)
-        recipe_info[entry.name] = {
+        recipe_info[name] = {
             "run_dir": os.path.relpath(run_dir, out),
             "config_hash": recipe_hash,
             "config": dump_config(cfg),
@@ -198,6 +209,8 @@ def run_matrix(
             "utility": utility,
             "manifest_extra": loaded.manifest.extra,
         }
+        if seed_of:
+            recipe_info[name]["seed_of"] = seed_of
 
         batch_size = resolve_batch_size(bench.attack_batch_size, "matrix_attack", loaded.target.device)
         known = ScoredRows()  # a tuning candidate equal to a cell already scored (the paper default) is not redone
@@ -222,10 +235,10 @@ def run_matrix(
                     info = read_json(scores_dir / f"{attack.name}.json")
                     known.add_frame(build_attack(attack.name, info["params"], seed=bench.attack_seed), scores)
                 except (ScoreFileError, ValueError, KeyError) as exc:  # never read a partial cell: score it again
-                    logger.info(f"[{entry.name}] {label}: cached scores unusable ({exc}); scoring again")
+                    logger.info(f"[{name}] {label}: cached scores unusable ({exc}); scoring again")
                     scores = None
             if scores is None:
-                logger.info(f"[{entry.name}] attack {label}")
+                logger.info(f"[{name}] attack {label}")
                 result = score_attack(
                     loaded,
                     attack_entry.name,
@@ -236,19 +249,19 @@ def run_matrix(
                     batch_size=batch_size,
                     progress=progress,
                     known=known,
-                    on_chosen=lambda chosen: logger.info(f"[{entry.name}] {label}: chosen on calibration {chosen}"),
+                    on_chosen=lambda chosen: logger.info(f"[{name}] {label}: chosen on calibration {chosen}"),
                 )
                 scores, info = result.scores, result.info
             rows.append(
                 cell_row(
-                    entry.name,
+                    name,
                     label,
                     attack,
                     scores,
                     info,
                     loaded,
                     bench.evaluation,
-                    recipe_info[entry.name],
+                    recipe_info[name],
                     {
                         "defenses": "+".join(d["name"] for d in cfg.defenses) or "none",
                         "dp_epsilon": summary.get("dp_epsilon"),
@@ -258,26 +271,27 @@ def run_matrix(
                     utility,
                 )
             )
-        logger.info(f"[{entry.name}] done in {time.time() - t0:.0f}s")
+        logger.info(f"[{name}] done in {time.time() - t0:.0f}s")
 
     from diffmia.core.claims import claim, wait_for_claim
 
     deferred = []
-    for entry in bench.recipes:  # a recipe another worker holds is left to it, and collected afterwards
-        claim_path = out / "claims" / f"{entry.name}-{recipe_hash_of(recipes[entry.name])}.claim"
+    expanded = [item for entry in bench.recipes for item in entry.names()]  # seeds: N -> NAME, NAME+seed1, ...
+    for name, seed_of in expanded:  # a recipe another worker holds is left to it, and collected afterwards
+        claim_path = out / "claims" / f"{name}-{recipe_hash_of(recipes[name])}.claim"
         with claim(claim_path) as mine:
             if mine:
-                process(entry)
+                process(name, seed_of)
             else:
-                logger.info(f"[{entry.name}] another worker holds {claim_path}; collecting it when done")
-                deferred.append((entry, claim_path))
-    for entry, claim_path in deferred:
+                logger.info(f"[{name}] another worker holds {claim_path}; collecting it when done")
+                deferred.append((name, seed_of, claim_path))
+    for name, seed_of, claim_path in deferred:
         wait_for_claim(claim_path)
         with claim(claim_path, wait=True) as mine:
-            process(entry)  # cached, unless the other worker died: then finished here
+            process(name, seed_of)  # cached, unless the other worker died: then finished here
     if not write_outputs:
         return {"rows": rows, "recipes": recipe_info}
-    order = {e.name: i for i, e in enumerate(bench.recipes)}
+    order = {name: i for i, (name, _) in enumerate(expanded)}
     rows.sort(key=lambda r: order[r["recipe"]])  # stable: attacks keep their order within a recipe
     recipe_info = {name: recipe_info[name] for name in sorted(recipe_info, key=order.get)}
 

@@ -3,7 +3,8 @@
 a recipe or file name cannot inject markup into either page.
 
 Blocks: Heading, Para (text with inline `Code` spans and an optional small print), Table (a header row, or a
-key-value table), Bullets, Image, Risk (a recipe's risk summary with its level), Raw (trusted HTML only, no Markdown).
+key-value table whose rows may be verdict badges), Bullets, Image, Risk (a recipe's risk summary with its level),
+Badge (a coloured verdict).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Table:
     rows: Sequence[Sequence[str]]
     thin: Sequence[dict[int, bool]] = ()  # per row: columns greyed out (rates resting on few false positives)
     key_value: bool = False  # rows are (key, value) pairs: keys as header cells, no header row
+    badges: dict[int, str] = field(default_factory=dict)  # row -> risk level: that row's value is a coloured badge
 
 
 @dataclass
@@ -59,6 +61,14 @@ class Image:
 class Risk:
     level: str
     text: str
+
+
+@dataclass
+class Badge:
+    """A verdict as a coloured badge before a line of text."""
+
+    level: str
+    text: str = ""
 
 
 @dataclass
@@ -86,9 +96,20 @@ def _img_html(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).stem)}">'
 
 
+def _badge_html(level: str, text: str) -> str:
+    return f"<span class='badge {html.escape(level.split()[0])}'>{html.escape(level)}</span>" + (
+        f" {html.escape(text)}" if text else ""
+    )
+
+
 def _table_html(t: Table) -> str:
     if t.key_value:
-        body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in t.rows)
+        body = "".join(
+            f"<tr><th>{html.escape(k)}</th><td>"
+            + (_badge_html(str(v), "") if i in t.badges else html.escape(str(v)))
+            + "</td></tr>"
+            for i, (k, v) in enumerate(t.rows)
+        )
         return f"<div class='scroll'><table class='kv'>{body}</table></div>"
     head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in t.header) + "</tr>"
     rows = []
@@ -124,6 +145,8 @@ def to_html(doc: Document) -> str:
             parts.append(_img_html(b.path))
         elif isinstance(b, Risk):
             parts.append(f"<div class='risk {html.escape(b.level)}'>{html.escape(b.text)}</div>")
+        elif isinstance(b, Badge):
+            parts.append(f"<p>{_badge_html(b.level, b.text)}</p>")
         else:
             raise TypeError(f"not a report block: {b!r}")
     parts.append("</body></html>")
@@ -164,7 +187,10 @@ def to_markdown(doc: Document, root: Path) -> str:
             md += [_inline_md(b.parts), ""]
         elif isinstance(b, Table):
             if b.key_value:
-                md += [_row_md(["", ""]), "|---|---|"] + [_row_md([k, v]) for k, v in b.rows]
+                md += [_row_md(["", ""]), "|---|---|"] + [
+                    f"| {md_escape(k)} | **{md_escape(v)}** |" if i in b.badges else _row_md([k, v])
+                    for i, (k, v) in enumerate(b.rows)
+                ]
             else:
                 md += [_row_md(b.header), "|" + "---|" * len(b.header)]
                 for i, row in enumerate(b.rows):
@@ -177,6 +203,8 @@ def to_markdown(doc: Document, root: Path) -> str:
             md += [f"![{md_escape(b.alt or Path(b.path).stem)}]({Path(b.path).relative_to(root).as_posix()})", ""]
         elif isinstance(b, Risk):
             md += [f"- {md_escape(b.text)}"]
+        elif isinstance(b, Badge):
+            md += [f"**{md_escape(b.level)}**" + (f" {md_escape(b.text)}" if b.text else ""), ""]
         else:
             raise TypeError(f"not a report block: {b!r}")
     return "\n".join(md).rstrip() + "\n"

@@ -2,8 +2,8 @@
 
 For every member (both halves), under the recipe's strongest attack (the report's criterion), its calibrated p-value
 = (1 + calibration non-members scoring at least as high) / (1 + calibration non-members): the chance a non-member
-scores this high, so small means exposed. Plus its rank among the members, the attacks whose calibrated 1%-FPR
-threshold flags it, and every attack's score. Written to exposure.csv (one row per recipe and member).
+scores this high, so small means exposed. Plus its rank among the members (ties at the p-value floor broken by how many
+attacks flag it), the attacks whose calibrated 1%-FPR threshold flags it, and every attack's score. Written to exposure.csv (one row per recipe and member).
 """
 
 from __future__ import annotations
@@ -27,29 +27,48 @@ def calibrated_p_values(scores: np.ndarray, calibration_nonmember_scores: np.nda
 
 
 def recipe_exposure(out: Path, recipe: str, rows: list[dict]) -> pd.DataFrame:
+    """Every member's calibrated p-value under the strongest attack, ranked: by p-value, then (the many ties at the
+    floor 1/(n+1) that n calibration non-members allow) by the number of attacks whose calibrated 1%-FPR threshold
+    flags the image, then by score."""
     top = strongest(rows)
     frames = {r["attack"]: pd.read_csv(out / r["scores"]) for r in rows}
     base = frames[top["attack"]]
     cal_non = base[(base.split == "calibration") & (base.is_member == 0)].score.to_numpy(float)
     members = base[(base.is_member == 1) & base.split.isin(("calibration", "test"))].copy()
     members["p_value"] = calibrated_p_values(members.score.to_numpy(float), cal_non)
-    members = members.sort_values(["p_value", "score"], ascending=[True, False])
-    members["rank"] = np.arange(1, len(members) + 1)
-    # no file name or pixel hash: names often carry personal data (manifest.json maps sample_id to both)
-    table = members[["sample_id", "split", "p_value", "rank"]].rename(columns={"split": "half"})
-    table.insert(0, "recipe", recipe)
-    table.insert(1, "strongest_attack", top["attack"])
-    flagged = {i: [] for i in table.sample_id}
+    flagged = {i: [] for i in members.sample_id}
+    scores_of = {}
     for label, df in frames.items():
         cal = df[(df.split == "calibration") & (df.is_member == 0)].score.to_numpy(float)
         threshold = threshold_for_fpr(cal, 0.01)
         by_id = df.set_index("sample_id").score
-        table[f"score:{label}"] = table.sample_id.map(by_id).to_numpy()
-        for i in table.sample_id:
+        scores_of[label] = by_id
+        for i in members.sample_id:
             if i in by_id.index and by_id[i] >= threshold:
                 flagged[i].append(label)
+    members["flagged_count"] = members.sample_id.map(lambda i: len(flagged[i])).astype(int)
+    members = members.sort_values(["p_value", "flagged_count", "score"], ascending=[True, False, False], kind="stable")
+    members["rank"] = np.arange(1, len(members) + 1)
+    # no file name or pixel hash: names often carry personal data (manifest.json maps sample_id to both)
+    table = members[["sample_id", "split", "p_value", "rank", "flagged_count"]].rename(columns={"split": "half"})
+    table.insert(0, "recipe", recipe)
+    table.insert(1, "strongest_attack", top["attack"])
+    for label, by_id in scores_of.items():
+        table[f"score:{label}"] = table.sample_id.map(by_id).to_numpy()
     table["flagged_at_1%fpr_by"] = [";".join(flagged[i]) for i in table.sample_id]
     return table
+
+
+def floor_ties(table: pd.DataFrame, calibration_nonmembers: int) -> dict:
+    """How many members share the smallest p-value the calibration non-members allow, 1 / (n + 1): the list of
+    'most exposed' images is a tie-break among them."""
+    floor = 1.0 / (calibration_nonmembers + 1)
+    return {
+        "floor": floor,
+        "calibration_nonmembers": int(calibration_nonmembers),
+        "at_floor": int((table.p_value <= floor * (1 + 1e-9)).sum()),
+        "members": int(len(table)),
+    }
 
 
 def thumbnails(pixels: np.ndarray, max_value: float = 255.0) -> np.ndarray:
@@ -133,7 +152,7 @@ def write_exposure(out: str | Path, results: dict, data: dict | None = None) -> 
     by_recipe: dict[str, list[dict]] = {}
     for r in results["rows"]:
         by_recipe.setdefault(r["recipe"], []).append(r)
-    tables, summary = [], {}
+    tables, summary, ties = [], {}, {}
     for recipe, rows in by_recipe.items():
         table = recipe_exposure(out, recipe, rows)
         if data and recipe in data:
@@ -144,10 +163,33 @@ def write_exposure(out: str | Path, results: dict, data: dict | None = None) -> 
             )
             table = table.merge(props, on="sample_id", how="left")
         tables.append(table)
-        summary[recipe] = table.head(10)[["sample_id", "half", "p_value", "flagged_at_1%fpr_by"]].to_dict("records")
+        columns = ["sample_id", "half", "p_value", "flagged_count", "flagged_at_1%fpr_by"]
+        summary[recipe] = table.head(10)[columns].to_dict("records")
+        ties[recipe] = floor_ties(table, strongest(rows)["n_calibration_nonmembers"])
     path = out / "exposure.csv"
     write_text(path, csv_text(pd.concat(tables, ignore_index=True)))
     results["exposure"] = summary
+    results["exposure_ties"] = ties
+    return path
+
+
+def rerank_exposure(out: str | Path, results: dict) -> Path:
+    """exposure.csv of a folder written before ties at the p-value floor were counted and broken by the number of
+    attacks: ranked again, the image-property columns of the old file kept."""
+    out = Path(out)
+    old = out / "exposure.csv"
+    kept = None
+    if old.is_file():
+        frame = pd.read_csv(old)
+        props = [c for c in ("nearest_public_distance", "duplicated", "caption_rarity") if c in frame]
+        if props:
+            kept = frame[["recipe", "sample_id", *props]]
+    path = write_exposure(out, results)
+    if kept is not None:
+        from diffmia.core.io import csv_text, write_text
+
+        table = pd.read_csv(path).merge(kept, on=["recipe", "sample_id"], how="left")
+        write_text(path, csv_text(table))
     return path
 
 

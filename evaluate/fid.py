@@ -31,7 +31,8 @@ from .features import (
 
 # Part of the key of every cached utility file (diffmia run): bump it when sampling, the feature networks or the
 # distance computation change, and every recipe's FID is recomputed on the next run instead of read from a stale file.
-UTILITY_VERSION = 3  # 2: KID on scaled features with real subsets; 3: one seeded generator per sampling batch
+# 2: KID on scaled features with real subsets; 3: one seeded generator per sampling batch; 4: FID bootstrap interval
+UTILITY_VERSION = 4
 
 FEATURE_LABELS = {
     "digits-classifier": "FID (digits-classifier features)",
@@ -105,7 +106,40 @@ def distances(net: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, batc
     with torch.random.fork_rng():  # torchmetrics draws KID's subsets from the global generator: seed it
         torch.manual_seed(0)
         kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+    out = {"fid": float(fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+    out.update(fid_bootstrap(net, real, fake, batch))
+    return out
+
+
+FID_BOOTSTRAP = 200
+
+
+@torch.no_grad()
+def fid_bootstrap(net: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor, batch: int = 256) -> dict:
+    """A 95% interval of the FID over the generated samples (resampled with replacement, the real set fixed: the
+    interval of this model's sample, for comparing recipes on one reference; percentiles re-centred on the estimate),
+    with torchmetrics' Frechet distance. Skipped (empty) for features wider than 1024, where 200 matrix square roots cost minutes."""
+    from torchmetrics.image.fid import _compute_fid
+
+    def feats(x):
+        return torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)]).double()
+
+    fr, ff = feats(real), feats(fake)
+    if fr.shape[1] > 1024 or len(ff) < 2:
+        return {}
+    mu_r, sigma_r = fr.mean(0), torch.cov(fr.T)
+    gen = torch.Generator().manual_seed(0)
+    draws = []
+    for _ in range(FID_BOOTSTRAP):
+        sample = ff[torch.randint(len(ff), (len(ff),), generator=gen)]
+        draws.append(float(_compute_fid(mu_r, sigma_r, sample.mean(0), torch.cov(sample.T))))
+    draws_t = torch.tensor(draws, dtype=torch.float64)
+    lo, hi = torch.quantile(draws_t, torch.tensor([0.025, 0.975], dtype=draws_t.dtype)).tolist()
+    # a resampled set repeats images, which biases its FID upward: the percentile interval is re-centred on the
+    # estimate (its width is what the bootstrap measures)
+    estimate = float(_compute_fid(mu_r, sigma_r, ff.mean(0), torch.cov(ff.T)))
+    shift = estimate - float(draws_t.mean())
+    return {"fid_ci_lo": lo + shift, "fid_ci_hi": hi + shift, "fid_boot_sd": float(draws_t.std())}
 
 
 @torch.no_grad()
@@ -207,6 +241,7 @@ def _distances_of(loaded: LoadedRun, cfg: UtilityConfig, fake: torch.Tensor, cac
         floor_d = distances(net, reference, members, cfg.batch_size)
     return {
         "fid": model_d["fid"],
+        **{k: model_d[k] for k in ("fid_ci_lo", "fid_ci_hi", "fid_boot_sd") if k in model_d},
         "kid": model_d["kid"],
         "kid_std": model_d["kid_std"],
         "fid_floor": floor_d["fid"],

@@ -1,4 +1,5 @@
-"""Plots (matplotlib, Agg): ROC per recipe (linear and log-log with the 1% and 0.1% FPR marks), score histograms of
+"""Plots (matplotlib, Agg): oracle ROC per recipe (linear and log-log with the 1% and 0.1% FPR marks) with the
+calibrated operating points on them, score histograms of
 members vs non-members, and the privacy-utility plot. Each function writes one PNG and returns its path."""
 
 from __future__ import annotations
@@ -29,14 +30,51 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def roc_plot(title: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
-    """`curves`: attack label -> (is_member, score) on the test halves."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+def roc_figure(
+    title: str,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    points: Mapping[str, Sequence[dict]] | None = None,
+    strongest: str | None = None,
+):
+    """Oracle ROC curves (every threshold on the test halves), linear and log-log, with each attack's calibrated
+    operating points on them: `points`: attack label -> [{fpr, fpr_lo, fpr_hi, tpr, tpr_lo, tpr_hi, target}], the
+    threshold fixed on the calibration halves, read on the test halves, with its 95% intervals as error bars.
+    `curves`: attack label -> (is_member, score) on the test halves. The strongest attack's curve is drawn thicker."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    colours = {}
     for label, (labels, scores) in curves.items():
         fpr, tpr = roc_points(labels, scores)
+        name = f"{label} (strongest)" if label == strongest else label
         for ax in axes:
-            ax.plot(fpr, tpr, label=label, lw=1.5)
+            (line,) = ax.plot(fpr, tpr, label=name, lw=2.6 if label == strongest else 1.2)
+            colours[label] = line.get_color()
     n_neg = min(int((~np.asarray(labels, bool)).sum()) for labels, _ in curves.values())
+    log_floor = min(1.0 / max(n_neg, 1), 1e-3) / 2
+    for label, marks in (points or {}).items():
+        for m in marks:
+            for ax, log in zip(axes, (False, True)):
+                if log and m["tpr"] <= 0:
+                    continue  # no member found: nothing to place on a log axis (the linear panel shows it)
+                x, lo = m["fpr"], m["fpr_lo"]
+                marker = "o" if m["target"] >= 0.01 else "s"
+                if log and x <= 0:  # no false positive on the test half: drawn at the axis edge, pointing left
+                    x, marker = log_floor * 1.15, "<"
+                if log and lo <= 0:
+                    lo = x  # an interval reaching 0 cannot be drawn on a log axis: its upper part only
+                ax.errorbar(
+                    x,
+                    m["tpr"],
+                    xerr=[[x - lo], [max(m["fpr_hi"] - x, 0)]],
+                    yerr=[[m["tpr"] - m["tpr_lo"]], [m["tpr_hi"] - m["tpr"]]],
+                    fmt=marker,
+                    ms=5,
+                    capsize=2,
+                    lw=0.8,
+                    color=colours.get(label, "black"),
+                    mec="black",
+                    mew=0.6,
+                    gid=f"calibrated:{label}:{m['target']:g}",
+                )
     for ax, log in zip(axes, (False, True)):
         ax.plot([1e-4, 1], [1e-4, 1], ls=":", color="grey", lw=1, label="chance")
         for mark in FPR_MARKS:
@@ -47,17 +85,38 @@ def roc_plot(title: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], pa
             floor = 1.0 / max(n_neg, 1)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlim(min(floor, 1e-3) / 2, 1)
-            ax.set_ylim(min(floor, 1e-3) / 2, 1.02)
+            ax.set_xlim(log_floor, 1)
+            ax.set_ylim(log_floor, 1.02)
             ax.axvline(floor, ls="-.", color="#c0392b", lw=0.8, label=f"1/{n_neg}: one false positive")
-            ax.legend(fontsize=7, loc="lower right")
-            ax.set_title(f"{title}: log-log (FPR floor 1/{n_neg})")
+            ax.set_title(f"{title}: oracle ROC, log-log (FPR floor 1/{n_neg})", fontsize=10)
         else:
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1.02)
-            ax.set_title(f"{title}: ROC")
-    axes[0].legend(fontsize=8, loc="lower right")
-    return save_figure(fig, path)
+            ax.set_title(f"{title}: oracle ROC (every threshold on the test halves)", fontsize=10)
+    handles, names = axes[1].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    if points:
+        fig.text(
+            0.5,
+            -0.02,
+            "Markers: calibrated operating points (threshold fixed on the calibration halves; circle: 1% FPR target, "
+            "square: 0.1%; '<' at the edge: no test false positive), with 95% intervals of the achieved FPR and the TPR.",
+            ha="center",
+            fontsize=8,
+        )
+    return fig
+
+
+def roc_plot(
+    title: str,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: Path,
+    points: Mapping[str, Sequence[dict]] | None = None,
+    strongest: str | None = None,
+) -> Path:
+    """roc_figure written as a PNG."""
+    return save_figure(roc_figure(title, curves, points, strongest), path)
 
 
 def histogram_plot(title: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:

@@ -31,6 +31,12 @@ def report(
 
         add_headline_audits(results_dir, results)  # written before the headline procedure existed
         write_json(results_dir / "results.json", results)
+    if results.get("rows") and "exposure_ties" not in results:
+        from diffmia.core.io import write_json
+        from diffmia.evaluate.exposure import rerank_exposure
+
+        rerank_exposure(results_dir, results)  # written before ties at the p-value floor were counted
+        write_json(results_dir / "results.json", results)
     html_report = write_report(results_dir, results, show_members(results_dir, results) if show_examples else None)
     typer.echo(f"report: {html_report}")
     if pdf:

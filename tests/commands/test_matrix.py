@@ -118,6 +118,23 @@ def test_changed_recipe_gets_a_new_cell(tmp_path):
     assert len(list((tmp_path / "recipes").glob("a-*"))) == 2
 
 
+def test_seeds_train_the_recipe_again_and_the_report_gives_the_spread(tmp_path):
+    """seeds: 2 trains the recipe with seed and seed+1 (recipes a and a+seed1), attacks both, and the report has one
+    sign-off for the recipe with the spread across its trainings."""
+    bench, recipes = load_benchmark(
+        BENCH,
+        FAST
+        + ["recipes=[{name: a, config: tiny.yaml, seeds: 2, set: [train.steps=5]}]", "attacks=[{name: naive_loss}]"],
+    )
+    assert list(recipes) == ["a", "a+seed1"] and recipes["a+seed1"].seed == recipes["a"].seed + 1
+    results = run_matrix(bench, recipes, tmp_path, progress=False)
+    assert [r["recipe"] for r in results["rows"]] == ["a", "a+seed1"]
+    assert results["recipes"]["a+seed1"]["seed_of"] == "a" and "seed_of" not in results["recipes"]["a"]
+    report = (tmp_path / "report.md").read_text()
+    assert "2 trainings (seeds 0, 1)" in report and "## Spread across trainings" in report
+    assert "### a+seed1" not in report.split("## Sign-off")[1].split("## What a confident")[0]
+
+
 @pytest.mark.parametrize(
     "override, match",
     [
@@ -130,6 +147,11 @@ def test_changed_recipe_gets_a_new_cell(tmp_path):
         ),
         ("utility.featurez=clip", "utility.featurez: unknown key \\(did you mean 'features'\\?\\)"),
         ("recipes=[{name: a, config: tiny.yaml}, {name: a, config: tiny.yaml}]", "recipe names must be unique"),
+        (
+            "recipes=[{name: a, config: tiny.yaml, seeds: 2}, {name: a+seed1, config: tiny.yaml}]",
+            "recipe names must be unique; repeated: \\['a\\+seed1'\\]",
+        ),
+        ("recipes=[{name: a, config: tiny.yaml, seeds: 0}]", "recipes.0.seeds"),
     ],
 )
 def test_bad_benchmark_is_refused_before_any_work(override, match):
@@ -297,7 +319,7 @@ def test_cli_compare_and_report_section(matrix):
     )
     assert frame["verdict_at_1%fpr"].iloc[0].endswith(("significantly", "at this sample size"))
     report = (out / "report.md").read_text()
-    assert "Paired comparison with short" in report and "## Sign-off summary" in report
+    assert "Paired comparison with short" in report and "## Sign-off" in report
     assert "no reference-model attack (LiRA/RMIA)" in report and "Reviewed by:" in report
     assert (out / "exposure.csv").is_file()
     bad = CliRunner().invoke(app, ["compare", str(out), "--baseline", "nope"])
