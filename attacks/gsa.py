@@ -74,6 +74,7 @@ def gradient_norms(
                 pred = target._forward(
                     to_device(x_t, target.device), to_device(t, target.device), [cond[i]] * len(t) if cond else None
                 )
+                pred = target.to_epsilon(pred, to_device(x_t, target.device), t)  # v / x0 models: as noise
                 losses = ((pred.float().cpu() - eps) ** 2).flatten(1).mean(1)
                 if per_timestep:
                     out.append(sum(norms(losses[k], k + 1 < len(t)) for k in range(len(t))) / len(t))

@@ -93,9 +93,9 @@ class PixelKind(TargetKind):
         return Built(PixelDenoiser(build_unet(cfg.model, resolution, channels)))
 
     def save(self, built, model, cfg, folder):
-        DDPMPipeline(unet=model.unet, scheduler=build_scheduler(cfg.scheduler)).save_pretrained(
-            folder, safe_serialization=True
-        )
+        DDPMPipeline(
+            unet=model.unet, scheduler=build_scheduler(cfg.scheduler, cfg.model.prediction_type)
+        ).save_pretrained(folder, safe_serialization=True)
 
 
 @register_target_kind
@@ -123,7 +123,7 @@ class TextKind(TargetKind):
         return Built(TextDenoiser(unet2d_condition(cfg, resolution, channels), text), tokenizer)
 
     def save(self, built, model, cfg, folder):
-        scheduler = build_scheduler(cfg.scheduler)
+        scheduler = build_scheduler(cfg.scheduler, cfg.model.prediction_type)
         DigitsTextPipeline(model.unet, model.text_encoder, built.tokenizer, scheduler).save_pretrained(
             folder, safe_serialization=True
         )

@@ -29,11 +29,12 @@ def build_unet(cfg: ModelConfig, resolution: int, channels: int) -> UNet2DModel:
     )
 
 
-def build_scheduler(cfg: SchedulerConfig) -> DDPMScheduler:
+def build_scheduler(cfg: SchedulerConfig, prediction_type: str = "epsilon") -> DDPMScheduler:
     return DDPMScheduler(
         num_train_timesteps=cfg.num_train_timesteps,
         beta_start=cfg.beta_start,
         beta_end=cfg.beta_end,
         beta_schedule=cfg.beta_schedule,
         clip_sample=True,
+        prediction_type=prediction_type,
     )

@@ -35,6 +35,38 @@ class QueryCounter:
         self.forward_passes = self.sample_queries = self.generations = 0
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+class PredictionTypeError(ValueError):
+    """A scheduler whose prediction type diffmia cannot turn into a noise prediction."""
+
+
+def check_prediction_type(kind: str, where: str = "the scheduler") -> str:
+    if kind not in PREDICTION_TYPES:
+        raise PredictionTypeError(
+            f"{where}: prediction_type {kind!r} is not one diffmia converts to a noise prediction "
+            f"({', '.join(PREDICTION_TYPES)}); the gray-box attacks assume a DDPM noise schedule"
+        )
+    return kind
+
+
+def epsilon_from(kind: str, out: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """A model output of prediction type `kind` as the noise it implies, with abar_t per sample (B,):
+    epsilon: as it is; v_prediction (v = sqrt(abar) eps - sqrt(1 - abar) x0): eps = sqrt(abar) v + sqrt(1 - abar) x_t;
+    sample (x0): eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar). Differentiable (GSA takes gradients through it)."""
+    if kind == "epsilon":
+        return out
+    shape = (-1,) + (1,) * (out.ndim - 1)
+    a = alpha_bar.to(device=out.device, dtype=torch.float32).reshape(shape)
+    out32, x32 = out.float(), x_t.float()
+    if kind == "v_prediction":
+        return a.sqrt() * out32 + (1 - a).sqrt() * x32
+    if kind == "sample":
+        return (x32 - a.sqrt() * out32) / (1 - a).sqrt()
+    raise PredictionTypeError(f"prediction_type {kind!r} is not one of {', '.join(PREDICTION_TYPES)}")
+
+
 def add_noise(target: "Target", x0: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
     """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps."""
     abar = target.alpha_bar(t)
@@ -69,6 +101,10 @@ class Target:
         self.device = torch.device(device)
         self.alphas_cumprod = noise_scheduler.alphas_cumprod.to(torch.float64)
         self.num_train_timesteps = int(noise_scheduler.config.num_train_timesteps)
+        # what the denoiser outputs; every prediction is turned into the noise it implies (epsilon_from)
+        self.prediction_type = check_prediction_type(
+            str(noise_scheduler.config.get("prediction_type", "epsilon") or "epsilon")
+        )
         self.queries = QueryCounter()
 
     # -- the calls attacks make --------------------------------------------------------------------------------
@@ -84,14 +120,22 @@ class Target:
             cond: One caption per image for text-conditioned targets, else None.
 
         Returns:
-            The predicted noise, (B, *sample_shape), float32 on the CPU.
+            The predicted noise, (B, *sample_shape), float32 on the CPU: a v- or sample-prediction model's output
+            converted to the noise it implies (`epsilon_from`, from the scheduler's prediction_type).
         """
         if isinstance(t, int) or (torch.is_tensor(t) and t.ndim == 0):
             t = torch.full((len(x_t),), int(t), dtype=torch.long)
         self.queries.add(len(x_t))
+        x_dev = to_device(x_t, self.device)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            out = self._forward(to_device(x_t, self.device), to_device(t, self.device), cond)
-        return out.float().cpu()
+            out = self._forward(x_dev, to_device(t, self.device), cond)
+        return self.to_epsilon(out, x_dev, t).float().cpu()
+
+    def to_epsilon(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The denoiser's raw output as a noise prediction (identity for epsilon-prediction models)."""
+        if self.prediction_type == "epsilon":
+            return out
+        return epsilon_from(self.prediction_type, out, x_t, self.alphas_cumprod[t.long().cpu()])
 
     autocast_dtype: torch.dtype | None = None  # set by set_precision: bf16 / fp16 inference for attacks and FID
 
@@ -157,7 +201,8 @@ class Target:
         if prompts is not None and len(prompts) != n:
             raise ValueError(f"{len(prompts)} prompts for {n} images")
         scheduler_cls = DDIMScheduler if sampler == "ddim" else DDPMScheduler
-        scheduler = scheduler_cls.from_config(self.noise_scheduler.config)
+        # the sampler is handed noise predictions (predict_noise converts), whatever the model outputs
+        scheduler = scheduler_cls.from_config(self.noise_scheduler.config, prediction_type="epsilon")
         generator = generator or torch.Generator().manual_seed(0)
         out = []
         from tqdm.auto import tqdm

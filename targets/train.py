@@ -42,7 +42,7 @@ from .denoiser import caption_ids, encode_latents
 from .kinds import load_target
 from .manifest import SplitManifest
 from .models import build_scheduler
-from .target import add_noise
+from .target import add_noise, check_prediction_type
 from .trainset import build_training_set
 
 
@@ -251,7 +251,14 @@ def _train_target(
     text_shape = built.text_shape
     set_seed(cfg.seed)  # the same optimisation noise whatever the model stage did
     trainable = [p for p in model.parameters() if p.requires_grad]
-    noise_scheduler = built.noise_scheduler or build_scheduler(cfg.scheduler)
+    noise_scheduler = built.noise_scheduler or build_scheduler(cfg.scheduler, cfg.model.prediction_type)
+    prediction_type = check_prediction_type(str(noise_scheduler.config.get("prediction_type") or "epsilon"))
+    if built.noise_scheduler is not None and "prediction_type" in cfg.model.model_fields_set:
+        if cfg.model.prediction_type != prediction_type:
+            raise ConfigError(
+                f"model.prediction_type: {cfg.model.prediction_type!r}, but the pretrained folder's scheduler "
+                f"predicts {prediction_type!r}; leave the field out to train as the folder does"
+            )
     optimizer = torch.optim.AdamW(trainable, lr=tc.learning_rate, weight_decay=tc.weight_decay)
     lr_scheduler = get_scheduler(
         tc.lr_schedule, optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps
@@ -342,7 +349,7 @@ def _train_target(
             noise, noise_in = to_device(noise, device), (None if noise_in is noise else to_device(noise_in, device))
             x0, t = to_device(x_in, device), to_device(t, device)
             x_t = noise_scheduler.add_noise(x0, noise if noise_in is None else noise_in, t)
-            target = noise
+            target = loss_target(prediction_type, noise_scheduler, x0, noise, t)
             for defense in defenses:  # DistillMD: the teacher that did not see the row
                 target = defense.loss_target(x_t, t, rows, target)
             with accelerator.accumulate(model):
@@ -512,6 +519,16 @@ def save_checkpoint(accelerator: Accelerator, run: RunDir, step: int, kept: int,
 
 
 @torch.no_grad()
+def loss_target(prediction_type: str, noise_scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor):
+    """What the denoiser is trained to output: the noise (epsilon), the velocity sqrt(abar) eps - sqrt(1 - abar) x0
+    (v_prediction, diffusers' get_velocity) or the clean sample (sample)."""
+    if prediction_type == "v_prediction":
+        return noise_scheduler.get_velocity(x0, noise, t)
+    if prediction_type == "sample":
+        return x0
+    return noise
+
+
 def denoising_loss(target, x0: torch.Tensor, captions, timestep: int, seed: int, batch: int = 256) -> torch.Tensor:
     """Per-image ||eps - eps_theta(x_t, t[, caption])||^2 (mean over elements) at a fixed timestep, seeded noise."""
     z0 = torch.cat([target.encode(x0[i : i + batch]) for i in range(0, len(x0), batch)])

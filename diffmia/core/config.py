@@ -86,6 +86,12 @@ class ModelConfig(StrictModel):
     pretrained: Optional[str] = Field(
         None, description="stable-diffusion: local diffusers StableDiffusionPipeline folder"
     )
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field(
+        "epsilon",
+        description="what the denoiser is trained to output: the noise, v = sqrt(abar) eps - sqrt(1 - abar) x0, or "
+        "x0 (a pretrained folder's scheduler decides for stable-diffusion); attacks see every model as a noise "
+        "predictor",
+    )
     cross_attention_dim: int = Field(32, ge=4, le=4096, description="unet2d-condition: text feature size")
     text_layers: int = Field(2, ge=1, le=24, description="unet2d-condition: CLIP text encoder layers")
     text_heads: int = Field(4, ge=1, le=64)
