@@ -2,13 +2,15 @@
 
 The CSV has one row per audited image (sample_id, source, split, is_member, score), and one per canary of a one-run
 audit (split "canary", is_member = its coin flip; metrics read only the calibration and test rows) and is written batch by batch to a
-temporary file that is renamed into place only when complete. A sidecar scores/NAME.json records the attack's
+temporary file that is renamed into place only when complete; each finished batch is also kept in a journal
+(attacks/journal.py), from which a killed run resumes, bit-identical. A sidecar scores/NAME.json records the attack's
 parameters, seed, declared and counted queries per sample, and seconds.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,10 @@ from diffmia.core.io import atomic_path, spreadsheet_safe, write_json
 from diffmia.targets.runs import LoadedRun
 
 from .base import Attack, batch_of
+from .journal import Journal, journal_key
 from .reuse import ScoredRows, in_order, split
+
+logger = logging.getLogger(__name__)
 
 COLUMNS = ["sample_id", "source", "split", "is_member", "score"]
 
@@ -145,11 +150,26 @@ def run_attack(
             attack.record_dropped(dropped_of_r)
         target.queries.forward_passes = sum(g[3] for g in gathered)
         all_rows = [ordered[i] for i in sorted(ordered)]
-    else:
-        all_rows = score_batches(loaded, attack, todo, batch_size, progress)
+        resumed = {}
+    else:  # one process: every finished batch goes to the journal, and a killed run resumes from it
+        journal = Journal(out_dir, attack.name, journal_key(attack, todo, batch_size, target))
+        resumed, dropped_before = journal.load()
+        if resumed or dropped_before:
+            attack.record_dropped(dropped_before)
+            logger.info(
+                f"{attack.name}: resuming a killed run: {len(resumed)} scored rows reused from {journal.path.name}"
+                + (f" ({len(dropped_before)} images it dropped)" if dropped_before else "")
+            )
+        skip = set(resumed) | set(dropped_before)
+        rest = [pair for pair in todo if pair[0].index not in skip]
+        journal.open(resumed=journal.path.is_file())
+        all_rows = _journaled(journal, attack, score_batches(loaded, attack, rest, batch_size, progress))
+        if resumed:
+            reused = {**reused, **resumed}
     if known is not None:  # every process keeps the same store: the next call shards the same remaining rows
         all_rows = list(all_rows)
         known.add(attack, columns, (r for rows in all_rows for r in rows))
+        known.add(attack, columns, resumed.values())
     if reused:
         all_rows = [in_order(entries, reused, (r for rows in all_rows for r in rows))]
     if world > 1 and rank != 0:  # only the main process writes; the others return what was gathered
@@ -181,6 +201,7 @@ def run_attack(
         "forward_passes": target.queries.forward_passes,
         "samples": len(entries) - len(attack.dropped_ids()),
         "reused_rows": len(entries) - len(todo),
+        "resumed_rows": len(resumed),
         "dropped": {"count": len(attack.dropped_ids()), "ids": sorted(attack.dropped_ids())},
         "seconds": round(seconds, 3),
         "prepare_seconds": round(prepare_seconds, 3),
@@ -192,4 +213,19 @@ def run_attack(
         **({"tuned": tuned} if tuned else {}),
     }
     write_json(out_dir / f"{attack.name}.json", info)
+    if world == 1:
+        journal.close(done=True)  # the score file is complete: nothing to resume
     return AttackResult(pd.read_csv(csv_path), info, csv_path)
+
+
+def _journaled(journal: Journal, attack: Attack, batches):
+    """The batches of score_batches, each written to the journal (with the images it dropped) before it is used."""
+    dropped = set(attack.dropped_ids())
+    try:
+        for rows in batches:
+            now = set(attack.dropped_ids())
+            journal.append(rows, sorted(now - dropped))
+            dropped = now
+            yield rows
+    finally:
+        journal.close(done=False)
