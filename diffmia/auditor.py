@@ -24,6 +24,7 @@ import numpy as np
 
 from diffmia.core.config import ConfigError, dump_config
 from diffmia.core.io import private_dir
+from diffmia.targets.adapters import apply_adapter  # noqa: F401 - also diffmia.auditor.apply_adapter
 from diffmia.targets.data import IMAGE_SUFFIXES, DataError, ImageSet, open_image
 
 logger = logging.getLogger(__name__)
@@ -251,25 +252,6 @@ def plan_attacks(
     return run, skipped
 
 
-def apply_adapter(target, adapter: str | Path) -> None:
-    """A peft LoRA adapter folder (adapter_config.json + weights, as `save_pretrained` writes it) merged into the
-    target's denoiser: what the team deployed is base + adapter."""
-    from diffmia.targets.denoiser import ModelError
-
-    adapter = Path(adapter)
-    if not (adapter / "adapter_config.json").is_file():
-        raise ModelError(f"--adapter {adapter}: not a peft adapter folder (adapter_config.json missing)")
-    from peft import PeftModel
-
-    try:
-        target.unet = PeftModel.from_pretrained(target.unet, str(adapter)).merge_and_unload().eval()
-    except (ValueError, KeyError, RuntimeError, OSError) as exc:
-        raise ModelError(
-            f"--adapter {adapter}: does not fit the model's UNet ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]})"
-        ) from None
-
-
 def audit_model(
     model: str | Path,
     members: str | Path,
@@ -296,6 +278,7 @@ def audit_model(
     from diffmia.core.environment import environment
     from diffmia.core.rundir import RunDir
     from diffmia.evaluate.results import EvaluationConfig, cell_row, write_results
+    from diffmia.targets.denoiser import read_model_index
     from diffmia.targets.kinds import load_target
     from diffmia.targets.runs import LoadedRun
 
@@ -303,8 +286,7 @@ def audit_model(
         raise ConfigError(f"--access: expected one of {', '.join(ACCESS_LEVELS)}, got {access!r}")
     model = Path(model)
     target = load_target(model)
-    if adapter is not None:
-        apply_adapter(target, adapter)
+    adapter_format = apply_adapter(target, adapter) if adapter is not None else None
     shape = target.image_shape
     images, manifest = build_audit_set(
         shape,
@@ -354,6 +336,9 @@ def audit_model(
         "model": str(model.resolve()),
         "access": access,
         "adapter": str(adapter) if adapter else None,
+        "adapter_format": adapter_format,
+        "pipeline": read_model_index(model)["_class_name"],
+        "prediction_type": target.prediction_type,
         "members_from": str(members),
         "nonmembers_from": str(nonmembers),
         "public_from": str(public) if public else None,

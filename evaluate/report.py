@@ -684,6 +684,16 @@ def write_report(out: str | Path, results: dict, shown: ShownMembers | None = No
                     f"{info['counts']['public']} public",
                     "training": f"trained elsewhere, not retrained ({info['parameters']} parameters; {info['model']}); "
                     f"access granted: {info['access']}",
+                    "format": ", ".join(
+                        x
+                        for x in (
+                            info.get("pipeline"),
+                            f"{info['prediction_type']} prediction" if info.get("prediction_type") else None,
+                            f"adapter: {info['adapter_format']}" if info.get("adapter_format") else None,
+                        )
+                        if x
+                    )
+                    or "not recorded",
                     "defenses": "unknown",
                     "manifest": info["manifest_sha256"][:16],
                     "run": info["run_dir"],
@@ -700,6 +710,8 @@ def write_report(out: str | Path, results: dict, shown: ShownMembers | None = No
                 f"(calibration fraction {data['calibration_fraction']}) / {info['counts']['public']} public",
                 "training": f"{cfg['train']['steps']} steps, batch {cfg['train']['batch_size']}, lr {cfg['train']['learning_rate']}, "
                 f"{info['parameters']} parameters, seed {cfg['seed']}",
+                "format": f"{(cfg.get('model') or {}).get('kind', 'unet2d')}, "
+                f"{(cfg.get('model') or {}).get('prediction_type', 'epsilon')} prediction",
                 "defenses": ", ".join(d.get("name", "?") for d in cfg.get("defenses", [])) or "none",
                 "manifest": info["manifest_sha256"][:16],
                 "run": info["run_dir"],

@@ -52,7 +52,10 @@ def audit(
         help="The training recipe (a diffmia target YAML): the reference-model attacks (LiRA, RMIA, GSA) retrain it on subsets of the audited images.",
     ),
     adapter: Optional[Path] = typer.Option(
-        None, "--adapter", help="A peft LoRA adapter folder merged into MODEL's UNet."
+        None,
+        "--adapter",
+        help="A LoRA merged into MODEL: a peft adapter folder, or a diffusers LoRA file "
+        "(pytorch_lora_weights.safetensors, UNet and text-encoder layers) or the folder holding it.",
     ),
     attack_names: Optional[List[str]] = typer.Option(None, "--attack", "-a", help="Only these attacks (repeatable)."),
     set_: Optional[List[str]] = typer.Option(

@@ -315,7 +315,7 @@ def test_audit_merges_a_peft_lora_adapter(elsewhere, tmp_path):
             str(elsewhere / "nonmembers"),
         ],
     )
-    assert bad.exit_code == 2 and "not a peft adapter folder" in bad.output
+    assert bad.exit_code == 2 and "neither a peft adapter folder" in bad.output
 
 
 def test_audit_with_the_recipe_trains_cached_references_on_the_audited_images(elsewhere, tmp_path, shared_cache):
@@ -372,3 +372,50 @@ def test_audit_with_the_recipe_trains_cached_references_on_the_audited_images(el
         app, [*base[: base.index("--set")], "--set", "rmia.references=2", "--out", str(tmp_path / "c")]
     )
     assert bad.exit_code != 0 and "rmia is not among the attacks this audit runs (lira)" in bad.output
+
+
+def test_audit_merges_a_diffusers_lora_file(tmp_path):
+    """--adapter FILE: a pytorch_lora_weights.safetensors as the diffusers LoRA scripts save it (UNet and text-encoder
+    layers) is merged; its predictions are the peft-adapted model's; a file for another architecture, a pickled
+    file and an unknown path are refused naming the file; the report says which format it found."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+
+    from diffmia.auditor import apply_adapter
+    from diffmia.targets.denoiser import ModelError
+    from diffmia.targets.kinds import load_target
+    from tests.targets.test_t2i import make_tiny_sd
+
+    make_tiny_sd(tmp_path / "sd", ["a picture"])
+    tuned = load_target(tmp_path / "sd")
+    tuned.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_v"], init_lora_weights=False))
+    tuned.text_encoder = inject_adapter_in_model(
+        LoraConfig(r=2, lora_alpha=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        tuned.text_encoder,
+    )
+    StableDiffusionPipeline.save_lora_weights(
+        tmp_path / "lora",
+        unet_lora_layers=get_peft_model_state_dict(tuned.unet),
+        text_encoder_lora_layers=get_peft_model_state_dict(tuned.text_encoder),
+    )
+    file = tmp_path / "lora" / "pytorch_lora_weights.safetensors"
+    plain, merged = load_target(tmp_path / "sd"), load_target(tmp_path / "sd")
+    assert apply_adapter(merged, file) == "diffusers-lora (UNet + text encoder)"
+    x = torch.randn(2, *plain.sample_shape, generator=torch.Generator().manual_seed(0))
+    expected = tuned.predict_noise(x, 10, ["a picture", "a picture"])
+    assert torch.allclose(merged.predict_noise(x, 10, ["a picture", "a picture"]), expected, atol=1e-5)
+    assert not torch.allclose(plain.predict_noise(x, 10, ["a picture", "a picture"]), expected, atol=1e-5)
+    assert apply_adapter(load_target(tmp_path / "sd"), tmp_path / "lora").startswith("diffusers-lora")  # the folder
+
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(file)
+    save_file({k.replace("down_blocks", "side_blocks"): v for k, v in state.items()}, tmp_path / "other.safetensors")
+    with pytest.raises(ModelError, match="other.safetensors"):
+        apply_adapter(load_target(tmp_path / "sd"), tmp_path / "other.safetensors")
+    (tmp_path / "lora.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(ModelError, match="lora.bin: a pickled file"):
+        apply_adapter(load_target(tmp_path / "sd"), tmp_path / "lora.bin")
+    with pytest.raises(ModelError, match="neither a peft adapter folder"):
+        apply_adapter(load_target(tmp_path / "sd"), tmp_path / "sd")
