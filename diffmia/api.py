@@ -158,6 +158,7 @@ def audit(
     allow_outside_paths: bool = False,
     progress: bool = True,
     quiet: bool = False,
+    precision: str = "fp32",
 ) -> Results:
     """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members.
 
@@ -169,7 +170,7 @@ def audit(
         access: "gray-box" (noise predictions), "black-box" (generated images only) or "white-box" (gradients).
         public: Public images of the same distribution (quantile regression, offline references, word importance).
         recipe: The team's training recipe (a diffmia target YAML): adds the reference-model attacks.
-        adapter: A peft LoRA adapter folder merged into the model's UNet.
+        adapter: A LoRA merged into the model: a peft adapter folder or a diffusers LoRA file.
         attacks: Only these attacks.
         attack_params: {attack: {parameter: value}}, as `--set ATTACK.KEY=VALUE`.
         seed: Seed of the halves' hash and of the attacks' noise.
@@ -180,6 +181,7 @@ def audit(
         allow_outside_paths: Let a CSV list name files outside its folder.
         progress: Show progress bars.
         quiet: Show no progress lines (they go to the "diffmia" logger; shown on stdout unless it has handlers).
+        precision: fp32 (exact), bf16 or fp16: the denoiser runs under autocast.
 
     Returns:
         The results folder's contents.
@@ -212,5 +214,6 @@ def audit(
             adapter=Path(adapter) if adapter else None,
             attack_params=attack_params or {},
             allow_outside=allow_outside_paths,
+            precision=precision,
         )
         return Results(out, results)

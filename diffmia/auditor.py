@@ -271,6 +271,7 @@ def audit_model(
     adapter: str | Path | None = None,
     attack_params: dict[str, dict] | None = None,
     allow_outside: bool = False,
+    precision: str = "fp32",
 ) -> dict:
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import check_attack_fits, run_attack
@@ -287,6 +288,10 @@ def audit_model(
     model = Path(model)
     target = load_target(model)
     adapter_format = apply_adapter(target, adapter) if adapter is not None else None
+    try:
+        target.set_precision(precision)
+    except ValueError as exc:
+        raise ConfigError(f"--precision: {exc}") from None
     shape = target.image_shape
     images, manifest = build_audit_set(
         shape,
@@ -339,6 +344,7 @@ def audit_model(
         "adapter_format": adapter_format,
         "pipeline": read_model_index(model)["_class_name"],
         "prediction_type": target.prediction_type,
+        "precision": precision,
         "members_from": str(members),
         "nonmembers_from": str(nonmembers),
         "public_from": str(public) if public else None,

@@ -76,6 +76,9 @@ def audit(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=0, max=100000),
     allow_outside: bool = AllowOutsideOption,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    precision: str = typer.Option(
+        "fp32", "--precision", help="fp32 (exact), bf16 or fp16: the denoiser runs under autocast (GPUs)."
+    ),
 ) -> None:
     """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members;
     score files, results, exposure.csv and the report as `diffmia run` writes them. Nothing is retrained but the
@@ -110,6 +113,7 @@ def audit(
         bootstrap,
         allow_outside,
         progress=progress,
+        precision=precision,
     ).data
     for row in results["rows"]:
         typer.echo(
