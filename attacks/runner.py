@@ -52,40 +52,65 @@ def score_batches(loaded: LoadedRun, attack: Attack, entries, batch_size: int = 
     declared = attack.queries_per_sample(target)
     generations = attack.generations_per_sample(target)
     bar = tqdm(total=len(entries), desc=attack.name, unit="img", disable=not progress)
+    fits = batch_size  # the largest batch the device has held; halved on an out-of-memory error
     for start in range(0, len(entries), batch_size):
         chunk = entries[start : start + batch_size]
-        ids = [e.index for e, _ in chunk]
-        batch = batch_of(loaded, ids)
-        before = (target.queries.sample_queries, target.queries.generations)
-        dropped_before = set(attack.dropped_ids())
-        scores = attack.score(target, batch)
-        dropped = set(attack.dropped_ids()) - dropped_before
-        scored = len(ids) - len(dropped)
-        after = (target.queries.sample_queries, target.queries.generations)
-        for what, per_image, b, a in zip(("queries", "generations"), (declared, generations), before, after):
-            if a - b != per_image * scored:
-                raise QueryCountMismatch(
-                    f"{attack.name}: declared {per_image} {what} per image, made {(a - b) / max(scored, 1):g}"
+        rows: list[list] = []
+        pos = 0
+        while pos < len(chunk):  # the batch in pieces of `fits` images, the same rows whatever the pieces
+            piece = chunk[pos : pos + fits]
+            try:
+                rows += _score_piece(loaded, attack, piece, declared, generations)
+            except torch.OutOfMemoryError:
+                if fits == 1:
+                    raise
+                fits = max(1, fits // 2)
+                logger.warning(
+                    f"{attack.name}: out of memory with {len(piece)} images at once on {target.device}; "
+                    f"halved to {fits} and retried"
                 )
-        parts = [scores[c].tolist() for c in attack.components] if attack.components else []
-        main = [float("nan")] * len(ids) if attack.components else scores.tolist()
-        rows = []
-        for row, ((entry, is_member), s) in enumerate(zip(chunk, main)):
-            if entry.index in dropped:  # listed in the JSON, never scored
+                if target.device.type == "cuda":
+                    torch.cuda.empty_cache()
                 continue
-            rows.append(
-                [
-                    entry.index,
-                    spreadsheet_safe(entry.source),
-                    entry.half,
-                    int(is_member),
-                    float(s),
-                    *(float(p[row]) for p in parts),
-                ]
-            )
+            pos += len(piece)
         yield rows
-        bar.update(len(ids))
+        bar.update(len(chunk))
     bar.close()
+
+
+def _score_piece(loaded: LoadedRun, attack: Attack, chunk, declared: int, generations: int) -> list[list]:
+    """CSV rows of one batch, after checking the queries and generations it made against the declaration."""
+    target = loaded.target
+    ids = [e.index for e, _ in chunk]
+    batch = batch_of(loaded, ids)
+    before = (target.queries.sample_queries, target.queries.generations)
+    dropped_before = set(attack.dropped_ids())
+    scores = attack.score(target, batch)
+    dropped = set(attack.dropped_ids()) - dropped_before
+    scored = len(ids) - len(dropped)
+    after = (target.queries.sample_queries, target.queries.generations)
+    for what, per_image, b, a in zip(("queries", "generations"), (declared, generations), before, after):
+        if a - b != per_image * scored:
+            raise QueryCountMismatch(
+                f"{attack.name}: declared {per_image} {what} per image, made {(a - b) / max(scored, 1):g}"
+            )
+    parts = [scores[c].tolist() for c in attack.components] if attack.components else []
+    main = [float("nan")] * len(ids) if attack.components else scores.tolist()
+    rows = []
+    for row, ((entry, is_member), s) in enumerate(zip(chunk, main)):
+        if entry.index in dropped:  # listed in the JSON, never scored
+            continue
+        rows.append(
+            [
+                entry.index,
+                spreadsheet_safe(entry.source),
+                entry.half,
+                int(is_member),
+                float(s),
+                *(float(p[row]) for p in parts),
+            ]
+        )
+    return rows
 
 
 def timesteps_beyond(attack: Attack, limit: int) -> list[int]:

@@ -89,22 +89,31 @@ def build_folder(folder: Path) -> None:
 
 
 def write_images(root: Path, n: int) -> tuple[Path, Path]:
+    """n members and n non-members, each side half in the calibration half and half in the test half of the audit's
+    seeded pixel hash (4 images could otherwise all land in one half)."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
+    from diffmia.auditor import half_of, pixel_sha256
+
     digits = load_digits().images
-    caps = captions(2 * n)
-    out = []
-    for k, role in enumerate(("members", "nonmembers")):
+    caps = captions(len(digits))
+    out, j = [], 0
+    for role in ("members", "nonmembers"):
         folder = root / role
         folder.mkdir(parents=True, exist_ok=True)
-        lines = []
-        for i in range(n):
-            j = k * n + i
+        for old in folder.glob("*.png"):
+            old.unlink()
+        lines, count = [], {"calibration": 0, "test": 0}
+        while sum(count.values()) < n:
             img = (digits[j] / 16 * 255).astype(np.uint8)
             big = Image.fromarray(img).resize((512, 512), Image.NEAREST).convert("RGB")
-            big.save(folder / f"{j}.png")
-            lines.append(json.dumps({"file_name": f"{j}.png", "text": caps[j]}))
+            half = half_of(pixel_sha256(np.asarray(big)), 0, 0.5)
+            if count[half] < (n + 1) // 2:
+                count[half] += 1
+                big.save(folder / f"{j}.png")
+                lines.append(json.dumps({"file_name": f"{j}.png", "text": caps[j]}))
+            j += 1
         (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
         out.append(folder)
     return out[0], out[1]

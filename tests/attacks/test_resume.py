@@ -88,3 +88,26 @@ def test_a_torn_last_batch_is_scored_again(short_run, tmp_path):
     result = run_attack(loaded, build_attack("naive_loss", {}, seed=0), tmp_path, batch_size=8, progress=False)
     fresh = run_attack(loaded, build_attack("naive_loss", {}, seed=0), tmp_path / "f", batch_size=8, progress=False)
     assert result.info["resumed_rows"] == 16 and result.csv_path.read_bytes() == fresh.csv_path.read_bytes()
+
+
+def test_an_out_of_memory_batch_is_halved_and_retried(short_run, tmp_path):
+    """A device that holds only 2 images at once: the batch of 8 is halved until it fits (said in the log), and the
+    scores are those of a run at batch size 2."""
+    import torch
+
+    loaded = load_run(short_run)
+    attack = build_attack("pia", {}, seed=0)
+    score = attack.score
+
+    def small_device(target, batch):
+        if len(batch.ids) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return score(target, batch)
+
+    attack.score = small_device
+    with captured() as logs:
+        halved = run_attack(loaded, attack, tmp_path / "halved", batch_size=8, progress=False)
+    assert sum("out of memory with 8 images" in line and "halved to 4" in line for line in logs) == 1
+    assert sum("halved to 2" in line for line in logs) == 1  # remembered: later batches start at 2
+    small = run_attack(loaded, build_attack("pia", {}, seed=0), tmp_path / "small", batch_size=2, progress=False)
+    assert halved.csv_path.read_bytes() == small.csv_path.read_bytes()
