@@ -164,7 +164,7 @@ def run_audit(folder, members, nonmembers, out, access, attacks, precision, time
     return {"wall_seconds": round(wall, 1), "peak_rss_gb": None if peak is None else round(peak, 2), "rows": rows}
 
 
-def flops_and_latency(folder: Path, precision: str, timeout_note: float) -> dict:
+def flops_and_latency(folder: Path, precision: str) -> dict:
     """FLOPs of one query (UNet) and of one VAE encode at 512 x 512, and their seconds, in this process."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -186,6 +186,11 @@ def flops_and_latency(folder: Path, precision: str, timeout_note: float) -> dict
         target.predict_noise(z, 500, cond)
         out["query_seconds"] = round(time.time() - t0, 2)
     out["query_gflops"] = round(fc.get_total_flops() / 1e9, 1)
+    with FlopCounterMode(display=False) as fc:
+        t0 = time.time()
+        target.decode(z)
+        out["decode_seconds"] = round(time.time() - t0, 2)
+    out["decode_gflops"] = round(fc.get_total_flops() / 1e9, 1)
     t0 = time.time()
     target.predict_noise(z, 500, cond)  # without the counter's overhead
     out["query_seconds_uncounted"] = round(time.time() - t0, 2)
@@ -210,9 +215,11 @@ def main() -> None:
         build_folder(folder)
         print(f"built {folder} in {time.time() - t0:.0f} s")
     members, nonmembers = write_images(args.out, args.images)
-    report = {"images": args.images, "cpu": os.cpu_count(), "gpu_tflops_assumed": args.gpu_tflops, "runs": {}}
+    saved = args.out / "real-size.json"  # a later call for another precision adds to it
+    report = json.loads(saved.read_text()) if saved.is_file() else {"runs": {}}
+    report.update({"images": args.images, "cpu": os.cpu_count(), "gpu_tflops_assumed": args.gpu_tflops})
     for precision in precisions:
-        entry = {"latency": flops_and_latency(folder, precision, args.timeout)}
+        entry = {**report["runs"].get(precision, {}), "latency": flops_and_latency(folder, precision)}
         print(precision, json.dumps(entry["latency"]))
         if not args.only_latency:
             for access, attacks in (("gray-box", GRAY), ("black-box", BLACK)):
@@ -229,7 +236,7 @@ def main() -> None:
                 entry[access] = res
                 print(precision, access, {k: v for k, v in res.items() if k != "rows"})
         report["runs"][precision] = entry
-        (args.out / "real-size.json").write_text(json.dumps(report, indent=1, default=str))
+        saved.write_text(json.dumps(report, indent=1, default=str))
     print_table(report)
 
 
@@ -242,14 +249,20 @@ def print_table(report: dict) -> None:
     print("|---|---|---|---|---|---|---|")
     for precision, entry in report["runs"].items():
         lat = entry["latency"]
+        print(
+            f"| {precision} | one query (UNet) | 1 | {lat['query_seconds_uncounted']} | - | - | "
+            f"{lat['query_gflops']:g} GFLOPs; VAE encode {lat['encode_gflops']:g} GFLOPs, {lat['encode_seconds']} s |"
+        )
         for access in ("gray-box", "black-box"):
             res = entry.get(access)
             if not res or "rows" not in res:
                 continue
             for r in res["rows"]:
                 q = int(r["queries_per_sample"])
+                gens = int(r.get("generations_per_sample") or 0)
                 per_image = r["attack_seconds"] / n
-                flops = q * lat["query_gflops"] * 1e9 + lat["encode_gflops"] * 1e9
+                # the attack's denoiser calls, one VAE encode per image and one decode per generated image
+                flops = (q * lat["query_gflops"] + lat["encode_gflops"] + gens * lat.get("decode_gflops", 0)) * 1e9
                 hours = 2000 * flops / (report["gpu_tflops_assumed"] * 1e12) / 3600
                 print(
                     f"| {precision} | {r['attack']} | {q} | {per_image / q:.1f} | {per_image:.1f} | "
