@@ -144,7 +144,7 @@ def run_attack(
     (the chosen candidate's calibration rows from tuning, a cell scored before) are written, not computed again; the
     rows computed here are added to it. `batch_size` None: the device's default (diffmia.core.devices)."""
     out_dir = Path(out_dir) if out_dir is not None else loaded.run.scores
-    batch_size = resolve_batch_size(batch_size, "attack", loaded.target.device)
+    batch_size = resolve_batch_size(batch_size, "attack", loaded.target.device, loaded.target.image_shape)
     csv_path = out_dir / f"{attack.name}.csv"
     entries = loaded.manifest.audit_entries() + loaded.manifest.canary_entries()  # canaries: split "canary"
     target = loaded.target

@@ -54,7 +54,7 @@ def tune(
     Calibration rows `known` already holds for a candidate (e.g. the paper default scored as its own cell) are not
     computed again; every candidate's calibration rows are added to it, so the chosen one's final run
     (`run_attack(..., known=known)`) scores only the test half."""
-    batch_size = resolve_batch_size(batch_size, "attack", loaded.target.device)
+    batch_size = resolve_batch_size(batch_size, "attack", loaded.target.device, loaded.target.image_shape)
     keys = list(grid)
     entries = calibration_rows(loaded)
     table, best, best_key = [], None, None

@@ -212,7 +212,9 @@ def run_matrix(
         if seed_of:
             recipe_info[name]["seed_of"] = seed_of
 
-        batch_size = resolve_batch_size(bench.attack_batch_size, "matrix_attack", loaded.target.device)
+        batch_size = resolve_batch_size(
+            bench.attack_batch_size, "matrix_attack", loaded.target.device, loaded.target.image_shape
+        )
         known = ScoredRows()  # a tuning candidate equal to a cell already scored (the paper default) is not redone
         for attack_entry in bench.attacks:
             attack = build_attack(attack_entry.name, attack_entry.params, seed=bench.attack_seed)

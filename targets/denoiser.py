@@ -184,6 +184,15 @@ def load_stable_diffusion(path: str):
     )
 
 
+def load_stable_diffusion_xl(path: str):
+    from diffusers import StableDiffusionXLPipeline
+
+    folder = Path(path)
+    read_model_index(folder)
+    check_component_sizes(folder)
+    return StableDiffusionXLPipeline.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
+
+
 def unet2d_condition(cfg: TargetConfig, resolution: int, channels: int) -> UNet2DConditionModel:
     m = cfg.model
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in m.attention)

@@ -7,6 +7,7 @@ as `model.kind`; a saved folder is matched to its kind by the pipeline class in 
 | unet2d | DDPMPipeline | PixelDDPMTarget |
 | unet2d-condition | DigitsTextPipeline | TextTarget |
 | stable-diffusion | StableDiffusionPipeline | LatentTextTarget |
+| stable-diffusion-xl | StableDiffusionXLPipeline | SDXLTarget (audited; not fine-tuned here yet) |
 
 Other packages add kinds through the entry-point group ``diffmia.targets``.
 """
@@ -33,7 +34,7 @@ from .denoiser import (
     unet2d_condition,
 )
 from .models import build_scheduler, build_unet
-from .target import LatentTextTarget, PixelDDPMTarget, Target, TextTarget
+from .target import LatentTextTarget, PixelDDPMTarget, SDXLTarget, Target, TextTarget
 from .text import DigitsTextPipeline, build_text_encoder, build_tokenizer
 
 
@@ -162,6 +163,23 @@ class StableDiffusionKind(TargetKind):
             feature_extractor=parts["feature_extractor"],
             requires_safety_checker=False,
         ).save_pretrained(folder, safe_serialization=True)
+
+
+@register_target_kind
+class StableDiffusionXLKind(TargetKind):
+    """SDXL folders (StableDiffusionXLPipeline), audited with every attack that applies. Fine-tuning one in
+    diffmia's own loop is not built yet: audit the team's SDXL model or LoRA with `diffmia audit`."""
+
+    name = "stable-diffusion-xl"
+    pipeline_class = "StableDiffusionXLPipeline"
+    target = SDXLTarget
+    pretrained = True
+
+    def build(self, cfg, captions, resolution, channels):
+        raise ConfigError(
+            "model.kind stable-diffusion-xl: fine-tuning SDXL in diffmia's training loop is not supported yet; "
+            "audit an SDXL folder (with its LoRA: --adapter) through `diffmia audit`"
+        )
 
 
 def load_target(folder: str | Path, device: str | torch.device = "cpu") -> Target:

@@ -407,3 +407,74 @@ class LatentTextTarget(TextTarget):
         pipe = load_stable_diffusion(str(folder))
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         return cls(pipe.unet, pipe.text_encoder, pipe.tokenizer, scheduler, pipe.vae, device)
+
+
+class SDXLTarget(LatentTextTarget):
+    """Stable Diffusion XL: two text encoders whose penultimate hidden states are concatenated, the second one's
+    pooled (projected) embedding and the size / crop micro-conditioning (original size = target size = the image
+    size, crop (0, 0), as the pipeline samples) passed to the UNet as added conditions. The empty caption maps to
+    zero embeddings where the pipeline says so (`force_zeros_for_empty_prompt`), as its own classifier-free guidance
+    does. Every attack sees it through `predict_noise` like any other latent text target."""
+
+    def __init__(
+        self,
+        unet,
+        text_encoder,
+        text_encoder_2,
+        tokenizer,
+        tokenizer_2,
+        noise_scheduler,
+        vae,
+        device="cpu",
+        force_zeros_for_empty_prompt: bool = True,
+    ):
+        super().__init__(unet, text_encoder, tokenizer, noise_scheduler, vae, device)
+        self.text_encoder_2 = text_encoder_2.to(self.device).eval()
+        self.tokenizer_2 = tokenizer_2
+        self.force_zeros = bool(force_zeros_for_empty_prompt)
+        self._pooled: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def text_features(self, captions: Sequence[str]) -> torch.Tensor:
+        from .text import tokenize
+
+        missing = sorted({c for c in captions if c not in self._features})
+        if missing:
+            hidden = []
+            for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
+                out = encoder(tokenize(tokenizer, missing).to(self.device), output_hidden_states=True)
+                hidden.append(out.hidden_states[-2])
+            pooled = out[0]  # text_encoder_2 has a projection: its text_embeds
+            feats = torch.cat(hidden, dim=-1)
+            for caption, f, p in zip(missing, feats, pooled):
+                if caption == "" and self.force_zeros:
+                    f, p = torch.zeros_like(f), torch.zeros_like(p)
+                self._features[caption], self._pooled[caption] = f, p
+        return torch.stack([self._features[c] for c in captions])
+
+    def _forward(self, x_t, t, cond):
+        cond = list(cond) if cond is not None else [""] * len(x_t)
+        feats = self.text_features(cond)
+        pooled = torch.stack([self._pooled[c] for c in cond])
+        _, h, w = self.image_shape
+        time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=feats.dtype, device=self.device).repeat(len(x_t), 1)
+        return self.unet(
+            x_t, t, encoder_hidden_states=feats, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}
+        ).sample
+
+    @classmethod
+    def from_folder(cls, folder, device="cpu"):
+        from .denoiser import load_stable_diffusion_xl
+
+        pipe = load_stable_diffusion_xl(str(folder))
+        return cls(
+            pipe.unet,
+            pipe.text_encoder,
+            pipe.text_encoder_2,
+            pipe.tokenizer,
+            pipe.tokenizer_2,
+            DDPMScheduler.from_config(pipe.scheduler.config),
+            pipe.vae,
+            device,
+            force_zeros_for_empty_prompt=pipe.config.get("force_zeros_for_empty_prompt", True),
+        )

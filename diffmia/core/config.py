@@ -81,7 +81,7 @@ class ModelConfig(StrictModel):
     kind: Annotated[str, AfterValidator(_registered(TARGETS))] = Field(
         "unet2d",
         description="a registered target kind: unet2d (pixel DDPM), unet2d-condition (text-conditioned pixel model), "
-        "stable-diffusion (from a local folder), or a plugin's",
+        "stable-diffusion (from a local folder), stable-diffusion-xl (audited, not trained here), or a plugin's",
     )
     pretrained: Optional[str] = Field(
         None, description="stable-diffusion: local diffusers StableDiffusionPipeline folder"

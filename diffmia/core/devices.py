@@ -5,7 +5,8 @@ defaults are the batch sizes CPU runs always used and `to_device` is a plain `.t
   results do not depend on the batch are here: attack scoring (per-image seeding; a batch changes scores only in the
   last float32 bits, the README's stated tolerance). FID sampling draws each batch from its own seeded generator, so
   its batch size is part of the result and stays one configured value (`utility.batch_size`) on every device.
-- `resolve_batch_size(batch_size, stage, device)`: the given size, or the default above when None.
+- `resolve_batch_size(batch_size, stage, device, image_shape)`: the given size, or the default above when None,
+  scaled down for images larger than 3 x 32 x 32 (a 512 x 512 RGB image: 1 per batch on CPU, 2 on a GPU).
 - `to_device(x, device)`: on CUDA a CPU tensor is copied through pinned (page-locked) memory without blocking the
   host, so the copy of the next batch overlaps the GPU's work; elsewhere it is `x.to(device)`.
 """
@@ -34,9 +35,24 @@ def default_batch_size(stage: str, device=None) -> int:
     return BATCH_SIZES[stage][kind(device)]
 
 
-def resolve_batch_size(batch_size: int | None, stage: str, device=None) -> int:
-    """`batch_size` as given, or the stage's default on `device` when it is None."""
-    return default_batch_size(stage, device) if batch_size is None else int(batch_size)
+# the image size the defaults were measured at (CIFAR's 3 x 32 x 32; digits and MNIST are smaller): larger images
+# get proportionally fewer per batch, so that a 512 x 512 Stable Diffusion audit does not start with 128 of them
+REFERENCE_IMAGE_VALUES = 3 * 32 * 32
+
+
+def resolve_batch_size(batch_size: int | None, stage: str, device=None, image_shape=None) -> int:
+    """`batch_size` as given, or the stage's default on `device` when it is None, scaled down for images larger than
+    3 x 32 x 32 (at least 1). A batch the device cannot hold is halved and retried by the attack runner."""
+    if batch_size is not None:
+        return int(batch_size)
+    default = default_batch_size(stage, device)
+    if image_shape is not None:
+        values = 1
+        for d in image_shape:
+            values *= int(d)
+        if values > REFERENCE_IMAGE_VALUES:
+            default = max(1, default * REFERENCE_IMAGE_VALUES // values)
+    return default
 
 
 def to_device(x, device):

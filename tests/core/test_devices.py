@@ -14,6 +14,12 @@ def test_cpu_defaults_are_the_batch_sizes_cpu_runs_always_used():
     with pytest.raises(KeyError, match="stages: attack"):
         default_batch_size("fid_sampling", "cpu")  # its batch size is part of the result: never per device
     assert resolve_batch_size(None, "attack", "cpu") == 128 and resolve_batch_size(7, "attack", "cpu") == 7
+    # digits and CIFAR keep the measured defaults; a 512 x 512 RGB image gets 1 per batch on CPU, 2 on a GPU
+    assert resolve_batch_size(None, "attack", "cpu", (1, 8, 8)) == 128
+    assert resolve_batch_size(None, "matrix_attack", "cpu", (3, 32, 32)) == 256
+    assert resolve_batch_size(None, "attack", "cpu", (3, 512, 512)) == 1
+    assert resolve_batch_size(None, "attack", "cuda", (3, 512, 512)) == 2
+    assert resolve_batch_size(5, "attack", "cpu", (3, 512, 512)) == 5
 
 
 def test_to_device_on_cpu_is_a_plain_copy_free_move():
