@@ -293,7 +293,7 @@ def test_written_files_respect_the_umask(tmp_path):
 
 def test_a_full_disk_while_writing_scores_is_one_line_and_leaves_nothing(scored_run, tmp_path, monkeypatch):
     """The disk fills up half-way through a score file: one line naming the error, exit 2, no score file and no
-    temporary left in the scores folder (the attack's earlier file, if any, is untouched)."""
+    temporary left in the scores folder (the attack's earlier file, if any, is untouched); the journal stays."""
     import csv
 
     from diffmia.attacks import runner
@@ -321,4 +321,7 @@ def test_a_full_disk_while_writing_scores_is_one_line_and_leaves_nothing(scored_
     )
     assert result.exit_code == 2, result.output
     assert "No space left on device" in result.output and "Traceback" not in result.output
-    assert not list(out.glob("*naive_loss*"))  # neither the CSV, its JSON nor a .naive_loss.csv.*.tmp
+    # neither the CSV, its JSON nor a .naive_loss.csv.*.tmp; only the owner-only journal of the finished batches,
+    # from which a rerun (once there is space) resumes
+    left = list(out.glob("*naive_loss*"))
+    assert [p.name for p in left] == [".naive_loss.journal.jsonl"] and (left[0].stat().st_mode & 0o077) == 0
