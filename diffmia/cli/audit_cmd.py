@@ -10,9 +10,13 @@ import typer
 from diffmia.cli.common import (
     AllowOutsideOption,
     BatchSizeOption,
+    FailIfOption,
+    GateBoundOption,
     app,
+    apply_gates,
     dotted_values,
     out_path,
+    parse_gates,
     refuse_launch,
     user_errors,
 )
@@ -79,6 +83,8 @@ def audit(
     precision: str = typer.Option(
         "fp32", "--precision", help="fp32 (exact), bf16 or fp16: the denoiser runs under autocast (GPUs)."
     ),
+    fail_if: Optional[List[str]] = FailIfOption,
+    gate_bound: str = GateBoundOption,
 ) -> None:
     """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members;
     score files, results, exposure.csv and the report as `diffmia run` writes them. Nothing is retrained but the
@@ -87,6 +93,12 @@ def audit(
     from diffmia.core.config import ConfigError
 
     refuse_launch("audit", "launch `diffmia attack` on a run folder instead, or run the audit in one process")
+    gates = parse_gates(fail_if, gate_bound)
+    if any(g.metric == "epsilon" for g in gates):
+        raise ConfigError(
+            "--fail-if epsilon: an audit of a model trained elsewhere has no canaries, so no one-run epsilon; "
+            "gate on tpr@1%fpr, auc or risk"
+        )
 
     out = out_path(out) or Path("runs") / f"audit-{model.resolve().name}"
     attack_params: dict[str, dict] = {}
@@ -123,3 +135,4 @@ def audit(
     if not results["rows"]:
         typer.echo("no attack applies at this access level; see the reasons above")
     typer.echo(f"results: {out / 'results.csv'}\nexposure: {out / 'exposure.csv'}\nreport: {results['report']}")
+    apply_gates(results, gates, gate_bound)

@@ -152,3 +152,36 @@ def out_path(value: Optional[str], flag: str = "--out", file: bool = False) -> O
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {path}: {existing} is not writable")
     return path
+
+
+FailIfOption = typer.Option(
+    None,
+    "--fail-if",
+    help="A CI gate, e.g. 'tpr@1%fpr > 0.05', 'auc > 0.6', 'risk >= MODERATE' (repeatable): exit 3 with the verdict "
+    "line when a recipe's strongest attack crosses it (its upper 95% bound by default; a rate the test split cannot "
+    "resolve fails the gate).",
+)
+GateBoundOption = typer.Option(
+    "upper", "--gate-bound", help="Which figure --fail-if compares: upper (95% bound, default), estimate or lower."
+)
+
+
+def parse_gates(texts, bound: str):
+    """--fail-if expressions, checked before any work starts (a bad one: exit 2)."""
+    from diffmia.evaluate.gate import parse_gate
+
+    return [parse_gate(t, bound) for t in texts or []]
+
+
+def apply_gates(results: dict, gates, bound: str) -> None:
+    """Exit 3 with one line per failed gate; say that every gate passed otherwise."""
+    if not gates:
+        return
+    from diffmia.evaluate.gate import check_gates
+
+    failed = check_gates(results, gates, bound)
+    for line in failed:
+        typer.echo(f"gate failed: {line}")
+    if failed:
+        raise typer.Exit(3)
+    typer.echo(f"gate passed: {'; '.join(g.describe() for g in gates)} ({bound} bounds)")

@@ -7,7 +7,18 @@ from typing import List, Optional
 
 import typer
 
-from diffmia.cli.common import SetOption, app, dotted_values, out_path, refuse_launch, user_errors
+from diffmia.cli.common import (
+    FailIfOption,
+    GateBoundOption,
+    SetOption,
+    app,
+    apply_gates,
+    dotted_values,
+    out_path,
+    parse_gates,
+    refuse_launch,
+    user_errors,
+)
 
 
 @app.command()
@@ -38,12 +49,15 @@ def run(
         "--slurm",
         help="submitit Slurm parameter, e.g. --slurm slurm_partition=gpu --slurm gpus_per_node=1 (repeatable).",
     ),
+    fail_if: Optional[List[str]] = FailIfOption,
+    gate_bound: str = GateBoundOption,
 ) -> None:
     """Train every recipe, run every attack, measure FID, and write results.csv/json, plots and report.html.
 
     Finished cells are cached by a hash of their config: rerun the same command to resume after a kill."""
     from diffmia import api
 
+    gates = parse_gates(fail_if, gate_bound)
     refuse_launch(
         "run",
         "launch its stages instead (diffmia train / attack / utility), or spread the recipes with "
@@ -62,3 +76,4 @@ def run(
     out, report = results.folder, results.report
     typer.echo(f"results: {out / 'results.csv'}")
     typer.echo(f"report: {report}")
+    apply_gates(results.data, gates, gate_bound)
