@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from .plain import measurable
 from .verdict import strongest
@@ -29,39 +30,62 @@ def seeds_of(results: dict, recipe: str) -> list[str]:
     return [recipe] + [name for name, info in results["recipes"].items() if info.get("seed_of") == recipe]
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """What this run covered for one recipe: the facts both the checklist and the sign-off's 'not tested' read."""
+
+    test_nonmembers: int
+    resolves_low_fpr: bool  # TPR at 0.1% FPR measurable (>= 1000 test non-members, or their count unknown)
+    accesses: frozenset[str]
+    references: bool
+    canaries: bool
+    trainings: int
+    duplicates_measured: bool
+    deduplicated: bool
+    set_level: bool
+    external: bool
+    skipped: tuple[str, ...]
+
+    @classmethod
+    def of(cls, results: dict, recipe: str, rows: list[dict]) -> "Coverage":
+        info = results["recipes"][recipe]
+        top = strongest(rows)
+        return cls(
+            test_nonmembers=top.get("n_test_nonmembers") or 0,
+            resolves_low_fpr=measurable(top, 0.001),
+            accesses=frozenset(r["access"] for r in rows),
+            references=any(r.get("references") for r in rows),
+            canaries=bool(info.get("one_run_headline")),
+            trainings=len(seeds_of(results, recipe)),
+            duplicates_measured=any(r.get("dup_auc") is not None for r in rows),
+            deduplicated="dedup" in str(top.get("defenses", "")).split("+"),
+            set_level=bool(info.get("set_level")),
+            external=bool(info.get("external")),
+            skipped=tuple(info.get("skipped_attacks") or {}),
+        )
+
+
 def checklist(results: dict, recipe: str, rows: list[dict]) -> list[str]:
     """What a confident LOW needs, each item ticked ([x]) or not ([ ]) for this run."""
-    info = results["recipes"][recipe]
-    top = strongest(rows)
-    n_non = top.get("n_test_nonmembers") or 0
-    accesses = {r["access"] for r in rows}
+    c = Coverage.of(results, recipe, rows)
     items = [
-        (n_non >= 1000, f">= 1000 test non-members, so that TPR at 0.1% FPR is measurable ({n_non} here)"),
         (
-            any(r.get("references") for r in rows),
-            "the reference-model attacks (LiRA, RMIA), the strongest known, were run",
+            c.test_nonmembers >= 1000,
+            f">= 1000 test non-members, so that TPR at 0.1% FPR is measurable ({c.test_nonmembers} here)",
         ),
+        (c.references, "the reference-model attacks (LiRA, RMIA), the strongest known, were run"),
+        (c.canaries, "canaries with a valid one-run epsilon (data.canaries)"),
+        (c.trainings >= 2, f"several trainings of the recipe (seeds: N; {c.trainings} trained here)"),
         (
-            bool(info.get("one_run_headline")),
-            "canaries with a valid one-run epsilon (data.canaries)",
-        ),
-        (
-            len(seeds_of(results, recipe)) >= 2,
-            f"several trainings of the recipe (seeds: N; {len(seeds_of(results, recipe))} trained here)",
-        ),
-        (
-            {"gray-box", "black-box"} <= accesses,
+            {"gray-box", "black-box"} <= c.accesses,
             "every access a deployment gives: gray-box and black-box attacks (tested here: "
-            + ", ".join(sorted(accesses))
+            + ", ".join(sorted(c.accesses))
             + ")",
         ),
-        (
-            any(r.get("dup_auc") is not None for r in rows) or "dedup" in str(top.get("defenses", "")).split("+"),
-            "duplicated training images measured apart, or deduplicated",
-        ),
-        (bool(info.get("set_level")), "a set-level test (evaluation.set_sizes): was a collection used?"),
+        (c.duplicates_measured or c.deduplicated, "duplicated training images measured apart, or deduplicated"),
+        (c.set_level, "a set-level test (evaluation.set_sizes): was a collection used?"),
     ]
-    if info.get("external"):
+    if c.external:
         items.append((False, "a blind baseline (a model-free classifier) on the member and non-member folders"))
     else:
         items.append((True, "members and non-members drawn at random from one dataset (no blind baseline needed)"))
@@ -71,26 +95,24 @@ def checklist(results: dict, recipe: str, rows: list[dict]) -> list[str]:
 
 def not_tested(results: dict, recipe: str, rows: list[dict]) -> list[str]:
     """The sign-off's 'not tested' line: every unticked item, in short."""
-    info = results["recipes"][recipe]
-    top = strongest(rows)
-    out = [f"{n} (see Attacks not run)" for n in (info.get("skipped_attacks") or {})]
-    accesses = {r["access"] for r in rows}
-    missing = [a for a in ("gray-box", "black-box", "white-box") if a not in accesses]
+    c = Coverage.of(results, recipe, rows)
+    out = [f"{n} (see Attacks not run)" for n in c.skipped]
+    missing = [a for a in ("gray-box", "black-box", "white-box") if a not in c.accesses]
     if missing:
         out.append(f"{', '.join(missing)} access")
-    if not any(r.get("references") for r in rows):
+    if not c.references:
         out.append("no reference-model attack (LiRA/RMIA): the strongest known attacks were not run")
-    if not info.get("one_run_headline"):
+    if not c.canaries:
         out.append("no canaries: no valid empirical epsilon")
-    if not measurable(top, 0.001):
-        out.append(f"TPR at 0.1% FPR ({top['n_test_nonmembers']} test non-members < 1000)")
-    if len(seeds_of(results, recipe)) < 2:
+    if not c.resolves_low_fpr:
+        out.append(f"TPR at 0.1% FPR ({c.test_nonmembers} test non-members < 1000)")
+    if c.trainings < 2:
         out.append("one training only (seeds: N)")
-    if not any(r.get("dup_auc") is not None for r in rows):
+    if not c.duplicates_measured:
         out.append("duplicated images")
-    if not info.get("set_level"):
+    if not c.set_level:
         out.append("set-level inference")
-    if info.get("external"):
+    if c.external:
         out.append("blind baseline of the folders")
     out.append("extraction through generation")
     return out

@@ -3,8 +3,7 @@
 a recipe or file name cannot inject markup into either page.
 
 Blocks: Heading, Para (text with inline `Code` spans and an optional small print), Table (a header row, or a
-key-value table whose rows may be verdict badges), Bullets, Image, Risk (a recipe's risk summary with its level),
-Badge (a coloured verdict).
+key-value table whose rows may be verdict badges), Bullets, Image, Risk (a recipe's risk summary with its level).
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ class Table:
     rows: Sequence[Sequence[str]]
     thin: Sequence[dict[int, bool]] = ()  # per row: columns greyed out (rates resting on few false positives)
     key_value: bool = False  # rows are (key, value) pairs: keys as header cells, no header row
-    badges: dict[int, str] = field(default_factory=dict)  # row -> risk level: that row's value is a coloured badge
+    badges: Sequence[int] = ()  # key-value rows whose value is a verdict, shown as a coloured badge
 
 
 @dataclass
@@ -61,14 +60,6 @@ class Image:
 class Risk:
     level: str
     text: str
-
-
-@dataclass
-class Badge:
-    """A verdict as a coloured badge before a line of text."""
-
-    level: str
-    text: str = ""
 
 
 @dataclass
@@ -96,17 +87,15 @@ def _img_html(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(Path(path).stem)}">'
 
 
-def _badge_html(level: str, text: str) -> str:
-    return f"<span class='badge {html.escape(level.split()[0])}'>{html.escape(level)}</span>" + (
-        f" {html.escape(text)}" if text else ""
-    )
+def _badge_html(level: str) -> str:
+    return f"<span class='badge {html.escape(level.split()[0])}'>{html.escape(level)}</span>"
 
 
 def _table_html(t: Table) -> str:
     if t.key_value:
         body = "".join(
             f"<tr><th>{html.escape(k)}</th><td>"
-            + (_badge_html(str(v), "") if i in t.badges else html.escape(str(v)))
+            + (_badge_html(str(v)) if i in t.badges else html.escape(str(v)))
             + "</td></tr>"
             for i, (k, v) in enumerate(t.rows)
         )
@@ -145,8 +134,6 @@ def to_html(doc: Document) -> str:
             parts.append(_img_html(b.path))
         elif isinstance(b, Risk):
             parts.append(f"<div class='risk {html.escape(b.level)}'>{html.escape(b.text)}</div>")
-        elif isinstance(b, Badge):
-            parts.append(f"<p>{_badge_html(b.level, b.text)}</p>")
         else:
             raise TypeError(f"not a report block: {b!r}")
     parts.append("</body></html>")
@@ -203,8 +190,6 @@ def to_markdown(doc: Document, root: Path) -> str:
             md += [f"![{md_escape(b.alt or Path(b.path).stem)}]({Path(b.path).relative_to(root).as_posix()})", ""]
         elif isinstance(b, Risk):
             md += [f"- {md_escape(b.text)}"]
-        elif isinstance(b, Badge):
-            md += [f"**{md_escape(b.level)}**" + (f" {md_escape(b.text)}" if b.text else ""), ""]
         else:
             raise TypeError(f"not a report block: {b!r}")
     return "\n".join(md).rstrip() + "\n"

@@ -163,8 +163,7 @@ def write_exposure(out: str | Path, results: dict, data: dict | None = None) -> 
             )
             table = table.merge(props, on="sample_id", how="left")
         tables.append(table)
-        columns = ["sample_id", "half", "p_value", "flagged_count", "flagged_at_1%fpr_by"]
-        summary[recipe] = table.head(10)[columns].to_dict("records")
+        summary[recipe] = table.head(10)[["sample_id", "half", "p_value", "flagged_at_1%fpr_by"]].to_dict("records")
         ties[recipe] = floor_ties(table, strongest(rows)["n_calibration_nonmembers"])
     path = out / "exposure.csv"
     write_text(path, csv_text(pd.concat(tables, ignore_index=True)))

@@ -234,7 +234,7 @@ def evaluate_scores(
     out["asr"] = asr_rates.balanced_accuracy
     out["asr_oracle"] = best_balanced_accuracy(ly, sy)
     for fpr in fprs:
-        key = _fpr_key(fpr)
+        key = fpr_key(fpr)
         threshold = threshold_for_fpr(sc[~lc], fpr)
         r = rates_at(ly, sy, threshold)
         out[f"tpr@{key}"] = r.tpr
@@ -257,7 +257,8 @@ def evaluate_scores(
     return out
 
 
-def _fpr_key(fpr: float) -> str:
+def fpr_key(fpr: float) -> str:
+    """The column suffix of a target FPR: 0.01 -> '1%fpr', 0.001 -> '0.1%fpr'."""
     return f"{fpr * 100:g}%fpr"
 
 

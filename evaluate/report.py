@@ -14,11 +14,10 @@ import pandas as pd
 from diffmia import __version__
 from diffmia.core.environment import describe
 from diffmia.core.io import write_text
-from diffmia.evaluate.metrics import MIN_FALSE_POSITIVES
+from diffmia.evaluate.metrics import MIN_FALSE_POSITIVES, fpr_key
 
 from .advice import checklist, defenses_offered, fid_text, not_tested, seeds_of, what_to_change
 from .document import (  # noqa: F401 - md_escape re-exported
-    Badge,
     Bullets,
     Code,
     Document,
@@ -289,10 +288,10 @@ def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                 r["access"],
                 queries_text(r),
                 f"{r['auc']:.3f} [{r['auc_ci_lo']:.3f}, {r['auc_ci_hi']:.3f}]",
-                _rate_cell(r, "1%fpr", 0.01),
-                _achieved(r, "1%fpr", 0.01),
-                _rate_cell(r, "0.1%fpr", 0.001),
-                _achieved(r, "0.1%fpr", 0.001),
+                _rate_cell(r, 0.01),
+                _achieved(r, 0.01),
+                _rate_cell(r, 0.001),
+                _achieved(r, 0.001),
                 f"{r['asr']:.3f}",
                 _pct(r["tpr@1%fpr_oracle"]) if measurable(r, 0.01) else "not measurable",
                 f"{r['epsilon_lower_bound']:.2f}",
@@ -304,10 +303,10 @@ def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         )
         thin.append(
             {
-                7: _thin(r, "1%fpr", 0.01),
-                8: _thin(r, "1%fpr", 0.01),
-                9: _thin(r, "0.1%fpr", 0.001),
-                10: _thin(r, "0.1%fpr", 0.001),
+                7: _thin(r, 0.01),
+                8: _thin(r, 0.01),
+                9: _thin(r, 0.001),
+                10: _thin(r, 0.001),
             }
         )
     return header, body, thin
@@ -318,9 +317,10 @@ def not_measurable(r: dict, fpr: float) -> str:
     return f"not measurable (needs >= {needed} test non-members; {int(r['n_test_nonmembers'])} here)"
 
 
-def _rate_cell(r: dict, key: str, fpr: float) -> str:
+def _rate_cell(r: dict, fpr: float) -> str:
     """'TPR [lo, hi]' at a calibrated FPR, or 'not measurable' where the test split cannot resolve that FPR (fewer
     than 1/FPR test non-members: one false positive is already above it), never a number then."""
+    key = fpr_key(fpr)
     if not measurable(r, fpr):
         return not_measurable(r, fpr)
     if r.get(f"tpr@{key}") is None:
@@ -328,26 +328,28 @@ def _rate_cell(r: dict, key: str, fpr: float) -> str:
     return f"{_pct(r.get(f'tpr@{key}'))} [{_pct(r.get(f'tpr@{key}_ci_lo'))}, {_pct(r.get(f'tpr@{key}_ci_hi'))}]"
 
 
-def _thin(r: dict, key: str, fpr: float = 0.01) -> bool:
+def _thin(r: dict, fpr: float) -> bool:
     """The calibrated rate rests on fewer than MIN_FALSE_POSITIVES calibration false positives (or none was asked);
     never for a rate shown as not measurable."""
     if not measurable(r, fpr):
         return False
-    fp = r.get(f"fp@{key}_calibration")
+    fp = r.get(f"fp@{fpr_key(fpr)}_calibration")
     return fp is None or fp != fp or fp < MIN_FALSE_POSITIVES
 
 
-def _achieved(r: dict, key: str, fpr: float = 0.01) -> str:
+def _achieved(r: dict, fpr: float) -> str:
     if not measurable(r, fpr):
         return "-"
+    key = fpr_key(fpr)
     value, fp = r.get(f"fpr@{key}_achieved"), r.get(f"fp@{key}")
     if value is None or value != value:
         return ""
     return _pct(value) + ("" if fp is None or fp != fp else f" ({int(fp)})")
 
 
-def achieved_text(r: dict, key: str = "1%fpr") -> str:
+def achieved_text(r: dict, fpr: float) -> str:
     """'1.6% [0.2%, 5.5%] (2 of 128 test non-members)': the achieved FPR of a calibrated threshold with its interval."""
+    key = fpr_key(fpr)
     return (
         f"{_pct(r[f'fpr@{key}_achieved'])} [{_pct(r[f'fpr@{key}_achieved_ci_lo'])}, "
         f"{_pct(r[f'fpr@{key}_achieved_ci_hi'])}] ({int(r[f'fp@{key}'])} of {int(r['n_test_nonmembers'])} test "
@@ -355,9 +357,9 @@ def achieved_text(r: dict, key: str = "1%fpr") -> str:
     )
 
 
-def threshold_text(r: dict, key: str = "1%fpr") -> str:
+def threshold_text(r: dict, fpr: float) -> str:
     """How many calibration false positives fixed the threshold, flagged where they are too few."""
-    fp = r.get(f"fp@{key}_calibration")
+    fp = r.get(f"fp@{fpr_key(fpr)}_calibration")
     if fp is None or fp != fp:
         return "unknown"
     fp = int(fp)
@@ -421,7 +423,8 @@ def operating_points(r: dict) -> list[dict]:
     """The calibrated operating points of a row, at each FPR target the test split can resolve: achieved FPR and
     TPR with their 95% intervals."""
     marks = []
-    for target, key in ((0.01, "1%fpr"), (0.001, "0.1%fpr")):
+    for target in (0.01, 0.001):
+        key = fpr_key(target)
         if not measurable(r, target) or r.get(f"tpr@{key}") is None or r.get(f"fpr@{key}_achieved_ci_lo") is None:
             continue
         marks.append(
@@ -531,15 +534,15 @@ def signoff(results: dict, recipe: str, by_recipe: dict[str, list[dict]]) -> lis
         ),
         ("access levels tested", ", ".join(sorted({r["access"] for r in rows}))),
         ("strongest attack", f"{top['attack']} ({top['access']}; {STRONGEST_SHORT})"),
-        ("TPR@1%FPR calibrated [95% CI]", _rate_cell(top, "1%fpr", 0.01)),
+        ("TPR@1%FPR calibrated [95% CI]", _rate_cell(top, 0.01)),
     ]
     if measurable(top, 0.01):
         pairs += [
-            ("achieved FPR at that threshold [95% CI]", achieved_text(top, "1%fpr")),
-            ("threshold", threshold_text(top, "1%fpr")),
+            ("achieved FPR at that threshold [95% CI]", achieved_text(top, 0.01)),
+            ("threshold", threshold_text(top, 0.01)),
         ]
     pairs += [
-        ("TPR@0.1%FPR calibrated [95% CI]", _rate_cell(top, "0.1%fpr", 0.001)),
+        ("TPR@0.1%FPR calibrated [95% CI]", _rate_cell(top, 0.001)),
         ("AUC [95% CI]", f"{top['auc']:.3f} [{top['auc_ci_lo']:.3f}, {top['auc_ci_hi']:.3f}]"),
         ("test set", f"{top['n_test_members']} members, {top['n_test_nonmembers']} non-members"),
         ("trainings", trainings_text(results, recipe, by_recipe)),
@@ -744,25 +747,23 @@ def write_report(out: str | Path, results: dict, shown: ShownMembers | None = No
         Bullets(GLOSSARY),
         Heading("Sign-off"),
     )
-    for recipe in bases:
-        pairs = signoff(results, recipe, by_recipe)
-        doc.add(
-            Heading(recipe, 3) if len(bases) > 1 else None,
-            Table([], pairs, key_value=True, badges={0: "verdict"}),
-        )
+
+    def per_recipe(block) -> None:  # one block per recipe, under its name when there are several
+        for recipe in bases:
+            doc.add(Heading(recipe, 3) if len(bases) > 1 else None, block(recipe))
+
+    per_recipe(lambda recipe: Table([], signoff(results, recipe, by_recipe), key_value=True, badges=(0,)))
     doc.add(para("Reviewed by: ____________________   Date: __________   Decision: accept / mitigate / reject"))
     doc.add(
         Heading("What a confident LOW needs"),
         para("Each item ticked ([x]) or not ([ ]) for this run; a LOW verdict without them is weak evidence."),
     )
-    for recipe in bases:
-        doc.add(Heading(recipe, 3) if len(bases) > 1 else None, Bullets(checklist(results, recipe, by_recipe[recipe])))
+    per_recipe(lambda recipe: Bullets(checklist(results, recipe, by_recipe[recipe])))
     doc.add(
         Heading("What to change in the recipe"),
         para("For the engineer who owns the recipe: what this run measured that drives its leakage, and the levers."),
     )
-    for recipe in bases:
-        doc.add(Heading(recipe, 3) if len(bases) > 1 else None, Bullets(what_to_change(results, recipe, by_recipe)))
+    per_recipe(lambda recipe: Bullets(what_to_change(results, recipe, by_recipe)))
     doc.add(
         para("Defenses diffmia trains and audits, each a config knob you can sweep (docs/defenses.md):"),
         Bullets(defenses_offered()),
@@ -781,6 +782,7 @@ def write_report(out: str | Path, results: dict, shown: ShownMembers | None = No
         para(THIN_NOTE, small=True),
     )
     spread_header, spread = spread_rows(results, by_recipe)
+    crossings, ties = crossing_lines(by_recipe), ties_lines(results)
     if spread:
         doc.add(
             Heading("Spread across trainings"),
@@ -799,7 +801,7 @@ def write_report(out: str | Path, results: dict, shown: ShownMembers | None = No
             "oracle is read at the target FPR exactly, the calibrated threshold lands where the calibration halves "
             "put it, an image or two away."
         ),
-        Bullets(crossing_lines(by_recipe)) if crossing_lines(by_recipe) else None,
+        Bullets(crossings) if crossings else None,
         *[Image(p) for p in plots["privacy_utility"] + plots["recipes"]],
     )
     exposed, not_run = _exposure_lines(results, shown), _skipped_lines(results)
@@ -824,7 +826,7 @@ def write_report(out: str | Path, results: dict, shown: ShownMembers | None = No
                 "exposure.csv; file names and thumbnails only with --show-examples (manifest.json maps each sample "
                 "id to its file)."
             ),
-            Bullets(ties_lines(results)) if ties_lines(results) else None,
+            Bullets(ties) if ties else None,
             Bullets(exposed),
         )
     factors = _factor_lines(results)

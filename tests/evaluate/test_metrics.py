@@ -203,5 +203,5 @@ def test_an_unresolvable_rate_is_never_printed_as_a_number():
     from diffmia.evaluate.report import _rate_cell
 
     row = {"n_test_nonmembers": 128, "tpr@0.1%fpr": 0.586, "tpr@0.1%fpr_ci_lo": 0.496, "tpr@0.1%fpr_ci_hi": 0.672}
-    assert _rate_cell(row, "0.1%fpr", 0.001) == "not measurable (needs >= 1000 test non-members; 128 here)"
-    assert _rate_cell(dict(row, n_test_nonmembers=1000), "0.1%fpr", 0.001) == "58.6% [49.6%, 67.2%]"
+    assert _rate_cell(row, 0.001) == "not measurable (needs >= 1000 test non-members; 128 here)"
+    assert _rate_cell(dict(row, n_test_nonmembers=1000), 0.001) == "58.6% [49.6%, 67.2%]"

@@ -63,11 +63,12 @@ def test_cifar10_errors(tmp_path):
         load_dataset(DataConfig(dataset="cifar10", path=str(tmp_path / "bad"), partial=True))
 
 
-def make_imagefolder(root, n=5, size=(20, 14)):
+def make_imagefolder(root, n=5, size=(20, 14), seed=1):
+    """n random RGB images of `size` (width, height) with captions 'picture number i' in metadata.jsonl."""
     from PIL import Image
 
     root.mkdir()
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     lines = []
     for i in range(n):
         Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(root / f"img{i}.png")

@@ -8,17 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 from diffmia.cli import app
 from diffmia.core.config import ConfigError
+from tests.targets.test_data import make_imagefolder
+from tests.targets.test_t2i import tiny_vae
 
 CAPTIONS = [f"picture number {i}" for i in range(8)]
 
 
 def make_tiny_sdxl(folder, captions=CAPTIONS):
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import DDPMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from diffmia.targets.text import build_tokenizer
@@ -52,16 +53,7 @@ def make_tiny_sdxl(folder, captions=CAPTIONS):
         cross_attention_dim=32,
         norm_num_groups=4,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=8,
-    )
+    vae = tiny_vae()
     StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=CLIPTextModel(CLIPTextConfig(**text)),
@@ -104,15 +96,8 @@ def test_an_sdxl_folder_predicts_what_its_pipeline_does(tmp_path):
 
 
 def test_an_sdxl_folder_is_audited_gray_box_and_black_box(tmp_path):
-    rng = np.random.default_rng(1)
-    for role, start in (("members", 0), ("nonmembers", 8)):
-        folder = tmp_path / role
-        folder.mkdir()
-        lines = []
-        for i in range(start, start + 8):
-            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), "RGB").save(folder / f"{i}.png")
-            lines.append(json.dumps({"file_name": f"{i}.png", "text": CAPTIONS[i % 8]}))
-        (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    make_imagefolder(tmp_path / "members", n=8, size=(8, 8), seed=1)  # captions: picture number 0..7
+    make_imagefolder(tmp_path / "nonmembers", n=8, size=(8, 8), seed=2)
     make_tiny_sdxl(tmp_path / "sdxl")
     common = ["--members", str(tmp_path / "members"), "--nonmembers", str(tmp_path / "nonmembers")]
     runs = (("gray-box", ["naive_loss", "pia", "secmi"], []), ("black-box", ["rediffuse"], ["rediffuse.repeats=2"]))

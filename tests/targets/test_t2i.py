@@ -252,8 +252,24 @@ def test_set_level_grows_with_set_size():
     assert rows[2]["median_p_value"] < rows[0]["median_p_value"]
 
 
+def tiny_vae():
+    """A random 2-level KL VAE for 8 x 8 RGB images (4 x 4 latents), as the tiny SD and SDXL folders use."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=8,
+    )
+
+
 def make_tiny_sd(folder, captions):
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     from diffmia.targets.text import build_text_encoder, build_tokenizer
 
@@ -272,16 +288,7 @@ def make_tiny_sd(folder, captions):
         norm_num_groups=4,
         attention_head_dim=4,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=8,
-    )
+    vae = tiny_vae()
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     StableDiffusionPipeline(
         vae=vae,
