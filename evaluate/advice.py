@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .blind import shifted
 from .plain import measurable
 from .verdict import strongest
 
@@ -45,6 +46,7 @@ class Coverage:
     set_level: bool
     external: bool
     skipped: tuple[str, ...]
+    blind: dict | None  # the blind baseline's metrics (evaluate/blind.py), None where it did not run
 
     @classmethod
     def of(cls, results: dict, recipe: str, rows: list[dict]) -> "Coverage":
@@ -62,6 +64,7 @@ class Coverage:
             set_level=bool(info.get("set_level")),
             external=bool(info.get("external")),
             skipped=tuple(info.get("skipped_attacks") or {}),
+            blind=info.get("blind_baseline"),
         )
 
 
@@ -85,7 +88,17 @@ def checklist(results: dict, recipe: str, rows: list[dict]) -> list[str]:
         (c.duplicates_measured or c.deduplicated, "duplicated training images measured apart, or deduplicated"),
         (c.set_level, "a set-level test (evaluation.set_sizes): was a collection used?"),
     ]
-    if c.external:
+    if c.blind:
+        auc = f"AUC {c.blind['auc']:.3f} [{c.blind['auc_ci_lo']:.3f}, {c.blind['auc_ci_hi']:.3f}]"
+        if c.blind.get("random_split"):
+            items.append((True, f"members and non-members drawn at random from one dataset (blind baseline {auc})"))
+        elif shifted(c.blind):
+            items.append(
+                (False, f"members and non-members from one distribution: the blind baseline separates them ({auc})")
+            )
+        else:
+            items.append((True, f"a blind baseline (a model-free classifier) does not separate the two sets ({auc})"))
+    elif c.external:
         items.append((False, "a blind baseline (a model-free classifier) on the member and non-member folders"))
     else:
         items.append((True, "members and non-members drawn at random from one dataset (no blind baseline needed)"))
@@ -112,7 +125,9 @@ def not_tested(results: dict, recipe: str, rows: list[dict]) -> list[str]:
         out.append("duplicated images")
     if not c.set_level:
         out.append("set-level inference")
-    if c.external:
+    if shifted(c.blind) and not c.blind.get("random_split"):
+        out.append("members and non-members from one distribution (the blind baseline separates them)")
+    elif c.external and not c.blind:
         out.append("blind baseline of the folders")
     out.append("extraction through generation")
     return out

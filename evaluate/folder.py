@@ -36,5 +36,7 @@ def check_results(out: Path, results: dict) -> None:
             )
     for info in results.get("recipes", {}).values():
         resolve_inside(out, info.get("run_dir", ""))
+        if (info.get("blind_baseline") or {}).get("scores"):
+            resolve_inside(out, info["blind_baseline"]["scores"])
     for row in results.get("rows", []):
         resolve_inside(out, row["scores"])

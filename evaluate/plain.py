@@ -126,4 +126,9 @@ def plain_sentence(recipe: str, top: dict, rows: list[dict], info: dict, level: 
             f" The images are {STAND_INS[dataset]}, a stand-in with no personal data: the figures describe what this "
             f"recipe would leak about the people in a real training set of this size and kind, not about anyone here."
         )
+    from .blind import shift_sentence
+
+    shift = shift_sentence(info.get("blind_baseline"))
+    if shift:
+        text += " Caution: " + shift
     return text

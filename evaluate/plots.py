@@ -35,11 +35,13 @@ def roc_figure(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     points: Mapping[str, Sequence[dict]] | None = None,
     strongest: str | None = None,
+    baseline: tuple[np.ndarray, np.ndarray] | None = None,
 ):
     """Oracle ROC curves (every threshold on the test halves), linear and log-log, with each attack's calibrated
     operating points on them: `points`: attack label -> [{fpr, fpr_lo, fpr_hi, tpr, tpr_lo, tpr_hi, target}], the
     threshold fixed on the calibration halves, read on the test halves, with its 95% intervals as error bars.
-    `curves`: attack label -> (is_member, score) on the test halves. The strongest attack's curve is drawn thicker."""
+    `curves`: attack label -> (is_member, score) on the test halves. The strongest attack's curve is drawn thicker;
+    `baseline`: the blind baseline's (is_member, score), a grey dashed curve (what the images alone give)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     colours = {}
     for label, (labels, scores) in curves.items():
@@ -48,6 +50,10 @@ def roc_figure(
         for ax in axes:
             (line,) = ax.plot(fpr, tpr, label=name, lw=2.6 if label == strongest else 1.2)
             colours[label] = line.get_color()
+    if baseline is not None:
+        fpr, tpr = roc_points(*baseline)
+        for ax in axes:
+            ax.plot(fpr, tpr, ls="--", color="#555", lw=1.4, label="blind baseline (no model)", gid="blind-baseline")
     n_neg = min(int((~np.asarray(labels, bool)).sum()) for labels, _ in curves.values())
     log_floor = min(1.0 / max(n_neg, 1), 1e-3) / 2
     for label, marks in (points or {}).items():
@@ -114,9 +120,10 @@ def roc_plot(
     path: Path,
     points: Mapping[str, Sequence[dict]] | None = None,
     strongest: str | None = None,
+    baseline: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """roc_figure written as a PNG."""
-    return save_figure(roc_figure(title, curves, points, strongest), path)
+    return save_figure(roc_figure(title, curves, points, strongest, baseline), path)
 
 
 def histogram_plot(title: str, curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:

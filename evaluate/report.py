@@ -17,6 +17,7 @@ from diffmia.core.io import write_text
 from diffmia.evaluate.metrics import MIN_FALSE_POSITIVES, fpr_key
 
 from .advice import checklist, defenses_offered, fid_text, not_tested, seeds_of, what_to_change
+from .blind import baseline_text, shift_sentence, shifted, verdict_suffix
 from .document import (  # noqa: F401 - md_escape re-exported
     Bullets,
     Code,
@@ -100,6 +101,9 @@ def risk_summary(recipe: str, rows: list[dict], info: dict, delta: float) -> str
             f"{top['dup_auc']:.3f} and TPR {top['dup_tpr@1%fpr']:.1%} at the calibrated 1% FPR threshold."
         )
     text += _set_level_sentence(info.get("set_level"))
+    shift = shift_sentence(info.get("blind_baseline"))
+    if shift:
+        text += " " + shift
     if level.startswith("LOW"):
         text += " No leakage was detected by these attacks at this sample size; that is not evidence of privacy."
     return text
@@ -256,6 +260,37 @@ def queries_text(r: dict) -> str:
     return f"{int(r['queries_per_sample'])}" + (f" ({gens} images)" if gens else "")
 
 
+def blind_row(recipe: str, info: dict, rows: list[dict]) -> dict | None:
+    """The blind baseline as a row of the results table (no model query, no generated image)."""
+    b = info.get("blind_baseline")
+    if not b:
+        return None
+    return {
+        **b,
+        "recipe": recipe,
+        "attack": "blind baseline (no model)",
+        "access": "none: images only",
+        "queries_per_sample": 0,
+        "generations_per_sample": 0,
+        "defenses": rows[0].get("defenses", "none") if rows else "none",
+        "dp_epsilon": None,
+        "epsilon_lower_bound": None,  # a privacy bound of no model
+        "epsilon_one_run": None,
+        "fid": None,
+    }
+
+
+def with_baselines(results: dict, by_recipe: dict[str, list[dict]]) -> list[dict]:
+    """The table's rows: each recipe's attacks, then its blind baseline."""
+    out = []
+    for recipe, rows in by_recipe.items():
+        out += rows
+        b = blind_row(recipe, results["recipes"][recipe], rows)
+        if b:
+            out.append(b)
+    return out
+
+
 def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     header = [
         "recipe",
@@ -294,7 +329,7 @@ def results_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                 _achieved(r, 0.001),
                 f"{r['asr']:.3f}",
                 _pct(r["tpr@1%fpr_oracle"]) if measurable(r, 0.01) else "not measurable",
-                f"{r['epsilon_lower_bound']:.2f}",
+                "" if r.get("epsilon_lower_bound") is None else f"{r['epsilon_lower_bound']:.2f}",
                 ""
                 if r.get("epsilon_one_run") is None or r["epsilon_one_run"] != r["epsilon_one_run"]
                 else f"{r['epsilon_one_run']:.2f} ({r.get('one_run_guesses')})",
@@ -384,8 +419,13 @@ def make_plots(out: Path, results: dict) -> dict[str, list[Path]]:
             curves[r["attack"]] = (test.is_member.to_numpy(bool), test.score.to_numpy(float))
         top = strongest(recipe_rows)
         points = {r["attack"]: operating_points(r) for r in recipe_rows}
+        blind = (results["recipes"][recipe].get("blind_baseline") or {}).get("scores")
+        baseline = None
+        if blind and (out / blind).is_file():
+            test = pd.read_csv(resolve_inside(out, blind)).query("split == 'test'")
+            baseline = (test.is_member.to_numpy(bool), test.score.to_numpy(float))
         plots["recipes"].append(
-            roc_plot(recipe, curves, out / "plots" / f"roc-{recipe}.png", points, strongest=top["attack"])
+            roc_plot(recipe, curves, out / "plots" / f"roc-{recipe}.png", points, top["attack"], baseline)
         )
         plots["recipes"].append(histogram_plot(recipe, curves, out / "plots" / f"hist-{recipe}.png"))
         if top.get("fid") is not None:
@@ -525,8 +565,14 @@ def signoff(results: dict, recipe: str, by_recipe: dict[str, list[dict]]) -> lis
     headline = info.get("one_run_headline")
     dp = top.get("dp_epsilon")
     heuristic = max(rows, key=lambda r: r["epsilon_lower_bound"])
-    pairs = [
-        ("verdict", risk_level(top)),
+    baseline = info.get("blind_baseline")
+    level = risk_level(top)
+    pairs = [("verdict", level + verdict_suffix(baseline))]
+    if baseline:
+        pairs.append(("blind baseline (images only, no model query)", baseline_text(baseline)))
+    if shifted(baseline):
+        pairs.append(("what the shift means", shift_sentence(baseline)))
+    pairs += [
         (
             "audited",
             f"{info['counts']['members']} members / {info['counts']['nonmembers']} non-members, manifest "
@@ -668,7 +714,7 @@ def write_report(out: str | Path, results: dict, shown: ShownMembers | None = No
     if shown is None:  # a rebuild without --show-examples leaves no member image behind
         for stale in (out / "plots").glob("examples-*.png"):
             stale.unlink()
-    header, body, thin = results_table(rows)
+    header, body, thin = results_table(with_baselines(results, by_recipe))
     bases = [recipe for recipe in by_recipe if not results["recipes"][recipe].get("seed_of")]
     levels = {recipe: risk_level(strongest(rr)) for recipe, rr in by_recipe.items()}
     env = results.get("environment")

@@ -14,6 +14,7 @@ from diffmia.core.config import StrictModel
 from diffmia.core.io import csv_text, write_json, write_text
 
 from .audit import canary_audit, headline_audit
+from .blind import BLIND_VERSION, DESCRIPTION, NAME, baseline_scores
 from .exposure import write_exposure
 from .metrics import evaluate_scores
 from .report import write_report
@@ -36,6 +37,7 @@ def write_results(out: Path, results: dict, data: dict | None = None) -> dict:
     if results["rows"]:
         write_exposure(out, results, data)
         add_headline_audits(out, results)
+        add_blind_baselines(out, results, data)
     write_json(out / "results.json", results)
     write_text(out / "results.csv", csv_text(pd.DataFrame(results["rows"])))  # no cell a spreadsheet runs
     results["report"] = str(write_report(out, results)) if results["rows"] else None
@@ -61,6 +63,44 @@ def add_headline_audits(out: Path, results: dict) -> None:
                 )
         audit = headline_audit(canaries, ev.get("delta", 1e-5), ev.get("alpha", 0.05), ev.get("seed", 0))
         info["one_run_headline"] = audit.to_dict() if audit else None
+
+
+def add_blind_baselines(out: Path, results: dict, data: dict | None) -> None:
+    """Each recipe's blind baseline (evaluate/blind.py): a model-free classifier of its member and non-member images,
+    its score file (blind-baseline/RECIPE.csv), its calibrated metrics, and a paired AUC test of every attack against
+    it on the same test images. A recipe whose images are not at hand (`diffmia report` on an older folder) keeps
+    what results.json holds."""
+    from .compare import paired_difference
+
+    ev = EvaluationConfig.model_validate(results.get("evaluation") or {})
+    for recipe, info in results["recipes"].items():
+        if not data or recipe not in data:
+            continue
+        images, manifest = data[recipe]
+        frame = baseline_scores(images, manifest, ev.seed)
+        path = out / NAME / f"{recipe}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, csv_text(frame))
+        metrics = evaluate_scores(
+            frame.is_member, frame.score, frame.split, ev.delta, tuple(ev.fprs), ev.bootstrap, ev.seed, ev.alpha
+        )
+        paired = []
+        for row in results["rows"]:
+            if row["recipe"] != recipe or not ev.bootstrap:
+                continue
+            scores = pd.read_csv(out / row["scores"], usecols=["sample_id", "split", "is_member", "score"])
+            if scores.score.isna().any():
+                continue
+            d = paired_difference(scores, frame, n_boot=ev.bootstrap, seed=ev.seed)
+            paired.append({"attack": row["attack"], **{k: d[k] for k in ("d_auc", "d_auc_lo", "d_auc_hi", "p_auc")}})
+        info["blind_baseline"] = {
+            "version": BLIND_VERSION,
+            "method": DESCRIPTION,
+            "scores": str(path.relative_to(out)),
+            "random_split": not info.get("external"),  # diffmia run: members and non-members drawn from one dataset
+            **_flatten(metrics),
+            "paired": paired,
+        }
 
 
 def score_file_metrics(scores: pd.DataFrame, ev: EvaluationConfig) -> tuple[dict, object, list[dict] | None]:
