@@ -159,6 +159,7 @@ def audit(
     progress: bool = True,
     quiet: bool = False,
     precision: str = "fp32",
+    groups: str | None = None,
 ) -> Results:
     """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members.
 
@@ -182,6 +183,7 @@ def audit(
         progress: Show progress bars.
         quiet: Show no progress lines (they go to the "diffmia" logger; shown on stdout unless it has handlers).
         precision: fp32 (exact), bf16 or fp16: the denoiser runs under autocast.
+        groups: Risk per group: "caption:WORD,..." or a CSV with path and group columns (evaluate/groups.py).
 
     Returns:
         The results folder's contents.
@@ -215,5 +217,6 @@ def audit(
             attack_params=attack_params or {},
             allow_outside=allow_outside_paths,
             precision=precision,
+            groups=groups,
         )
         return Results(out, results)

@@ -272,6 +272,7 @@ def audit_model(
     attack_params: dict[str, dict] | None = None,
     allow_outside: bool = False,
     precision: str = "fp32",
+    groups: str | None = None,
 ) -> dict:
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import check_attack_fits, run_attack
@@ -303,6 +304,12 @@ def audit_model(
         near_tolerance,
         target.conditional,
     )
+    if groups and Path(groups).suffix.lower() == ".csv":
+        groups = str(Path(groups).resolve())  # results.json names the file wherever the report is rebuilt
+    if groups:  # a bad specification is refused before any attack runs
+        from diffmia.evaluate.groups import group_labels
+
+        group_labels(groups, images, manifest, [e.index for e in manifest.members + manifest.nonmembers])
     planned, skipped = plan_attacks(
         target, access, public is not None, recipe is not None, len(manifest.members), len(manifest.public)
     )
@@ -334,7 +341,7 @@ def audit_model(
         check_attack_fits(loaded, atk)
     out.mkdir(parents=True, exist_ok=True)  # only after every input was checked
     manifest.save(run.manifest)
-    ev = EvaluationConfig(delta=delta, bootstrap=bootstrap, seed=seed)
+    ev = EvaluationConfig(delta=delta, bootstrap=bootstrap, seed=seed, groups=groups or "label")
     info = {
         "run_dir": os.path.relpath(run.root, out),
         "external": True,

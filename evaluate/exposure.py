@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .folder import resolve_inside
+from .groups import UNASSIGNED, group_labels, group_risk
 from .metrics import threshold_for_fpr
 from .verdict import strongest
 
@@ -153,10 +154,18 @@ def write_exposure(out: str | Path, results: dict, data: dict | None = None) -> 
     for r in results["rows"]:
         by_recipe.setdefault(r["recipe"], []).append(r)
     tables, summary, ties = [], {}, {}
+    spec = (results.get("evaluation") or {}).get("groups", "label")
     for recipe, rows in by_recipe.items():
         table = recipe_exposure(out, recipe, rows)
         if data and recipe in data:
             images, manifest_obj = data[recipe]
+            groups = group_labels(
+                spec, images, manifest_obj, [e.index for e in manifest_obj.members + manifest_obj.nonmembers]
+            )
+            if groups:
+                top = pd.read_csv(out / strongest(rows)["scores"])
+                results.setdefault("groups", {})[recipe] = {"spec": spec, "rows": group_risk(top, table, groups)}
+                table["group"] = table.sample_id.map(groups).fillna(UNASSIGNED)
             props = image_properties(images, manifest_obj, [int(i) for i in table.sample_id])
             results.setdefault("exposure_factors", {})[recipe] = exposure_factors(
                 table, props, out / "plots" / f"exposure-factors-{recipe}.png"
@@ -180,7 +189,7 @@ def rerank_exposure(out: str | Path, results: dict) -> Path:
     kept = None
     if old.is_file():
         frame = pd.read_csv(old)
-        props = [c for c in ("nearest_public_distance", "duplicated", "caption_rarity") if c in frame]
+        props = [c for c in ("nearest_public_distance", "duplicated", "caption_rarity", "group") if c in frame]
         if props:
             kept = frame[["recipe", "sample_id", *props]]
     path = write_exposure(out, results)

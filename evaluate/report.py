@@ -33,6 +33,7 @@ from .document import (  # noqa: F401 - md_escape re-exported
 )
 from .exposure import ShownMembers
 from .folder import RECIPE_NAME, ReportError, check_results, resolve_inside  # noqa: F401 - re-exported
+from .groups import group_lines
 from .plain import DPIA_FRAMING, GLOSSARY, measurable, plain_sentence
 from .plots import histogram_plot, privacy_utility_plot, roc_plot
 from .verdict import STRONGEST_RULE, risk_level, separates, strongest  # noqa: F401 - the report's rules
@@ -602,6 +603,16 @@ def signoff(results: dict, recipe: str, by_recipe: dict[str, list[dict]]) -> lis
                 f"{heuristic['epsilon_lower_bound']:.2f} (from {heuristic['attack']})",
             )
         )
+    grouped = (results.get("groups") or {}).get(recipe)
+    if grouped:
+        flagged = [r["group"] for r in grouped["rows"] if r["more_exposed"]]
+        pairs.append(
+            (
+                "groups more exposed than the rest",
+                (", ".join(flagged) if flagged else "none significantly")
+                + f" (of {len(grouped['rows'])} groups by {grouped['spec']}; see Who is exposed)",
+            )
+        )
     pairs += [
         ("utility", fid_text(info.get("utility"))),
         ("not tested", "; ".join(not_tested(results, recipe, rows)) or "-"),
@@ -610,6 +621,33 @@ def signoff(results: dict, recipe: str, by_recipe: dict[str, list[dict]]) -> lis
 
 
 STRONGEST_SHORT = "the largest lower bound of TPR minus FPR at its calibrated 1%-FPR threshold"
+
+
+def group_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "group",
+        "test members",
+        "flagged (TPR) [95% CI]",
+        "test non-members",
+        "flagged (FPR)",
+        "median exposure (-log10 p)",
+        "Holm p",
+        "more exposed",
+    ]
+    body = [
+        [
+            str(r["group"]),
+            str(r["test_members"]),
+            f"{_pct(r['tpr'])} [{_pct(r['tpr_ci_lo'])}, {_pct(r['tpr_ci_hi'])}]" if r["test_members"] else "-",
+            str(r["test_nonmembers"]),
+            _pct(r["fpr"]) if r["test_nonmembers"] else "-",
+            f"{r['median_exposure']:.2f}" if r["median_exposure"] == r["median_exposure"] else "-",
+            f"{r['p_holm']:.2g}",
+            ("yes, as a group" if r["flagged_as_a_group"] else "yes") if r["more_exposed"] else "no",
+        ]
+        for r in rows
+    ]
+    return header, body
 
 
 def _exposure_lines(results: dict, shown: ShownMembers | None = None) -> list[str]:
@@ -875,6 +913,26 @@ def write_report(out: str | Path, results: dict, shown: ShownMembers | None = No
             Bullets(ties) if ties else None,
             Bullets(exposed),
         )
+    grouped = results.get("groups") or {}
+    if grouped:
+        doc.add(
+            Heading("Who is exposed: risk per group"),
+            para(
+                "Per group, the strongest attack at its calibrated 1%-FPR threshold (fixed on all calibration "
+                "non-members): test members flagged with a 95% interval, the group's own test non-members flagged, "
+                "and the members' median exposure (-log10 p). A group is more exposed than the rest when its members "
+                "are flagged more often than the other groups' (Fisher exact test, Holm-corrected, 5%); exposure.csv "
+                "carries each member's group."
+            ),
+        )
+        for recipe, g in grouped.items():
+            if recipe not in by_recipe:
+                continue
+            doc.add(
+                Heading(f"{recipe} (groups by {g['spec']})", 3),
+                Bullets(group_lines(g["rows"])),
+                Table(*group_table(g["rows"])),
+            )
     factors = _factor_lines(results)
     if factors:
         doc.add(

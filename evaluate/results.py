@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from diffmia.core.config import StrictModel
 from diffmia.core.io import csv_text, write_json, write_text
@@ -29,6 +29,18 @@ class EvaluationConfig(StrictModel):
     bootstrap: int = Field(1000, ge=0, le=100000)
     fprs: list[float] = Field(default_factory=lambda: [0.01, 0.001])
     seed: int = Field(0, ge=0)
+    groups: str | None = Field(
+        "label",
+        description="risk per group (evaluate/groups.py): 'label' (the dataset's class labels, where it has them), "
+        "'caption:WORD,...' or a CSV with path/source and group columns; null: off",
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_form(cls, value: str | None) -> str | None:
+        if value and value != "label" and not value.startswith("caption:") and not value.lower().endswith(".csv"):
+            raise ValueError(f"expected 'label', 'caption:WORD,...' or a CSV file, got {value!r}")
+        return value
 
 
 def write_results(out: Path, results: dict, data: dict | None = None) -> dict:

@@ -83,6 +83,12 @@ def audit(
     precision: str = typer.Option(
         "fp32", "--precision", help="fp32 (exact), bf16 or fp16: the denoiser runs under autocast (GPUs)."
     ),
+    groups: Optional[str] = typer.Option(
+        None,
+        "--groups",
+        help="Risk per group: caption:WORD,WORD (the first word each caption contains) or a CSV with path and group "
+        "columns (paths as the member and non-member lists name them).",
+    ),
     fail_if: Optional[List[str]] = FailIfOption,
     gate_bound: str = GateBoundOption,
 ) -> None:
@@ -126,6 +132,7 @@ def audit(
         allow_outside,
         progress=progress,
         precision=precision,
+        groups=groups,
     ).data
     for row in results["rows"]:
         typer.echo(
