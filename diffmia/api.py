@@ -160,6 +160,8 @@ def audit(
     quiet: bool = False,
     precision: str = "fp32",
     groups: str | None = None,
+    train_command: str | None = None,
+    train_env: Sequence[str] | None = None,
 ) -> Results:
     """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members.
 
@@ -184,6 +186,9 @@ def audit(
         quiet: Show no progress lines (they go to the "diffmia" logger; shown on stdout unless it has handlers).
         precision: fp32 (exact), bf16 or fp16: the denoiser runs under autocast.
         groups: Risk per group: "caption:WORD,..." or a CSV with path and group columns (evaluate/groups.py).
+        train_command: The team's training command for the reference models, instead of `recipe`: a shell line
+            naming {data} (an image folder with metadata.jsonl) and {out} (where it saves), and {seed}.
+        train_env: Environment variables whose values change what the command trains (its cache key).
 
     Returns:
         The results folder's contents.
@@ -218,5 +223,7 @@ def audit(
             allow_outside=allow_outside_paths,
             precision=precision,
             groups=groups,
+            train_command=train_command,
+            train_env=list(train_env or []),
         )
         return Results(out, results)

@@ -221,7 +221,7 @@ def plan_attacks(
                 (
                     name,
                     "needs reference models: give --recipe CONFIG (the training recipe, retrained on "
-                    "subsets of the audited images)",
+                    "subsets of the audited images) or --train-command 'YOUR TRAINING COMMAND'",
                 )
             )
             continue
@@ -273,6 +273,8 @@ def audit_model(
     allow_outside: bool = False,
     precision: str = "fp32",
     groups: str | None = None,
+    train_command: str | None = None,
+    train_env: list[str] | None = None,
 ) -> dict:
     from diffmia.attacks import build_attack
     from diffmia.attacks.runner import check_attack_fits, run_attack
@@ -286,6 +288,19 @@ def audit_model(
 
     if access not in ACCESS_LEVELS:
         raise ConfigError(f"--access: expected one of {', '.join(ACCESS_LEVELS)}, got {access!r}")
+    if recipe is not None and train_command is not None:
+        raise ConfigError("--recipe and --train-command both say how references train: give one")
+    command = None
+    if train_command is not None:
+        from pydantic import ValidationError
+
+        from diffmia.core.config import CommandConfig
+
+        base = str(Path(model).resolve()) if adapter is not None else None  # a LoRA recipe: LoRAs on this base
+        try:
+            command = CommandConfig(run=train_command, env=list(train_env or []), base=base)
+        except ValidationError as exc:
+            raise ConfigError(f"--train-command: {exc.errors()[0]['msg']}") from None
     model = Path(model)
     target = load_target(model)
     adapter_format = apply_adapter(target, adapter) if adapter is not None else None
@@ -310,8 +325,9 @@ def audit_model(
         from diffmia.evaluate.groups import group_labels
 
         group_labels(groups, images, manifest, [e.index for e in manifest.members + manifest.nonmembers])
+    has_recipe = recipe is not None or command is not None
     planned, skipped = plan_attacks(
-        target, access, public is not None, recipe is not None, len(manifest.members), len(manifest.public)
+        target, access, public is not None, has_recipe, len(manifest.members), len(manifest.public)
     )
     if attacks:
         unknown = sorted(set(attacks) - {n for n, _ in planned})
@@ -332,6 +348,8 @@ def audit_model(
     name = model.resolve().name
     if recipe is not None:
         cfg = recipe_for_audit(recipe, images, manifest, shape)
+    elif command is not None:
+        cfg = recipe_for_audit(None, images, manifest, shape, command)
     else:
         cfg = TargetConfig.model_validate({"name": "audit", "seed": seed, "data": {"resolution": shape[-1]}})
     run = RunDir(out / "model")
@@ -362,10 +380,10 @@ def audit_model(
         "skipped_attacks": dict(skipped),
         "calibration_fraction": calibration_fraction,
         "seed": seed,
-        "recipe_from": str(recipe) if recipe else None,
-        "config": dump_config(cfg) if recipe else None,
+        "recipe_from": str(recipe) if recipe else (f"command: {train_command}" if command else None),
+        "config": dump_config(cfg) if has_recipe else None,
         # copies of the audited images outside --out (`diffmia forget OUT` removes them and the references)
-        "member_data_copies": [cfg.data.path] if recipe else [],
+        "member_data_copies": [cfg.data.path] if has_recipe else [],
     }
     rows = []
     for atk in built:
@@ -398,15 +416,18 @@ def audit_model(
     return write_results(out, results, {name: (images, manifest)})
 
 
-def recipe_for_audit(recipe: str | Path, images: ImageSet, manifest, shape: tuple[int, int, int]):
-    """The team's training recipe (a diffmia target config) with its data replaced by the audited images, saved once
-    in the cache under their content hash (so references are shared by every audit of the same images): reference
-    models then retrain the recipe on subsets of exactly these images."""
-    from diffmia.core.config import load_config
+def recipe_for_audit(recipe: str | Path | None, images: ImageSet, manifest, shape: tuple[int, int, int], command=None):
+    """The team's training recipe (a diffmia target config, or their own training `command`) with its data replaced
+    by the audited images, saved once in the cache under their content hash (so references are shared by every audit
+    of the same images): reference models then retrain the recipe on subsets of exactly these images."""
+    from diffmia.core.config import TargetConfig, load_config
     from diffmia.core.rundir import default_cache_dir
     from diffmia.targets.data import save_npz
 
-    cfg = load_config(recipe)
+    if recipe is not None:
+        cfg = load_config(recipe)
+    else:
+        cfg = TargetConfig.model_validate({"name": "command", "command": command.model_dump()})
     if cfg.data.resolution not in (None, shape[-1]):
         raise ConfigError(
             f"--recipe {recipe}: data.resolution {cfg.data.resolution} differs from the audited model's "

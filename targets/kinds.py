@@ -187,6 +187,10 @@ def load_target(folder: str | Path, device: str | torch.device = "cpu") -> Targe
     that the folder asks for no code of its own)."""
     folder = Path(folder)
     index = folder / "model_index.json"
+    if not index.is_file() and (folder / "diffmia-adapter.json").is_file():  # a LoRA on a base (targets/command.py)
+        from .command import load_adapter_target
+
+        return load_adapter_target(folder, device)
     kind = read_model_index(folder)["_class_name"]
     check_component_sizes(folder)
     found = kind_of_folder(kind)

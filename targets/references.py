@@ -28,6 +28,7 @@ import numpy as np
 
 from diffmia.core import devices, parallel
 from diffmia.core.config import TargetConfig, recipe_hash
+from diffmia.core.errors import DiffmiaError
 from diffmia.core.io import private_dir
 
 from .manifest import Entry, SplitManifest
@@ -38,6 +39,23 @@ Mode = Literal["online", "offline"]
 logger = logging.getLogger(__name__)
 
 
+class ReferenceMismatch(DiffmiaError, ValueError):
+    """A reference model whose architecture or noise schedule differs from the audited model's."""
+
+
+def check_reference(target, expect: dict, r: int, folder) -> None:
+    """A command recipe's reference must have the audited model's architecture and noise schedule."""
+    from .command import differences, signature
+
+    differ = differences(expect, signature(target))
+    if differ:
+        raise ReferenceMismatch(
+            f"reference {r + 1} ({folder}): what the training command saved differs from the audited model: "
+            f"{'; '.join(differ[:5])}. The references must be the target's recipe: the same architecture and noise "
+            "schedule"
+        )
+
+
 @dataclass
 class References:
     mode: str
@@ -46,6 +64,7 @@ class References:
     trained_seconds: float = 0.0  # spent training in this call (0 when every reference came from the cache)
     cached: int = 0
     extra: dict = field(default_factory=dict)
+    expect: dict | None = None  # command recipes: the audited model's architecture and schedule each must share
 
     def __len__(self) -> int:
         return len(self.folders)
@@ -58,7 +77,10 @@ class References:
     def target(self, r: int, device: str | None = None):
         from .kinds import load_target
 
-        return load_target(Path(self.folders[r]) / "target", device or "cpu")
+        target = load_target(Path(self.folders[r]) / "target", device or "cpu")
+        if self.expect is not None:
+            check_reference(target, self.expect, r, self.folders[r])
+        return target
 
     def targets(self, device: str | None = None) -> Iterator:
         for r in range(len(self.folders)):
@@ -143,6 +165,12 @@ def reference_models(
     public_base = (manifest.extra.get("public_base") or {}).get("folder")
     helpers = Path(public_base).parent if public_base and Path(public_base).is_dir() else root
     recipe = recipe_hash(cfg.model_copy(update={"seed": 0}))
+    expect = None
+    if cfg.command is not None:  # the team's command: keyed by its variables' values too, checked against the target
+        from .command import command_key, signature
+
+        recipe = f"{recipe}-{command_key(cfg)}"
+        expect = signature(loaded.target)
     private_dir(root / "references")  # models trained on members: only their owner may read them
     folders, missing, cached = [], [], 0
     for r, subset in enumerate(subsets):
@@ -168,7 +196,13 @@ def reference_models(
     if world > 1 and missing:  # under torchrun / accelerate launch: the references are spread over the processes
         _train_launched(missing, count, mode, helpers, base_missing, world, rank)
         spent = time.time() - t0
-        return References(mode, folders, subsets, spent, cached, {"processes": world})
+        return References(mode, folders, subsets, spent, cached, {"processes": world}, expect)
+    if expect is not None and missing:  # a command's first reference is checked before the others train (GPU hours)
+        from .kinds import load_target
+
+        _train_one(missing[0], count, mode, helpers, progress)
+        check_reference(load_target(missing[0][2] / "target"), expect, missing[0][0], missing[0][2])
+        missing = missing[1:]
     workers = min(parallel.jobs(), len(missing))
     if workers > 1 and base_missing:
         _train_one(missing[0], count, mode, helpers, progress)
@@ -189,7 +223,7 @@ def reference_models(
         for job in missing:
             _train_one(job, count, mode, helpers, progress)
     spent = time.time() - t0 if missing else 0.0
-    return References(mode, folders, subsets, spent, cached, {"jobs": max(1, workers)} if workers > 1 else {})
+    return References(mode, folders, subsets, spent, cached, {"jobs": max(1, workers)} if workers > 1 else {}, expect)
 
 
 def _train_one(job, count: int, mode: str, helpers: Path, progress: bool) -> None:
@@ -201,7 +235,9 @@ def _train_one(job, count: int, mode: str, helpers: Path, progress: bool) -> Non
 
 
 def _complete(folder: Path) -> bool:
-    return (folder / "summary.json").is_file() and (folder / "target" / "model_index.json").is_file()
+    from diffmia.core.rundir import RunDir
+
+    return RunDir(folder).is_trained()
 
 
 # what torchrun / accelerate launch set to join a process group: a reference trained under a launch must not see them

@@ -101,6 +101,23 @@ def prepare_run(
     return images, manifest
 
 
+def _train_by_command(cfg: TargetConfig, run: RunDir, resume: bool, train_on: str, split) -> RunDir:
+    """A recipe trained by its command: the data and split as for any run, the model from the command's output."""
+    from .command import train_by_command
+    from .kinds import load_target
+
+    retry = (run.root / "command.json").is_file()  # an earlier attempt failed: run the command again
+    images, manifest = prepare_run(cfg, run, resume or retry, split)
+    t0 = time.time()
+    info = train_by_command(cfg, run, images, manifest, train_on)
+    target = load_target(run.target)  # what it saved loads (a broken output fails here, not in an attack)
+    params = sum(p.numel() for p in target.unet.parameters())
+    summary = {"name": cfg.name, "trained_on": train_on, "parameters": params, "defenses": [], "dp_epsilon": None}
+    summary.update(info, train_seconds_this_session=round(time.time() - t0, 1), gap=None)
+    write_json(run.summary, summary)
+    return run
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     return load_yaml(path.read_text(encoding="utf-8"))
 
@@ -156,7 +173,8 @@ def train_target(
     try:
         return _train_target(cfg, run, resume, progress, stop_after, train_on, cache_dir, split)
     except Exception:
-        if fresh and latest_checkpoint(run) is None and not run.is_trained() and run.root.is_dir():
+        kept_log = (run.root / "command.log").is_file()  # a failed training command: its log stays for the user
+        if fresh and not kept_log and latest_checkpoint(run) is None and not run.is_trained() and run.root.is_dir():
             if existed:  # the user's empty folder: empty it again
                 for child in run.root.iterdir():
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
@@ -183,6 +201,8 @@ def _train_target(
                 f"the same one (choose another --out to train this recipe)"
             )
         return run
+    if cfg.command is not None:  # the team's own training command (targets/command.py)
+        return _train_by_command(cfg, run, resume, train_on, split)
     tc = cfg.train
     accelerator = Accelerator(
         mixed_precision=tc.mixed_precision,

@@ -89,6 +89,16 @@ def audit(
         help="Risk per group: caption:WORD,WORD (the first word each caption contains) or a CSV with path and group "
         "columns (paths as the member and non-member lists name them).",
     ),
+    train_command: Optional[str] = typer.Option(
+        None,
+        "--train-command",
+        help="Train the reference models with your own command instead of --recipe: a shell line naming {data} (an "
+        "image folder with metadata.jsonl captions), {out} (where it saves a pipeline, or a LoRA on MODEL with "
+        "--adapter) and {seed}, e.g. 'python train.py --train_data_dir {data} --output_dir {out} --seed {seed}'.",
+    ),
+    train_env: Optional[List[str]] = typer.Option(
+        None, "--train-env", help="An environment variable that changes what the command trains (repeatable)."
+    ),
     fail_if: Optional[List[str]] = FailIfOption,
     gate_bound: str = GateBoundOption,
 ) -> None:
@@ -133,6 +143,8 @@ def audit(
         progress=progress,
         precision=precision,
         groups=groups,
+        train_command=train_command,
+        train_env=train_env,
     ).data
     for row in results["rows"]:
         typer.echo(

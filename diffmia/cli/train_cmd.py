@@ -47,7 +47,7 @@ def train(
         return
     summary = read_json(run.summary)
     typer.echo(f"target: {run.target}")
-    for t, row in summary["gap"].items():
+    for t, row in (summary.get("gap") or {}).items():
         typer.echo(
             f"  t={t:>4}: loss members {row['members']:.4f}  non-members {row['nonmembers_test']:.4f}  ratio {row['ratio']:.2f}"
         )

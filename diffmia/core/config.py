@@ -169,6 +169,32 @@ def instantiate_defenses(entries: list[dict[str, Any]]) -> list[Any]:
     return out
 
 
+class CommandConfig(StrictModel):
+    """A recipe trained by the team's own command instead of diffmia's loop (targets/command.py)."""
+
+    run: str = Field(
+        ...,
+        min_length=1,
+        description="the command line, run by a shell: {data} (an image folder with metadata.jsonl captions, as the "
+        "diffusers training scripts read it), {out} (where it saves the pipeline or LoRA), {seed}, {resolution}",
+    )
+    env: list[str] = Field(
+        default_factory=list,
+        description="environment variables whose values change what it trains (cache key); $NAME in run counts too",
+    )
+    base: Optional[str] = Field(
+        None, description="a LoRA recipe: the base pipeline folder the command's LoRA file (in {out}) is applied to"
+    )
+    timeout_s: Optional[int] = Field(None, ge=1, description="fail a training that runs longer (None: no limit)")
+
+    @field_validator("run")
+    @classmethod
+    def _has_out(cls, value: str) -> str:
+        if "{out}" not in value or "{data}" not in value:
+            raise ValueError("the command must name {data} (its training images) and {out} (where it saves)")
+        return value
+
+
 class TargetConfig(StrictModel):
     """One training recipe: data and split, model, noise schedule, training, defenses."""
 
@@ -179,6 +205,9 @@ class TargetConfig(StrictModel):
     scheduler: SchedulerConfig = SchedulerConfig()
     train: TrainConfig = TrainConfig()
     defenses: list[dict[str, Any]] = Field(default_factory=list, description="[{name: dp_sgd, epsilon: 10}, ...]")
+    command: Optional[CommandConfig] = Field(
+        None, description="train with this command instead of diffmia's loop (model, train and defenses then unused)"
+    )
 
     @field_validator("defenses")
     @classmethod

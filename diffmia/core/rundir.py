@@ -43,7 +43,8 @@ class RunDir:
         return self.root / "scores"
 
     def is_trained(self) -> bool:
-        return (self.target / "model_index.json").is_file() and self.summary.is_file()
+        saved = (self.target / "model_index.json").is_file() or (self.target / "diffmia-adapter.json").is_file()
+        return saved and self.summary.is_file()
 
 
 def default_cache_dir() -> Path:
