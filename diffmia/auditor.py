@@ -36,6 +36,7 @@ ACCESS_LEVELS = ("gray-box", "black-box", "white-box")
 class ImageList:
     paths: list[Path]
     captions: list[str]
+    records: list[dict] | None = None  # a table's undecoded images (targets/tables.py): paths are then TABLE:ROW
 
 
 def _confined(root: Path, name: str, where: str, allow_outside: bool) -> Path:
@@ -54,6 +55,11 @@ def list_images(path: str | Path, role: str, allow_outside: bool = False) -> Ima
     """A folder (metadata.jsonl with file_name and text where present, else every image file, sorted) or a CSV
     with a `path` column (and optional `text`). Listed files must lie inside the folder (the CSV's folder for a CSV)
     unless `allow_outside`; metadata.jsonl is read line by line."""
+    from diffmia.targets.tables import is_table, read_table
+
+    if is_table(path):  # a datasets folder or parquet files: images and captions from their columns
+        rows = read_table(path)
+        return ImageList([Path(s) for s in rows.sources], rows.captions, rows.records)
     path = Path(path)
     if path.is_file() and path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
@@ -91,11 +97,14 @@ def read_images(listed: ImageList, shape: tuple[int, int, int], role: str) -> np
         raise ConfigError(f"the model takes {channels}-channel images; diffmia audit reads 1 (L) or 3 (RGB)")
     if not listed.paths:
         raise DataError(f"--{role}: no images found")
+    from diffmia.targets.tables import open_record
+
     out = np.empty((len(listed.paths), height, width, channels), dtype=np.uint8)
     for i, file in enumerate(listed.paths):
-        if not file.is_file():
+        if listed.records is None and not file.is_file():
             raise DataError(f"{file}: image not found (listed in --{role})")
-        with open_image(file) as img:
+        opened = open_record(listed.records[i], str(file)) if listed.records is not None else open_image(file)
+        with opened as img:
             if img.size != (width, height):
                 raise DataError(f"{file}: {img.size[0]}x{img.size[1]} pixels; the model takes {width}x{height}")
             mode = img.mode

@@ -12,7 +12,7 @@ trains each model by running that script:
    `pytorch_lora_weights.safetensors` or a peft folder) on `command.base`, recorded in `target/diffmia-adapter.json`
    and merged into the base whenever the target is loaded.
 
-A failed command is a TrainingError naming its log (the last lines quoted); nothing of a failed run counts as trained,
+A failed command is a CommandFailed error naming its log (the last lines quoted); nothing of a failed run counts as trained,
 so a rerun runs it again, and the runs already made are reused (references are cached by the command, the values of
 the environment variables it names, the training set and the seed: targets/references.py).
 """
@@ -33,11 +33,18 @@ from pathlib import Path
 import numpy as np
 
 from diffmia.core.config import TargetConfig
+from diffmia.core.errors import DiffmiaError
 from diffmia.core.io import private_dir, write_json
+
+from .kinds import ADAPTER_MARK
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_MARK = "diffmia-adapter.json"
+
+class CommandFailed(DiffmiaError, RuntimeError):
+    """A training command that exited with an error, timed out, or saved no model."""
+
+
 ENV_NAME = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
 
 
@@ -84,8 +91,6 @@ def command_line(cfg: TargetConfig, data: Path, out: Path, resolution: int) -> s
 
 def run_command(cfg: TargetConfig, root: Path, data: Path, out: Path, resolution: int, threads: int | None = None):
     """Run the recipe's command; its output goes to root/command.log, its exit code and time to root/command.json."""
-    from .train import TrainingError
-
     line = command_line(cfg, data, out, resolution)
     log = root / "command.log"
     env = dict(os.environ)
@@ -111,7 +116,7 @@ def run_command(cfg: TargetConfig, root: Path, data: Path, out: Path, resolution
     if code != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
         why = f"timed out after {cfg.command.timeout_s} s" if code is None else f"exit code {code}"
-        raise TrainingError(
+        raise CommandFailed(
             f"the training command failed ({why}); its output is in {log}" + (": " + " | ".join(tail) if tail else "")
         )
     return record
@@ -120,7 +125,6 @@ def run_command(cfg: TargetConfig, root: Path, data: Path, out: Path, resolution
 def adopt_output(cfg: TargetConfig, out: Path, target: Path) -> str:
     """Move what the command saved in `out` to the run's target folder: 'pipeline' or 'lora' (on command.base)."""
     from .adapters import adapter_format
-    from .train import TrainingError
 
     if (out / "model_index.json").is_file():
         if target.exists():
@@ -130,7 +134,7 @@ def adopt_output(cfg: TargetConfig, out: Path, target: Path) -> str:
     lora = out / "pytorch_lora_weights.safetensors"
     if lora.is_file() or (out / "adapter_config.json").is_file():
         if not cfg.command.base:
-            raise TrainingError(
+            raise CommandFailed(
                 f"{out}: the command saved a LoRA, not a pipeline; give the base model it was trained on "
                 f"(command.base, or the audited MODEL with --adapter)"
             )
@@ -141,7 +145,7 @@ def adopt_output(cfg: TargetConfig, out: Path, target: Path) -> str:
         write_json(target / ADAPTER_MARK, {"base": str(Path(cfg.command.base).resolve()), "adapter": "."})
         return "lora"
     found = sorted(p.name for p in out.iterdir())[:10] if out.is_dir() else []
-    raise TrainingError(
+    raise CommandFailed(
         f"{out}: the command saved neither a diffusers pipeline (model_index.json) nor a LoRA "
         f"(pytorch_lora_weights.safetensors or adapter_config.json); found {found or 'nothing'}"
     )
@@ -168,17 +172,6 @@ def _threads() -> int | None:
     from diffmia.core import parallel
 
     return parallel.threads() if os.environ.get(parallel.JOBS_ENV) else None
-
-
-def load_adapter_target(folder: Path, device):
-    """A run's target saved as a LoRA on a base (target/diffmia-adapter.json): the base with the LoRA merged."""
-    from .adapters import apply_adapter
-    from .kinds import load_target
-
-    mark = json.loads((folder / ADAPTER_MARK).read_text())
-    target = load_target(mark["base"], device)
-    apply_adapter(target, folder / mark.get("adapter", "."))
-    return target
 
 
 def signature(target) -> dict:

@@ -182,14 +182,27 @@ class StableDiffusionXLKind(TargetKind):
         )
 
 
+ADAPTER_MARK = "diffmia-adapter.json"  # a run's target saved as a LoRA on a base (targets/command.py)
+
+
+def load_adapter_target(folder: Path, device) -> Target:
+    """A target saved as a LoRA on a base (target/diffmia-adapter.json): the base with the LoRA merged."""
+    import json
+
+    from .adapters import apply_adapter
+
+    mark = json.loads((folder / ADAPTER_MARK).read_text())
+    target = load_target(mark["base"], device)
+    apply_adapter(target, folder / mark.get("adapter", "."))
+    return target
+
+
 def load_target(folder: str | Path, device: str | torch.device = "cpu") -> Target:
     """Open a saved target folder as the Target its pipeline class calls for (after read_model_index has checked
     that the folder asks for no code of its own)."""
     folder = Path(folder)
     index = folder / "model_index.json"
-    if not index.is_file() and (folder / "diffmia-adapter.json").is_file():  # a LoRA on a base (targets/command.py)
-        from .command import load_adapter_target
-
+    if not index.is_file() and (folder / ADAPTER_MARK).is_file():
         return load_adapter_target(folder, device)
     kind = read_model_index(folder)["_class_name"]
     check_component_sizes(folder)

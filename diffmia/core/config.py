@@ -52,9 +52,14 @@ class DataConfig(StrictModel):
     dataset: Annotated[str, AfterValidator(_registered(DATASETS))] = Field(
         "digits", description="a registered dataset (diffmia.core.registries.DATASETS, or a plugin's)"
     )
-    path: Optional[str] = Field(None, description="folder for cifar10 / imagefolder")
+    path: Optional[str] = Field(
+        None,
+        description="folder for cifar10 / imagefolder; hf: a datasets save_to_disk folder (FOLDER:SPLIT for one of "
+        "a DatasetDict's splits), a parquet file or a folder of them",
+    )
     resolution: Optional[int] = Field(None, ge=4, le=1024, description="resize to this size (None: native)")
-    caption_column: str = Field("text", description="imagefolder: caption key in metadata.jsonl")
+    caption_column: str = Field("text", description="imagefolder / hf: caption key in metadata.jsonl, or column")
+    image_column: str = Field("image", description="hf: the image column of the table")
     members: int = Field(256, ge=2, description="training images (the members)")
     nonmembers: int = Field(256, ge=2, description="held-out images the attacks must tell apart")
     calibration_fraction: float = Field(0.5, gt=0.0, lt=1.0, description="share of each side used to fit thresholds")
@@ -70,10 +75,10 @@ class DataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _path_needed(self) -> "DataConfig":
-        if self.dataset in ("cifar10", "imagefolder", "npz") and not self.path:
+        if self.dataset in ("cifar10", "imagefolder", "npz", "hf") and not self.path:
             raise ValueError(f"dataset '{self.dataset}' needs data.path")
-        if self.dataset == "imagefolder" and self.resolution is None:
-            raise ValueError("dataset 'imagefolder' needs data.resolution (images are cropped and resized to it)")
+        if self.dataset in ("imagefolder", "hf") and self.resolution is None:
+            raise ValueError(f"dataset '{self.dataset}' needs data.resolution (images are cropped and resized to it)")
         return self
 
 

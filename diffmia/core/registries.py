@@ -50,6 +50,7 @@ TARGET_MODULES = {
 DATASET_MODULES = {
     "cifar10": "diffmia.targets.data",
     "digits": "diffmia.targets.data",
+    "hf": "diffmia.targets.data",
     "imagefolder": "diffmia.targets.data",
     "mnist": "diffmia.targets.data",
     "npz": "diffmia.targets.data",

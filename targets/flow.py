@@ -1,0 +1,218 @@
+"""Flow-matching text-to-image models (Stable Diffusion 3: `StableDiffusion3Pipeline`), audited black-box.
+
+A flow-matching model noises along a straight line, x_s = (1 - s) x0 + s eps for s in [0, 1], and predicts the
+velocity v = eps - x0 (Lipman et al. 2210.02747; Esser et al. 2403.03206). The gray-box attacks here (naive loss,
+SecMI, PIA, noise aggregation, CLiD, SimA, LiRA, RMIA, GSA, quantile regression) are built on a DDPM noise schedule
+(x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, a noise prediction, thresholds at DDPM timesteps) and no adaptation of
+them to flow matching is implemented here: they are refused by name (`FlowMatchingError`). The black-box attacks run:
+
+- `generate`: Euler steps of the pipeline's own scheduler (FlowMatchEulerDiscreteScheduler, with its shift) from
+  the given noise at s = 1 to s = 0, classifier-free guidance as the pipeline applies it;
+- `vary` (img2img, ReDiffuse's variations): the image's latents noised to the sigma of `timestep` / 1000 on the
+  scheduler's grid (`scale_noise`, as StableDiffusion3Img2ImgPipeline does), then the last `steps` Euler steps of a
+  grid of ceil(steps / strength) steps, as the img2img pipeline runs a strength below 1.
+
+Prompts are encoded by the pipeline's own `encode_prompt` (two CLIP encoders, and T5 where the folder has one; SD3
+runs without it), cached per caption. Every velocity call counts one query per image.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from diffmia.core.errors import DiffmiaError
+
+from .target import QueryCounter, to_device
+
+
+class FlowMatchingError(DiffmiaError, ValueError):
+    """A DDPM-based (gray-box) query of a flow-matching model."""
+
+
+GRAY_BOX_REASON = (
+    "the model is flow-matching (x_s = (1 - s) x0 + s eps, velocity prediction): this attack assumes a DDPM noise "
+    "schedule and noise predictions, and no adaptation to flow matching is implemented; run --access black-box"
+)
+
+
+class FlowMatchTarget:
+    """A Stable Diffusion 3 pipeline as the black-box attacks see it (generate, vary, encode, decode)."""
+
+    latent = True
+    conditional = True
+    flow_matching = True
+    default_guidance_scale = 1.0
+    autocast_dtype: torch.dtype | None = None
+
+    def __init__(self, pipe, device: str | torch.device = "cpu"):
+        self.pipe = pipe.to(device)
+        self.transformer = pipe.transformer.eval()
+        self.vae = pipe.vae.eval()
+        self.noise_scheduler = pipe.scheduler
+        self.device = torch.device(device)
+        self.num_train_timesteps = int(self.noise_scheduler.config.num_train_timesteps)
+        self.prediction_type = "flow_matching"
+        self.queries = QueryCounter()
+        self._prompts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.unet = self.transformer  # what audits count parameters of and references compare
+        self.text_encoder = pipe.text_encoder
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, device: str | torch.device = "cpu") -> "FlowMatchTarget":
+        from diffusers import StableDiffusion3Pipeline
+
+        pipe = StableDiffusion3Pipeline.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
+        return cls(pipe, device)
+
+    # -- what the gray-box attacks would need: refused by name ----------------------------------------------------
+    def predict_noise(self, *args, **kwargs):
+        raise FlowMatchingError(GRAY_BOX_REASON)
+
+    def alpha_bar(self, t: int) -> float:
+        raise FlowMatchingError(GRAY_BOX_REASON)
+
+    def timestep_for_sigma(self, sigma: float) -> int:
+        raise FlowMatchingError(GRAY_BOX_REASON)
+
+    def set_precision(self, precision: str) -> None:
+        choices = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if precision not in choices:
+            raise ValueError(f"precision must be one of {', '.join(choices)}, got {precision!r}")
+        self.autocast_dtype = choices[precision]
+
+    # -- shapes and the latent space ----------------------------------------------------------------------------
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        size = self.transformer.config.sample_size
+        return (self.transformer.config.in_channels, size, size)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.sample_shape
+        return (3, h * self.vae_scale, w * self.vae_scale)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> the latents the transformer runs on: (mean - shift) * scale, deterministic."""
+        cfg = self.vae.config
+        z = self.vae.encode(to_device(images, self.device)).latent_dist.mean
+        return ((z - (cfg.shift_factor or 0.0)) * cfg.scaling_factor).float().cpu()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        cfg = self.vae.config
+        z = to_device(latents, self.device) / cfg.scaling_factor + (cfg.shift_factor or 0.0)
+        return self.vae.decode(z).sample.float().cpu()
+
+    # -- the velocity ---------------------------------------------------------------------------------------------
+    def _embeds(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        missing = sorted({p for p in prompts if p not in self._prompts})
+        if missing:
+            embeds, _, pooled, _ = self.pipe.encode_prompt(
+                missing, missing, missing, device=self.device, do_classifier_free_guidance=False
+            )
+            for k, p in enumerate(missing):
+                self._prompts[p] = (embeds[k : k + 1], pooled[k : k + 1])
+        return (
+            torch.cat([self._prompts[p][0] for p in prompts]),
+            torch.cat([self._prompts[p][1] for p in prompts]),
+        )
+
+    @torch.no_grad()
+    def velocity(self, x: torch.Tensor, t: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """v(x_s, s) for a batch at one scheduler timestep `t` (s * 1000); one counted query per image."""
+        self.queries.add(len(x))
+        embeds, pooled = self._embeds([p or "" for p in prompts])
+        timestep = t.expand(len(x)).to(self.device)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            out = self.transformer(
+                hidden_states=to_device(x, self.device),
+                timestep=timestep,
+                encoder_hidden_states=embeds,
+                pooled_projections=pooled,
+            ).sample
+        return out.float().cpu()
+
+    def guided_velocity(self, x, t, prompts, guidance_scale: float) -> torch.Tensor:
+        v = self.velocity(x, t, prompts)
+        if guidance_scale != 1.0:
+            uncond = self.velocity(x, t, [""] * len(x))
+            v = uncond + guidance_scale * (v - uncond)
+        return v
+
+    def _scheduler(self):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        return FlowMatchEulerDiscreteScheduler.from_config(self.noise_scheduler.config)
+
+    # -- the calls the black-box attacks make ---------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        n: int,
+        prompts: Sequence[str] | None = None,
+        steps: int = 28,
+        sampler: str = "ddim",
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+        guidance_scale: float = 1.0,
+        initial_noise: torch.Tensor | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """`n` images by the flow ODE (Euler steps of the pipeline's scheduler; `sampler` "ddim" or "ddpm" both mean
+        it: a flow-matching model has one deterministic sampler here)."""
+        if sampler not in ("ddim", "ddpm"):
+            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+        prompts = list(prompts) if prompts is not None else [""] * n
+        if len(prompts) != n:
+            raise ValueError(f"{len(prompts)} prompts for {n} images")
+        generator = generator or torch.Generator().manual_seed(0)
+        out = []
+        for start in range(0, n, batch_size):
+            count = min(batch_size, n - start)
+            if initial_noise is not None:
+                x = initial_noise[start : start + count].clone().float()
+            else:
+                x = torch.randn((count, *self.sample_shape), generator=generator)
+            scheduler = self._scheduler()
+            scheduler.set_timesteps(steps)
+            for t in scheduler.timesteps:
+                v = self.guided_velocity(x, t, prompts[start : start + count], guidance_scale)
+                x = scheduler.step(v, t, x).prev_sample
+            out.append(self.decode(x).clamp(-1, 1))
+            self.queries.generations += count
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def vary(
+        self,
+        images: torch.Tensor,
+        timestep: int,
+        steps: int,
+        noise: torch.Tensor,
+        prompts: Sequence[str] | None = None,
+        guidance_scale: float = 1.0,
+    ) -> torch.Tensor:
+        """img2img at strength timestep / num_train_timesteps: noised to that point of the scheduler's grid, then
+        `steps` Euler steps to s = 0."""
+        strength = min(max(timestep / self.num_train_timesteps, 1e-3), 1.0)
+        grid = max(steps, math.ceil(steps / strength))
+        scheduler = self._scheduler()
+        scheduler.set_timesteps(grid)
+        timesteps = scheduler.timesteps[grid - steps :]
+        scheduler.set_begin_index(grid - steps)
+        prompts = list(prompts) if prompts is not None else [""] * len(images)
+        x = scheduler.scale_noise(self.encode(images), timesteps[:1], noise.float())
+        for t in timesteps:
+            v = self.guided_velocity(x, t, prompts, guidance_scale)
+            x = scheduler.step(v, t, x).prev_sample
+        self.queries.generations += len(images)
+        return self.decode(x).clamp(-1, 1)
