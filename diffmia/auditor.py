@@ -234,6 +234,11 @@ def plan_attacks(
                 )
             )
             continue
+        if getattr(target, "flow_matching", False) and cls.access != "black-box":
+            from diffmia.targets.flow import GRAY_BOX_REASON
+
+            skipped.append((name, GRAY_BOX_REASON))
+            continue
         if cls.access == "white-box" and access != "white-box":
             skipped.append((name, f"white-box (gradients); --access is {access}"))
             continue

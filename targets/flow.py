@@ -65,7 +65,11 @@ class FlowMatchTarget:
     def from_folder(cls, folder: str | Path, device: str | torch.device = "cpu") -> "FlowMatchTarget":
         from diffusers import StableDiffusion3Pipeline
 
-        pipe = StableDiffusion3Pipeline.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
+        from .denoiser import read_model_index
+
+        # components saved as [null, null] (SD3 without T5, no IP-adapter encoder) are passed as None
+        absent = {k: None for k, v in read_model_index(folder).items() if isinstance(v, list) and v[0] is None}
+        pipe = StableDiffusion3Pipeline.from_pretrained(folder, use_safetensors=True, trust_remote_code=False, **absent)
         return cls(pipe, device)
 
     # -- what the gray-box attacks would need: refused by name ----------------------------------------------------

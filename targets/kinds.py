@@ -8,6 +8,7 @@ as `model.kind`; a saved folder is matched to its kind by the pipeline class in 
 | unet2d-condition | DigitsTextPipeline | TextTarget |
 | stable-diffusion | StableDiffusionPipeline | LatentTextTarget |
 | stable-diffusion-xl | StableDiffusionXLPipeline | SDXLTarget (audited; not fine-tuned here yet) |
+| stable-diffusion-3 | StableDiffusion3Pipeline | FlowMatchTarget (audited black-box; not fine-tuned here) |
 
 Other packages add kinds through the entry-point group ``diffmia.targets``.
 """
@@ -33,6 +34,7 @@ from .denoiser import (
     read_model_index,
     unet2d_condition,
 )
+from .flow import FlowMatchTarget
 from .models import build_scheduler, build_unet
 from .target import LatentTextTarget, PixelDDPMTarget, SDXLTarget, Target, TextTarget
 from .text import DigitsTextPipeline, build_text_encoder, build_tokenizer
@@ -179,6 +181,23 @@ class StableDiffusionXLKind(TargetKind):
         raise ConfigError(
             "model.kind stable-diffusion-xl: fine-tuning SDXL in diffmia's training loop is not supported yet; "
             "audit an SDXL folder (with its LoRA: --adapter) through `diffmia audit`"
+        )
+
+
+@register_target_kind
+class StableDiffusion3Kind(TargetKind):
+    """Stable Diffusion 3 folders (StableDiffusion3Pipeline): a flow-matching transformer, audited black-box
+    (targets/flow.py); the DDPM-based gray-box attacks are refused by name, and fine-tuning is not built."""
+
+    name = "stable-diffusion-3"
+    pipeline_class = "StableDiffusion3Pipeline"
+    target = FlowMatchTarget
+    pretrained = True
+
+    def build(self, cfg, captions, resolution, channels):
+        raise ConfigError(
+            "model.kind stable-diffusion-3: fine-tuning a flow-matching model in diffmia's training loop is not "
+            "supported; audit an SD3 folder black-box through `diffmia audit --access black-box`"
         )
 
 

@@ -42,6 +42,7 @@ DEFENSE_MODULES = {
 
 TARGET_MODULES = {
     "stable-diffusion": "diffmia.targets.kinds",
+    "stable-diffusion-3": "diffmia.targets.kinds",
     "stable-diffusion-xl": "diffmia.targets.kinds",
     "unet2d": "diffmia.targets.kinds",
     "unet2d-condition": "diffmia.targets.kinds",
