@@ -135,3 +135,28 @@ def test_a_benchmark_recipe_trained_by_its_command(tmp_path):
     assert summary["trained_by"] == "command" and summary["output"] == "pipeline" and summary["images"] == 64
     assert json.loads((run / "command.json").read_text())["exit_code"] == 0
     assert [r["attack"] for r in results["rows"]] == ["naive_loss"]
+
+
+def test_lora_references_on_the_audited_base(elsewhere, team_model, tmp_path):  # noqa: F811
+    """A LoRA recipe: the audited model is base + LoRA (--adapter), and each reference is a LoRA the command trains on
+    the same base, recorded beside it and merged whenever it is loaded."""
+    lora = tmp_path / "lora"
+    script = [sys.executable, str(SCRIPT), "--lora_base", str(team_model), "--steps", "20"]
+    subprocess.run([*script, "--train_data_dir", str(elsewhere / "members"), "--output_dir", str(lora)], check=True)
+    command = COMMAND + f" --lora_base {shlex.quote(str(team_model))} --steps 20"
+    result = audit(elsewhere, team_model, tmp_path / "out", "--adapter", str(lora), "--train-command", command)
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["recipes"]["model"]["adapter_format"] == "peft"
+    folders = json.loads((tmp_path / "out" / "model" / "scores" / "lira.json").read_text())["references"]["folders"]
+    for folder in map(Path, folders):
+        mark = json.loads((folder / "target" / "diffmia-adapter.json").read_text())
+        assert mark["base"] == str(team_model.resolve()) and (folder / "target" / "adapter_config.json").is_file()
+        assert json.loads((folder / "summary.json").read_text())["output"] == "lora"
+    assert results["rows"][0]["references"] == 2
+
+
+def test_a_lora_without_a_base_is_refused(elsewhere, team_model, tmp_path):  # noqa: F811
+    command = COMMAND + f" --lora_base {shlex.quote(str(team_model))} --steps 2"
+    result = audit(elsewhere, team_model, tmp_path / "out", "--train-command", command)  # no --adapter: no base
+    assert result.exit_code == 2 and "saved a LoRA, not a pipeline" in result.output

@@ -18,6 +18,7 @@ parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--steps", type=int, default=200)
 parser.add_argument("--width", type=int, default=8)
 parser.add_argument("--fail", action="store_true")
+parser.add_argument("--lora_base", help="train a LoRA (peft folder) on this DDPMPipeline instead of a full model")
 args = parser.parse_args()
 if args.fail:
     raise SystemExit("out of GPU memory (pretend)")
@@ -31,7 +32,13 @@ else:
     names = sorted(p.name for p in root.glob("*.png"))
 x = torch.tensor(np.stack([np.asarray(Image.open(root / n), dtype=np.float32) for n in names]))[:, None] / 127.5 - 1
 print(f"{len(x)} images of {tuple(x.shape[1:])}")
-unet = UNet2DModel(
+unet = None
+if args.lora_base:
+    from peft import LoraConfig, get_peft_model
+
+    unet = UNet2DModel.from_pretrained(args.lora_base, subfolder="unet")
+    unet = get_peft_model(unet, LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"]))
+unet = unet or UNet2DModel(
     sample_size=x.shape[-1],
     in_channels=1,
     out_channels=1,
@@ -43,7 +50,7 @@ unet = UNet2DModel(
     attention_head_dim=None,
 )
 scheduler = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, clip_sample=True)
-optimizer = torch.optim.AdamW(unet.parameters(), lr=2e-3)
+optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=2e-3)
 for step in range(args.steps):
     batch = x[torch.randint(0, len(x), (16,))]
     noise = torch.randn_like(batch)
@@ -55,4 +62,7 @@ for step in range(args.steps):
     optimizer.step()
     if step % 50 == 0:
         print(f"step {step} loss {loss.item():.4f}")
-DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(args.output_dir, safe_serialization=True)
+if args.lora_base:
+    unet.save_pretrained(args.output_dir)  # adapter_config.json + adapter_model.safetensors
+else:
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(args.output_dir, safe_serialization=True)
