@@ -21,6 +21,7 @@ from typing import Any, Iterable, Sequence
 
 from diffmia.core.config import ConfigError
 from diffmia.core.logs import progress_lines
+from diffmia.core.parallel import reference_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,8 @@ def audit(
     groups: str | None = None,
     train_command: str | None = None,
     train_env: Sequence[str] | None = None,
+    reference_executor: str | None = None,
+    slurm: dict[str, Any] | None = None,
 ) -> Results:
     """Audit a model trained elsewhere: every attack its access level allows, on the given members and non-members.
 
@@ -189,6 +192,8 @@ def audit(
         train_command: The team's training command for the reference models, instead of `recipe`: a shell line
             naming {data} (an image folder with metadata.jsonl) and {out} (where it saves), and {seed}.
         train_env: Environment variables whose values change what the command trains (its cache key).
+        reference_executor: "slurm" (a Slurm job array) or "local": each missing reference one submitit job.
+        slurm: submitit's Slurm parameters for it.
 
     Returns:
         The results folder's contents.
@@ -198,7 +203,7 @@ def audit(
         ModelError: A model or adapter folder that does not load.
         ConfigError: A bad access level, attack name or parameter.
     """
-    with progress_lines(not quiet):
+    with progress_lines(not quiet), reference_jobs(reference_executor, slurm):
         from diffmia.auditor import audit_model
 
         model = Path(model)

@@ -17,6 +17,7 @@ Attacks ask for references by count and mode through `reference_models` and neve
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -203,6 +204,14 @@ def reference_models(
         _train_one(missing[0], count, mode, helpers, progress)
         check_reference(load_target(missing[0][2] / "target"), expect, missing[0][0], missing[0][2])
         missing = missing[1:]
+    executor = os.environ.get(EXECUTOR_ENV)
+    if executor and missing:  # one submitit job per reference (a Slurm job array), after a missing public base
+        if base_missing:
+            _train_one(missing[0], count, mode, helpers, progress)
+            missing = missing[1:]
+        _train_submitit(missing, count, mode, helpers, executor, json.loads(os.environ.get(SLURM_ENV) or "{}"))
+        spent = time.time() - t0
+        return References(mode, folders, subsets, spent, cached, {"executor": executor}, expect)
     workers = min(parallel.jobs(), len(missing))
     if workers > 1 and base_missing:
         _train_one(missing[0], count, mode, helpers, progress)
@@ -224,6 +233,49 @@ def reference_models(
             _train_one(job, count, mode, helpers, progress)
     spent = time.time() - t0 if missing else 0.0
     return References(mode, folders, subsets, spent, cached, {"jobs": max(1, workers)} if workers > 1 else {}, expect)
+
+
+EXECUTOR_ENV, SLURM_ENV = parallel.EXECUTOR_ENV, parallel.SLURM_ENV
+
+
+class ReferenceJobFailed(DiffmiaError, RuntimeError):
+    """A reference trained as a submitit job failed; its log is named, finished references stay cached."""
+
+
+def _train_submitit(missing: list, count: int, mode: str, helpers: Path, executor: str, params: dict) -> None:
+    """The missing references as one job array (submitit's `map_array`: a Slurm job array, or local processes),
+    each job training one reference as `_train_one` does; waits for all, naming the first failure's log."""
+    import submitit
+
+    folder = helpers / "reference-jobs"
+    if executor == "slurm":
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        ex.update_parameters(**params)
+    elif executor == "local":
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=24 * 60, **params)
+    else:
+        raise ValueError(f"reference executor must be local or slurm, got {executor!r}")
+    jobs = ex.map_array(_train_in_job, missing, [helpers] * len(missing))
+    logger.info(
+        f"references: {len(jobs)} submitted as {executor} jobs ({jobs[0].job_id.split('_')[0]}); logs in {folder}"
+    )
+    for job, (r, _, ref_folder, split) in zip(jobs, missing):
+        try:
+            job.result()
+        except Exception as exc:  # submitit's FailedJobError and friends
+            last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise ReferenceJobFailed(
+                f"reference {r + 1}/{count} ({ref_folder}): job {job.job_id} failed: {last}; its log: "
+                f"{job.paths.stderr}; rerun to resume (finished references are cached)"
+            ) from None
+        logger.info(f"reference {r + 1}/{count} ({mode}, {len(split.members)} images) done in job {job.job_id}")
+
+
+def _train_in_job(job, helpers: Path) -> str:
+    os.environ.pop(EXECUTOR_ENV, None)  # a job trains its one reference itself
+    _train_one(job, 0, "", helpers, False)
+    return str(job[2])
 
 
 def _train_one(job, count: int, mode: str, helpers: Path, progress: bool) -> None:

@@ -99,6 +99,15 @@ def audit(
     train_env: Optional[List[str]] = typer.Option(
         None, "--train-env", help="An environment variable that changes what the command trains (repeatable)."
     ),
+    reference_executor: Optional[str] = typer.Option(
+        None,
+        "--reference-executor",
+        help="Train each missing reference model as a submitit job: slurm (a Slurm job array; --slurm key=value sets "
+        "its parameters) or local (local processes).",
+    ),
+    slurm: Optional[List[str]] = typer.Option(
+        None, "--slurm", help="submitit Slurm parameter for --reference-executor slurm (repeatable)."
+    ),
     fail_if: Optional[List[str]] = FailIfOption,
     gate_bound: str = GateBoundOption,
 ) -> None:
@@ -116,6 +125,8 @@ def audit(
             "gate on tpr@1%fpr, auc or risk"
         )
 
+    if reference_executor not in (None, "local", "slurm"):
+        raise ConfigError(f"--reference-executor: expected local or slurm, got {reference_executor!r}")
     out = out_path(out) or Path("runs") / f"audit-{model.resolve().name}"
     attack_params: dict[str, dict] = {}
     for key, value in dotted_values(set_).items():
@@ -145,6 +156,8 @@ def audit(
         groups=groups,
         train_command=train_command,
         train_env=train_env,
+        reference_executor=reference_executor,
+        slurm=dotted_values(slurm),
     ).data
     for row in results["rows"]:
         typer.echo(

@@ -7,17 +7,43 @@
 - `jobs()`: how many independent trainings (reference models) may run at once, each in its own process with
   usable_cpus() // jobs threads. Set by `diffmia --jobs N` or DIFFMIA_JOBS; default 1 (one process, all threads).
   Measured here: two 1-thread trainings at once finish in 28 s what one 2-thread training does in 22.5 s each.
+- `reference_jobs(executor, slurm)`: while it is open, every missing reference model is one submitit job (a Slurm
+  job array, or local processes) instead of a training in this process (`diffmia audit --reference-executor`).
 - `processes()`: (processes, this one's index) under torchrun / `accelerate launch`, else (1, 0); `finish_processes()`
   ends such a launch cleanly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from pathlib import Path
 
 JOBS_ENV = "DIFFMIA_JOBS"
 THREADS_ENV = "DIFFMIA_THREADS"
+EXECUTOR_ENV = "DIFFMIA_REFERENCE_EXECUTOR"  # local | slurm: each missing reference one submitit job
+SLURM_ENV = "DIFFMIA_REFERENCE_SLURM"  # JSON of submitit's Slurm parameters
+
+
+@contextlib.contextmanager
+def reference_jobs(executor: str | None, slurm: dict | None = None):
+    """References trained as submitit jobs while open (None: unchanged); the environment is restored on exit."""
+    if executor is None:
+        yield
+        return
+    if executor not in ("local", "slurm"):
+        raise ValueError(f"reference executor must be local or slurm, got {executor!r}")
+    saved = {k: os.environ.get(k) for k in (EXECUTOR_ENV, SLURM_ENV)}
+    os.environ[EXECUTOR_ENV], os.environ[SLURM_ENV] = executor, json.dumps(slurm or {})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _cgroup_quota() -> float | None:

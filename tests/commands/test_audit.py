@@ -419,3 +419,29 @@ def test_audit_merges_a_diffusers_lora_file(tmp_path):
         apply_adapter(load_target(tmp_path / "sd"), tmp_path / "lora.bin")
     with pytest.raises(ModelError, match="neither a peft adapter folder"):
         apply_adapter(load_target(tmp_path / "sd"), tmp_path / "sd")
+
+
+def test_references_as_submitit_jobs_equal_references_trained_here(elsewhere, tmp_path, monkeypatch):
+    """--reference-executor local: each missing reference is one submitit job (map_array: a Slurm job array on a
+    cluster); the scores equal those of references trained in this process, and the environment is restored."""
+    import os
+
+    from diffmia.core.parallel import EXECUTOR_ENV
+    from tests.conftest import REPO
+
+    base = ["audit", str(elsewhere / "model"), "--members", str(elsewhere / "members")]
+    base += ["--nonmembers", str(elsewhere / "nonmembers"), "--recipe", str(REPO / "configs" / "tiny.yaml")]
+    base += ["--attack", "lira", "--set", "lira.references=2", "--set", "lira.draws=1", "--bootstrap", "20"]
+    monkeypatch.setenv("DIFFMIA_CACHE", str(tmp_path / "jobs-cache"))
+    jobs = CliRunner().invoke(app, [*base, "--reference-executor", "local", "--out", str(tmp_path / "jobs")])
+    assert jobs.exit_code == 0, jobs.output
+    assert EXECUTOR_ENV not in os.environ
+    info = json.loads(next((tmp_path / "jobs").rglob("lira.json")).read_text())["references"]
+    assert info["executor"] == "local" and info["cached"] == 0
+    assert len(list((tmp_path / "jobs-cache" / "reference-jobs").glob("*_log.err"))) >= 2  # one log per job
+    monkeypatch.undo()  # back to the session's cache: references an earlier test trained in this process are reused
+    here = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "here")])
+    assert here.exit_code == 0, here.output
+    a = pd.read_csv(next((tmp_path / "jobs").rglob("lira.csv")))
+    b = pd.read_csv(next((tmp_path / "here").rglob("lira.csv")))
+    assert a.score.tolist() == b.score.tolist()

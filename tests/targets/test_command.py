@@ -140,9 +140,13 @@ def test_a_benchmark_recipe_trained_by_its_command(tmp_path):
 def test_lora_references_on_the_audited_base(elsewhere, team_model, tmp_path):  # noqa: F811
     """A LoRA recipe: the audited model is base + LoRA (--adapter), and each reference is a LoRA the command trains on
     the same base, recorded beside it and merged whenever it is loaded."""
-    lora = tmp_path / "lora"
-    script = [sys.executable, str(SCRIPT), "--lora_base", str(team_model), "--steps", "20"]
-    subprocess.run([*script, "--train_data_dir", str(elsewhere / "members"), "--output_dir", str(lora)], check=True)
+    from peft import LoraConfig, get_peft_model
+
+    from diffmia.targets.kinds import load_target
+
+    lora = tmp_path / "lora"  # the audited LoRA, untrained (zero B: the base itself); the path is what is tested
+    unet = get_peft_model(load_target(team_model).unet, LoraConfig(r=4, target_modules=["to_q", "to_k", "to_v"]))
+    unet.save_pretrained(lora)
     command = COMMAND + f" --lora_base {shlex.quote(str(team_model))} --steps 20"
     result = audit(elsewhere, team_model, tmp_path / "out", "--adapter", str(lora), "--train-command", command)
     assert result.exit_code == 0, result.output
