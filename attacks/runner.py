@@ -118,6 +118,33 @@ def timesteps_beyond(attack: Attack, limit: int) -> list[int]:
     return [t for t in attack.timesteps_used() if t >= limit]
 
 
+def probe_batch_size(target, probe: int = 2) -> int | None:
+    """On a GPU: the attack batch size from the memory free and the peak memory of one model call on `probe` images
+    (diffmia.core.devices.memory_batch_size); None (the defaults) where the target has no noise prediction to probe.
+    The probe's queries are not counted (the runner resets the counters before scoring)."""
+    from diffmia.core.devices import memory_batch_size
+
+    device = target.device
+    captions = [""] * probe if target.conditional else None
+    x = torch.zeros((probe, *target.sample_shape))
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    try:
+        target.predict_noise(x, target.num_train_timesteps // 2, captions)
+    except (NotImplementedError, ValueError):  # a flow-matching target answers no noise prediction
+        return None
+    torch.cuda.synchronize(device)
+    per_image = (torch.cuda.max_memory_allocated(device) - before) / probe
+    free, _ = torch.cuda.mem_get_info(device)
+    size = memory_batch_size(per_image, free)
+    logger.info(
+        f"batch size {size} from the GPU's memory: {per_image / 2**20:.1f} MiB per image in one model call, "
+        f"{free / 2**30:.1f} GiB free (set --batch-size to choose)"
+    )
+    return size
+
+
 def check_attack_fits(loaded: LoadedRun, attack: Attack) -> None:
     if attack.needs_captions and not loaded.target.conditional:
         raise ConfigError(f"attack {attack.name} needs a text-conditioned target; {loaded.run.root} is unconditional")
@@ -144,6 +171,8 @@ def run_attack(
     (the chosen candidate's calibration rows from tuning, a cell scored before) are written, not computed again; the
     rows computed here are added to it. `batch_size` None: the device's default (diffmia.core.devices)."""
     out_dir = Path(out_dir) if out_dir is not None else loaded.run.scores
+    if batch_size is None and loaded.target.device.type == "cuda":
+        batch_size = probe_batch_size(loaded.target)
     batch_size = resolve_batch_size(batch_size, "attack", loaded.target.device, loaded.target.image_shape)
     csv_path = out_dir / f"{attack.name}.csv"
     entries = loaded.manifest.audit_entries() + loaded.manifest.canary_entries()  # canaries: split "canary"

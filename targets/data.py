@@ -269,23 +269,6 @@ def load_imagefolder(cfg: DataConfig) -> ImageSet:
     return ImageSet(root.name, np.stack(pixels), sources, captions)
 
 
-@DATASETS.register("hf")
-def load_table(cfg: DataConfig) -> ImageSet:
-    """A Hugging Face datasets folder (save_to_disk) or parquet files with an image column and an optional caption
-    column (targets/tables.py), each image cropped to a square and resized to data.resolution."""
-    from .tables import open_record, read_table
-
-    rows = read_table(cfg.path, cfg.image_column, cfg.caption_column)
-    count = min(len(rows.records), cfg.max_images or len(rows.records))
-    pixels = []
-    for source, record in zip(rows.sources[:count], rows.records[:count]):
-        with open_record(record, source) as img:
-            pixels.append(_square_resize(img.convert("RGB"), int(cfg.resolution)))
-    if not pixels:
-        raise DataError(f"{rows.where}: holds no rows")
-    return ImageSet(rows.where.name, np.stack(pixels), rows.sources[:count], rows.captions[:count])
-
-
 @contextlib.contextmanager
 def open_image(file: Path):
     """A PIL image of `file` (the audit's and the image-folder loader's one way in): a file past Pillow's

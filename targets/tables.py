@@ -16,7 +16,12 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import DataError
+import numpy as np
+
+from diffmia.core.config import DataConfig
+from diffmia.core.registries import DATASETS
+
+from .data import DataError, ImageSet, _square_resize
 
 EXTRA = 'reading a datasets folder or parquet files needs the datasets package: pip install "diffmia[datasets]"'
 
@@ -135,3 +140,18 @@ class _Named(io.BytesIO):
 
     def __str__(self) -> str:
         return self.where
+
+
+@DATASETS.register("hf")
+def load_table(cfg: DataConfig) -> ImageSet:
+    """A Hugging Face datasets folder (save_to_disk) or parquet files with an image column and an optional caption
+    column (targets/tables.py), each image cropped to a square and resized to data.resolution."""
+    rows = read_table(cfg.path, cfg.image_column, cfg.caption_column)
+    count = min(len(rows.records), cfg.max_images or len(rows.records))
+    pixels = []
+    for source, record in zip(rows.sources[:count], rows.records[:count]):
+        with open_record(record, source) as img:
+            pixels.append(_square_resize(img.convert("RGB"), int(cfg.resolution)))
+    if not pixels:
+        raise DataError(f"{rows.where}: holds no rows")
+    return ImageSet(rows.where.name, np.stack(pixels), rows.sources[:count], rows.captions[:count])

@@ -7,6 +7,10 @@ defaults are the batch sizes CPU runs always used and `to_device` is a plain `.t
   its batch size is part of the result and stays one configured value (`utility.batch_size`) on every device.
 - `resolve_batch_size(batch_size, stage, device, image_shape)`: the given size, or the default above when None,
   scaled down for images larger than 3 x 32 x 32 (a 512 x 512 RGB image: 1 per batch on CPU, 2 on a GPU).
+- `memory_batch_size(per_image, free, ...)`: on a GPU with no batch size given, the attack batch from the memory one
+  image's model call takes (measured by `probe_batch_size` in the attack runner) and the memory free: half of it
+  filled, rounded down to a power of two (so that a rerun on the same device picks the same size and resumes its
+  journal), between 1 and 8192.
 - `to_device(x, device)`: on CUDA a CPU tensor is copied through pinned (page-locked) memory without blocking the
   host, so the copy of the next batch overlaps the GPU's work; elsewhere it is `x.to(device)`.
 """
@@ -53,6 +57,20 @@ def resolve_batch_size(batch_size: int | None, stage: str, device=None, image_sh
         if values > REFERENCE_IMAGE_VALUES:
             default = max(1, default * REFERENCE_IMAGE_VALUES // values)
     return default
+
+
+MEMORY_SHARE = 0.5  # of the free memory: room for what an attack keeps beside one model call (draws, its networks)
+MAX_MEMORY_BATCH = 8192
+
+
+def memory_batch_size(per_image: float, free: float, share: float = MEMORY_SHARE, cap: int = MAX_MEMORY_BATCH) -> int:
+    """The largest power of two of images whose model calls fill `share` of `free` bytes at `per_image` bytes each."""
+    if per_image <= 0:
+        return cap
+    fit = int(share * free // per_image)
+    if fit < 1:
+        return 1
+    return min(cap, 1 << (fit.bit_length() - 1))
 
 
 def to_device(x, device):

@@ -51,7 +51,7 @@ TARGET_MODULES = {
 DATASET_MODULES = {
     "cifar10": "diffmia.targets.data",
     "digits": "diffmia.targets.data",
-    "hf": "diffmia.targets.data",
+    "hf": "diffmia.targets.tables",
     "imagefolder": "diffmia.targets.data",
     "mnist": "diffmia.targets.data",
     "npz": "diffmia.targets.data",

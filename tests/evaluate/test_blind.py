@@ -69,14 +69,14 @@ def test_nonmembers_from_another_source_are_flagged(shift):
 
 
 def test_false_alarms_on_random_splits_are_at_the_nominal_rate():
-    """Under the null (10 random 64 + 64 splits of the digits) the one-sided 2.5% test flags few (the rate itself,
+    """Under the null (20 random 64 + 64 splits of the digits) the one-sided 2.5% test flags few (the rate itself,
     over 40 splits: benchmarks/blind_baseline.py)."""
     px = (load_digits().images * (255 / 16)).round().astype(np.uint8)[..., None]
     flagged = 0
-    for seed in range(10):
+    for seed in range(20):
         chosen = px[np.random.default_rng(100 + seed).permutation(len(px))[:128]]
         flagged += shifted(baseline_metrics(chosen[:64], chosen[64:], seed))
-    assert flagged <= 1, flagged
+    assert flagged <= 2, flagged
 
 
 def test_cross_fitting_is_seeded_and_uses_the_calibration_halves_only():

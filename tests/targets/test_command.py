@@ -160,7 +160,16 @@ def test_lora_references_on_the_audited_base(elsewhere, team_model, tmp_path):  
     assert results["rows"][0]["references"] == 2
 
 
-def test_a_lora_without_a_base_is_refused(elsewhere, team_model, tmp_path):  # noqa: F811
-    command = COMMAND + f" --lora_base {shlex.quote(str(team_model))} --steps 2"
-    result = audit(elsewhere, team_model, tmp_path / "out", "--train-command", command)  # no --adapter: no base
-    assert result.exit_code == 2 and "saved a LoRA, not a pipeline" in result.output
+def test_a_lora_without_a_base_is_refused(tmp_path):
+    from diffmia.core.config import TargetConfig
+    from diffmia.targets.command import CommandFailed, adopt_output
+
+    out = tmp_path / "command-out"
+    out.mkdir()
+    (out / "adapter_config.json").write_text("{}")
+    cfg = TargetConfig.model_validate({"command": {"run": COMMAND}})  # no base: where would the LoRA go?
+    with pytest.raises(CommandFailed, match="saved a LoRA, not a pipeline"):
+        adopt_output(cfg, out, tmp_path / "target")
+    (out / "adapter_config.json").unlink()
+    with pytest.raises(CommandFailed, match="neither a diffusers pipeline"):
+        adopt_output(cfg, out, tmp_path / "target")

@@ -6,11 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
-from PIL import Image
-
 parser = argparse.ArgumentParser()
 parser.add_argument("--train_data_dir", required=True)
 parser.add_argument("--output_dir", required=True)
@@ -22,6 +17,12 @@ parser.add_argument("--lora_base", help="train a LoRA (peft folder) on this DDPM
 args = parser.parse_args()
 if args.fail:
     raise SystemExit("out of GPU memory (pretend)")
+
+import numpy as np  # noqa: E402 - after the arguments, as scripts often do (a failing run fails fast)
+import torch  # noqa: E402
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
+from PIL import Image  # noqa: E402
+
 torch.manual_seed(args.seed)
 torch.set_num_threads(1)
 root = Path(args.train_data_dir)
