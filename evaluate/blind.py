@@ -145,7 +145,8 @@ def cross_fit(features: np.ndarray, is_member: np.ndarray, split: np.ndarray, se
 
 
 def baseline_scores(images, manifest, seed: int = 0) -> pd.DataFrame:
-    """The blind baseline's score file (the attacks' columns) for a results folder's members and non-members."""
+    """The blind baseline's scores (the attacks' columns) for a results folder's members and non-members; its file
+    keeps no `source` (file names can carry personal data) and is owner-only, as every score file."""
     entries = [(e, 1) for e in manifest.members] + [(e, 0) for e in manifest.nonmembers]
     entries = [(e, m) for e, m in entries if e.half in ("calibration", "test")]
     ids = np.array([e.index for e, _ in entries])

@@ -92,7 +92,7 @@ def add_blind_baselines(out: Path, results: dict, data: dict | None) -> None:
         frame = baseline_scores(images, manifest, ev.seed)
         path = out / NAME / f"{recipe}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text(path, csv_text(frame))
+        write_text(path, csv_text(frame.drop(columns="source")), private=True)  # owner-only, as every score file
         metrics = evaluate_scores(
             frame.is_member, frame.score, frame.split, ev.delta, tuple(ev.fprs), ev.bootstrap, ev.seed, ev.alpha
         )

@@ -119,7 +119,9 @@ def test_audit_reports_the_baseline_and_flags_mismatched_folders(elsewhere, tmp_
     results, report = audit(elsewhere / "model", elsewhere / "members", elsewhere / "nonmembers", tmp_path / "same")
     b = results["recipes"]["model"]["blind_baseline"]
     assert b["scores"] == "blind-baseline/model.csv" and not b["random_split"]
-    assert (tmp_path / "same" / b["scores"]).is_file()
+    blind_file = tmp_path / "same" / b["scores"]
+    assert blind_file.is_file() and (blind_file.stat().st_mode & 0o077) == 0  # owner-only, as every score file
+    assert "source" not in blind_file.read_text().splitlines()[0]  # no file names
     assert [p["attack"] for p in b["paired"]] == ["naive_loss"]
     assert "blind baseline (no model)" in report  # a row of the results table
     # 64 + 64 digits drawn at random: this split's content happens to be imbalanced (AUC ~0.6, lower bound near
