@@ -124,16 +124,15 @@ def probe_batch_size(target, probe: int = 2) -> int | None:
     The probe's queries are not counted (the runner resets the counters before scoring)."""
     from diffmia.core.devices import memory_batch_size
 
+    if getattr(target, "flow_matching", False):  # no noise prediction to probe (targets/flow.py)
+        return None
     device = target.device
     captions = [""] * probe if target.conditional else None
     x = torch.zeros((probe, *target.sample_shape))
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    try:
-        target.predict_noise(x, target.num_train_timesteps // 2, captions)
-    except (NotImplementedError, ValueError):  # a flow-matching target answers no noise prediction
-        return None
+    target.predict_noise(x, target.num_train_timesteps // 2, captions)
     torch.cuda.synchronize(device)
     per_image = (torch.cuda.max_memory_allocated(device) - before) / probe
     free, _ = torch.cuda.mem_get_info(device)

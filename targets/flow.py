@@ -26,7 +26,7 @@ import torch
 
 from diffmia.core.errors import DiffmiaError
 
-from .target import QueryCounter, to_device
+from .target import QueryCounter, Target, check_generation, to_device
 
 
 class FlowMatchingError(DiffmiaError, ValueError):
@@ -82,11 +82,7 @@ class FlowMatchTarget:
     def timestep_for_sigma(self, sigma: float) -> int:
         raise FlowMatchingError(GRAY_BOX_REASON)
 
-    def set_precision(self, precision: str) -> None:
-        choices = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if precision not in choices:
-            raise ValueError(f"precision must be one of {', '.join(choices)}, got {precision!r}")
-        self.autocast_dtype = choices[precision]
+    set_precision = Target.set_precision  # bf16 / fp16 autocast of the transformer, as for every target
 
     # -- shapes and the latent space ----------------------------------------------------------------------------
     @property
@@ -173,11 +169,8 @@ class FlowMatchTarget:
     ) -> torch.Tensor:
         """`n` images by the flow ODE (Euler steps of the pipeline's scheduler; `sampler` "ddim" or "ddpm" both mean
         it: a flow-matching model has one deterministic sampler here)."""
-        if sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+        check_generation(n, prompts, sampler)
         prompts = list(prompts) if prompts is not None else [""] * n
-        if len(prompts) != n:
-            raise ValueError(f"{len(prompts)} prompts for {n} images")
         generator = generator or torch.Generator().manual_seed(0)
         out = []
         for start in range(0, n, batch_size):

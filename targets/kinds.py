@@ -167,38 +167,42 @@ class StableDiffusionKind(TargetKind):
         ).save_pretrained(folder, safe_serialization=True)
 
 
+class AuditOnlyKind(TargetKind):
+    """A kind diffmia audits but does not train: a recipe naming it is refused with `not_trained`."""
+
+    pretrained = True
+    not_trained: ClassVar[str]
+
+    def build(self, cfg, captions, resolution, channels):
+        raise ConfigError(f"model.kind {self.name}: {self.not_trained}")
+
+
 @register_target_kind
-class StableDiffusionXLKind(TargetKind):
+class StableDiffusionXLKind(AuditOnlyKind):
     """SDXL folders (StableDiffusionXLPipeline), audited with every attack that applies. Fine-tuning one in
     diffmia's own loop is not built yet: audit the team's SDXL model or LoRA with `diffmia audit`."""
 
     name = "stable-diffusion-xl"
     pipeline_class = "StableDiffusionXLPipeline"
     target = SDXLTarget
-    pretrained = True
-
-    def build(self, cfg, captions, resolution, channels):
-        raise ConfigError(
-            "model.kind stable-diffusion-xl: fine-tuning SDXL in diffmia's training loop is not supported yet; "
-            "audit an SDXL folder (with its LoRA: --adapter) through `diffmia audit`"
-        )
+    not_trained = (
+        "fine-tuning SDXL in diffmia's training loop is not supported yet; audit an SDXL folder (with its LoRA: "
+        "--adapter) through `diffmia audit`"
+    )
 
 
 @register_target_kind
-class StableDiffusion3Kind(TargetKind):
+class StableDiffusion3Kind(AuditOnlyKind):
     """Stable Diffusion 3 folders (StableDiffusion3Pipeline): a flow-matching transformer, audited black-box
     (targets/flow.py); the DDPM-based gray-box attacks are refused by name, and fine-tuning is not built."""
 
     name = "stable-diffusion-3"
     pipeline_class = "StableDiffusion3Pipeline"
     target = FlowMatchTarget
-    pretrained = True
-
-    def build(self, cfg, captions, resolution, channels):
-        raise ConfigError(
-            "model.kind stable-diffusion-3: fine-tuning a flow-matching model in diffmia's training loop is not "
-            "supported; audit an SD3 folder black-box through `diffmia audit --access black-box`"
-        )
+    not_trained = (
+        "fine-tuning a flow-matching model in diffmia's training loop is not supported; audit an SD3 folder "
+        "black-box through `diffmia audit --access black-box`"
+    )
 
 
 ADAPTER_MARK = "diffmia-adapter.json"  # a run's target saved as a LoRA on a base (targets/command.py)

@@ -18,6 +18,14 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffmia.core.devices import to_device
 
 
+def check_generation(n: int, prompts, sampler: str) -> None:
+    """The arguments every target's `generate` refuses: an unknown sampler, a number of prompts other than `n`."""
+    if sampler not in ("ddim", "ddpm"):
+        raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+    if prompts is not None and len(prompts) != n:
+        raise ValueError(f"{len(prompts)} prompts for {n} images")
+
+
 @dataclass
 class QueryCounter:
     """Counts model calls: `forward_passes` batched calls and `sample_queries` per-image evaluations; and
@@ -196,10 +204,7 @@ class Target:
         Raises:
             ValueError: An unknown sampler, or a number of prompts other than `n`.
         """
-        if sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
-        if prompts is not None and len(prompts) != n:
-            raise ValueError(f"{len(prompts)} prompts for {n} images")
+        check_generation(n, prompts, sampler)
         scheduler_cls = DDIMScheduler if sampler == "ddim" else DDPMScheduler
         # the sampler is handed noise predictions (predict_noise converts), whatever the model outputs
         scheduler = scheduler_cls.from_config(self.noise_scheduler.config, prediction_type="epsilon")

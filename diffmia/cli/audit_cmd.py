@@ -12,6 +12,7 @@ from diffmia.cli.common import (
     BatchSizeOption,
     FailIfOption,
     GateBoundOption,
+    SlurmOption,
     app,
     apply_gates,
     dotted_values,
@@ -105,9 +106,7 @@ def audit(
         help="Train each missing reference model as a submitit job: slurm (a Slurm job array; --slurm key=value sets "
         "its parameters) or local (local processes).",
     ),
-    slurm: Optional[List[str]] = typer.Option(
-        None, "--slurm", help="submitit Slurm parameter for --reference-executor slurm (repeatable)."
-    ),
+    slurm: Optional[List[str]] = SlurmOption,
     fail_if: Optional[List[str]] = FailIfOption,
     gate_bound: str = GateBoundOption,
 ) -> None:
@@ -125,8 +124,6 @@ def audit(
             "gate on tpr@1%fpr, auc or risk"
         )
 
-    if reference_executor not in (None, "local", "slurm"):
-        raise ConfigError(f"--reference-executor: expected local or slurm, got {reference_executor!r}")
     out = out_path(out) or Path("runs") / f"audit-{model.resolve().name}"
     attack_params: dict[str, dict] = {}
     for key, value in dotted_values(set_).items():

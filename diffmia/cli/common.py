@@ -154,6 +154,12 @@ def out_path(value: Optional[str], flag: str = "--out", file: bool = False) -> O
     return path
 
 
+SlurmOption = typer.Option(
+    None,
+    "--slurm",
+    help="submitit Slurm parameter, e.g. --slurm slurm_partition=gpu --slurm gpus_per_node=1 (repeatable).",
+)
+
 FailIfOption = typer.Option(
     None,
     "--fail-if",

@@ -11,6 +11,7 @@ from diffmia.cli.common import (
     FailIfOption,
     GateBoundOption,
     SetOption,
+    SlurmOption,
     app,
     apply_gates,
     dotted_values,
@@ -44,11 +45,7 @@ def run(
         "submitit's local executor) or slurm (one Slurm job per recipe through submitit; "
         "--slurm key=value sets its parameters).",
     ),
-    slurm: Optional[List[str]] = typer.Option(
-        None,
-        "--slurm",
-        help="submitit Slurm parameter, e.g. --slurm slurm_partition=gpu --slurm gpus_per_node=1 (repeatable).",
-    ),
+    slurm: Optional[List[str]] = SlurmOption,
     fail_if: Optional[List[str]] = FailIfOption,
     gate_bound: str = GateBoundOption,
 ) -> None:

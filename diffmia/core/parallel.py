@@ -33,7 +33,9 @@ def reference_jobs(executor: str | None, slurm: dict | None = None):
         yield
         return
     if executor not in ("local", "slurm"):
-        raise ValueError(f"reference executor must be local or slurm, got {executor!r}")
+        from diffmia.core.config import ConfigError
+
+        raise ConfigError(f"--reference-executor: expected local or slurm, got {executor!r}")
     saved = {k: os.environ.get(k) for k in (EXECUTOR_ENV, SLURM_ENV)}
     os.environ[EXECUTOR_ENV], os.environ[SLURM_ENV] = executor, json.dumps(slurm or {})
     try:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from diffmia.cli import app
 from tests.targets.test_data import make_imagefolder
+from tests.targets.test_sdxl import tiny_clip
 from tests.targets.test_t2i import tiny_vae
 
 CAPTIONS = [f"picture number {i}" for i in range(8)]
@@ -26,17 +27,7 @@ def make_tiny_sd3(folder, captions=CAPTIONS):
 
     torch.manual_seed(0)
     tokenizer = build_tokenizer(captions, 12)
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=12,
-        bos_token_id=2,
-        eos_token_id=3,
-        projection_dim=16,
-    )
+    text = tiny_clip(tokenizer)
     transformer = SD3Transformer2DModel(
         sample_size=4,
         patch_size=1,

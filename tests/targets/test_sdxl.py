@@ -18,15 +18,10 @@ from tests.targets.test_t2i import tiny_vae
 CAPTIONS = [f"picture number {i}" for i in range(8)]
 
 
-def make_tiny_sdxl(folder, captions=CAPTIONS):
-    from diffusers import DDPMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from diffmia.targets.text import build_tokenizer
-
-    torch.manual_seed(0)
-    tokenizer = build_tokenizer(captions, 12)
-    text = dict(
+def tiny_clip(tokenizer) -> dict:
+    """A 2-layer CLIP text config of width 16 (projection 16) over `tokenizer`: the text encoders of the tiny SDXL
+    and SD3 pipelines the tests build."""
+    return dict(
         vocab_size=len(tokenizer),
         hidden_size=16,
         intermediate_size=32,
@@ -37,6 +32,17 @@ def make_tiny_sdxl(folder, captions=CAPTIONS):
         eos_token_id=3,
         projection_dim=16,
     )
+
+
+def make_tiny_sdxl(folder, captions=CAPTIONS):
+    from diffusers import DDPMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from diffmia.targets.text import build_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(captions, 12)
+    text = tiny_clip(tokenizer)
     unet = UNet2DConditionModel(
         sample_size=4,
         in_channels=4,
