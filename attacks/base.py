@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from diffmia.attacks import ATTACKS
 from diffmia.core.config import validate
+from diffmia.core.devices import to_device
 from diffmia.targets.target import Target, add_noise, ddim_move  # noqa: F401 - re-exported for attacks
 
 
@@ -26,9 +27,17 @@ class AttackParams(BaseModel):
 
 @dataclass
 class AttackBatch:
-    images: torch.Tensor  # (B, C, H, W) in [-1, 1]
+    images: torch.Tensor  # (B, C, H, W) in [-1, 1]; the runner moves each scored batch to the target's device
     ids: Sequence[int]  # dataset indices: seed the per-sample noise
     captions: Sequence[str] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the attack's arithmetic on this batch runs: the device its images are on."""
+        return self.images.device
+
+    def to(self, device) -> "AttackBatch":
+        return AttackBatch(to_device(self.images, device), self.ids, self.captions)
 
     def chunks(self, size: int):
         """Consecutive sub-batches of at most `size` images."""
@@ -40,7 +49,8 @@ class AttackBatch:
 
 
 def batch_of(loaded, ids: Sequence[int]) -> AttackBatch:
-    """The images of dataset indices `ids` at the run's resolution, with their captions for text targets."""
+    """The images of dataset indices `ids` at the run's resolution, with their captions for text targets, on the
+    CPU (a whole pool of large images would not fit a GPU: the runner moves each scored batch there)."""
     ids = list(ids)
     captions = [loaded.images.captions[i] for i in ids] if loaded.target.conditional else None
     return AttackBatch(loaded.images.tensor(ids, loaded.resolution), ids, captions)
@@ -117,11 +127,14 @@ class Attack:
 
         Args:
             target: The audited model, through the `Target` interface only.
-            batch: Images in [-1, 1], their dataset indices (which seed the noise) and captions for text targets.
+            batch: Images in [-1, 1], their dataset indices (which seed the noise) and captions for text targets,
+                on the target's device (the runner moves each batch there: `batch.to(target.device)`).
 
         Returns:
-            A float32 tensor (B,) of scores, higher = more likely a member; or, for attacks with `components`, a
-            dict of named (B,) tensors that `combine` turns into scores.
+            A float32 tensor (B,) of scores, higher = more likely a member, on any device (the runner copies it
+            back); or, for attacks with `components`, a dict of named (B,) tensors that `combine` turns into scores.
+            The attack's arithmetic stays on the device of the batch and of the target's predictions; what it keeps
+            between batches (features for `combine`) it copies to the CPU.
         """
         raise NotImplementedError
 
@@ -155,7 +168,9 @@ class Attack:
 
     # -- helpers shared by attacks -----------------------------------------------------------------------------
     def noise(self, batch: AttackBatch, shape: Sequence[int], draw: int = 0) -> torch.Tensor:
-        return per_sample_noise(batch.ids, shape, self.seed, draw)
+        """The batch's seeded noise (per_sample_noise, drawn on the CPU so every device gets the same draws), on
+        the batch's device."""
+        return to_device(per_sample_noise(batch.ids, shape, self.seed, draw), batch.device)
 
 
 def per_sample_noise(ids: Sequence[int], shape: Sequence[int], seed: int, draw: int = 0) -> torch.Tensor:

@@ -28,6 +28,8 @@ import pandas as pd
 import torch
 from pydantic import Field
 
+from diffmia.core.devices import to_device
+
 from .base import Attack, AttackBatch, AttackParams, add_noise, batch_of, per_sample_noise, register_attack
 
 
@@ -89,7 +91,9 @@ class CLiD(Attack):
         captions = batch.captions
         z = target.encode(batch.images)
         for k, t in enumerate(self.params.timesteps):
-            eps = per_sample_noise(public, z.shape[1:], self.seed + 1_000_003, k)  # not the audit's draws
+            eps = to_device(
+                per_sample_noise(public, z.shape[1:], self.seed + 1_000_003, k), z.device
+            )  # not the audit's
             x_t = add_noise(target, z, eps, t)
             full = _loss(target, x_t, t, captions, eps)
             longest = max(len(c.split()) for c in captions)
@@ -113,8 +117,8 @@ class CLiD(Attack):
         captions = list(batch.captions or [""] * len(batch.ids))
         z = target.encode(batch.images)
         reduced = self.reduced(captions, target.pad_text)
-        disc = torch.zeros(len(captions))
-        loss = torch.zeros(len(captions))
+        disc = torch.zeros(len(captions), device=z.device)
+        loss = torch.zeros(len(captions), device=z.device)
         for i, t in enumerate(self.params.timesteps):
             eps = self.noise(batch, z.shape[1:], draw=i)
             x_t = add_noise(target, z, eps, t)

@@ -54,13 +54,15 @@ def gradient_norms(
     flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
+    device = target.device  # the whole computation on the target's device; the norms come back
     t = torch.as_tensor(list(timesteps), dtype=torch.long)
-    abar = target.alphas_cumprod[t].float().view(-1, *[1] * (noises.ndim - 2))
+    abar = to_device(target.alphas_cumprod[t].float().view(-1, *[1] * (noises.ndim - 2)), device)
+    noises, t_dev = to_device(noises, device), to_device(t, device)
 
     def norms(loss, retain: bool = False) -> torch.Tensor:
         grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
         return torch.stack(
-            [g.double().norm() if g is not None else torch.zeros((), dtype=torch.float64) for g in grads]
+            [g.double().norm() if g is not None else torch.zeros((), dtype=torch.float64, device=device) for g in grads]
         )
 
     out = []
@@ -71,11 +73,9 @@ def gradient_norms(
             x_t = abar.sqrt() * z + (1 - abar).sqrt() * eps
             target.queries.add(len(t))
             with torch.enable_grad():
-                pred = target._forward(
-                    to_device(x_t, target.device), to_device(t, target.device), [cond[i]] * len(t) if cond else None
-                )
-                pred = target.to_epsilon(pred, to_device(x_t, target.device), t)  # v / x0 models: as noise
-                losses = ((pred.float().cpu() - eps) ** 2).flatten(1).mean(1)
+                pred = target._forward(x_t, t_dev, [cond[i]] * len(t) if cond else None)
+                pred = target.to_epsilon(pred, x_t, t)  # v / x0 models: as noise
+                losses = ((pred.float() - eps) ** 2).flatten(1).mean(1)
                 if per_timestep:
                     out.append(sum(norms(losses[k], k + 1 < len(t)) for k in range(len(t))) / len(t))
                 else:
@@ -83,7 +83,7 @@ def gradient_norms(
     finally:
         for p, f in zip(params, flags):
             p.requires_grad_(f)
-    return torch.stack(out)
+    return torch.stack(out).cpu()
 
 
 class GSAParams(AttackParams):

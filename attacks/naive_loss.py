@@ -34,7 +34,7 @@ class NaiveLoss(Attack):
     def score(self, target, batch: AttackBatch) -> torch.Tensor:
         t = self.params.timestep
         z = target.encode(batch.images)
-        total = torch.zeros(len(batch.ids))
+        total = torch.zeros(len(batch.ids), device=z.device)
         for draw in range(self.params.draws):
             eps = self.noise(batch, z.shape[1:], draw)
             pred = target.predict_noise(add_noise(target, z, eps, t), t, batch.captions)

@@ -48,7 +48,7 @@ def pairwise(E: torch.Tensor, p: float) -> torch.Tensor:
 
 def upper_pairs_mean(dist: torch.Tensor) -> torch.Tensor:
     k = dist.shape[-1]
-    iu = torch.triu_indices(k, k, offset=1)
+    iu = torch.triu_indices(k, k, offset=1, device=dist.device)
     return dist[:, iu[0], iu[1]].mean(-1)
 
 
@@ -65,7 +65,7 @@ def spread(E: torch.Tensor, aggregation: str, delta: float) -> torch.Tensor:
         return (E - E.mean(1, keepdim=True)).norm(dim=-1).mean(-1)
     if aggregation == "density":
         dist = pairwise(E, 2.0)
-        dist = dist + torch.diag_embed(torch.full(dist.shape[:2], float("inf"), dtype=dist.dtype))
+        dist = dist + torch.diag_embed(torch.full(dist.shape[:2], float("inf"), dtype=dist.dtype, device=dist.device))
         return (1.0 / (dist.min(-1).values + delta)).mean(-1)
     if aggregation == "hull":
         return log_simplex_volume(E).exp()
@@ -84,7 +84,9 @@ def log_simplex_volume(E: torch.Tensor) -> torch.Tensor:
 def aggregate_score(E: torch.Tensor, aggregation: str, delta: float) -> torch.Tensor:
     """S = -log(C(E) + delta); +log for density, whose C grows as the predictions cluster."""
     if aggregation == "hull":  # log(V + delta) without leaving log space: V can underflow
-        log_c = torch.logaddexp(log_simplex_volume(E.double()), torch.tensor(math.log(delta), dtype=torch.float64))
+        log_c = torch.logaddexp(
+            log_simplex_volume(E.double()), torch.tensor(math.log(delta), dtype=torch.float64, device=E.device)
+        )
     else:
         log_c = torch.log(spread(E, aggregation, delta) + delta)
     return (log_c if aggregation == "density" else -log_c).float()
@@ -141,7 +143,7 @@ class NoiseAggregation(Attack):
 
     def score(self, target, batch: AttackBatch) -> torch.Tensor:
         p = self.params
-        total = torch.zeros(len(batch.ids))
+        total = torch.zeros(len(batch.ids), device=batch.device)
         for draw in range(p.draws):
             total += aggregate_score(self.predictions(target, batch, draw), p.aggregation, p.delta)
         return total / p.draws

@@ -151,7 +151,9 @@ class QuantileRegression(Attack):
 
     def stat(self, target, batch: AttackBatch) -> np.ndarray:
         """s(x), higher = member (the underlying attack's score)."""
-        return np.concatenate([self.statistic.score(target, part).double().numpy() for part in batch.chunks(256)])
+        return np.concatenate(
+            [self.statistic.score(target, part.to(target.device)).double().cpu().numpy() for part in batch.chunks(256)]
+        )
 
     def loss(self, model: QuantileCNN, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         out = model(x)
@@ -190,8 +192,8 @@ class QuantileRegression(Attack):
         return model.eval()
 
     def level_scores(self, images: torch.Tensor, s: np.ndarray) -> np.ndarray:
-        """(B, n): each bag's level score of each image."""
-        x = regressor_input(images.float())
+        """(B, n): each bag's level score of each image (the small regressors run on the CPU)."""
+        x = regressor_input(images.float().cpu())
         standard = (s - self.s_mean) / self.s_scale
         out = []
         with torch.no_grad():

@@ -99,7 +99,7 @@ class ReDiffuse(Attack):
         if p.classifier == "none":
             return distance
         for i, r in zip(batch.ids, residual.abs()):
-            self.residuals[int(i)] = r.clone()
+            self.residuals[int(i)] = r.cpu()  # kept for combine(): on the CPU, not the device's memory
         return {"distance": distance}
 
     def combine(self, frame: pd.DataFrame) -> np.ndarray:

@@ -82,7 +82,7 @@ def _score_piece(loaded: LoadedRun, attack: Attack, chunk, declared: int, genera
     """CSV rows of one batch, after checking the queries and generations it made against the declaration."""
     target = loaded.target
     ids = [e.index for e, _ in chunk]
-    batch = batch_of(loaded, ids)
+    batch = batch_of(loaded, ids).to(target.device)  # the attack runs on the device; its scores come back
     before = (target.queries.sample_queries, target.queries.generations)
     dropped_before = set(attack.dropped_ids())
     scores = attack.score(target, batch)
@@ -94,8 +94,8 @@ def _score_piece(loaded: LoadedRun, attack: Attack, chunk, declared: int, genera
             raise QueryCountMismatch(
                 f"{attack.name}: declared {per_image} {what} per image, made {(a - b) / max(scored, 1):g}"
             )
-    parts = [scores[c].tolist() for c in attack.components] if attack.components else []
-    main = [float("nan")] * len(ids) if attack.components else scores.tolist()
+    parts = [scores[c].detach().cpu().tolist() for c in attack.components] if attack.components else []
+    main = [float("nan")] * len(ids) if attack.components else scores.detach().cpu().tolist()
     rows = []
     for row, ((entry, is_member), s) in enumerate(zip(chunk, main)):
         if entry.index in dropped:  # listed in the JSON, never scored

@@ -155,7 +155,7 @@ class SDMIA(Attack):
 
     def queries_per_sample(self, target) -> int:
         p = self.params
-        return len(self.prompt_views) * p.generations * p.steps * (2 if self.guidance(target) != 1.0 else 1)
+        return len(self.prompt_views) * p.generations * p.steps * target.queries_per_step(self.guidance(target))
 
     def generations_per_sample(self, target) -> int:
         return len(self.prompt_views) * self.params.generations
@@ -217,7 +217,7 @@ class SDMIA(Attack):
         out = {f"s_{v}": torch.full((len(batch.ids),), float("nan"), dtype=torch.float64) for v in self.prompt_views}
         if not keep:
             return out
-        anchor = self.embed(batch.images[keep])
+        anchor = self.embed(batch.images[keep].cpu())  # the feature networks run on the CPU, as generations return
         for v, view in enumerate(self.prompt_views):
             view_prompts = [prompts[view][r] for r in keep]
             sims = []

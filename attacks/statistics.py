@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from diffmia.core.devices import to_device
+
 from .base import AttackBatch, add_noise, per_sample_noise
 
 
@@ -18,13 +20,14 @@ def denoising_losses(
     Counted."""
     out = []
     for part in batch.chunks(batch_size):
+        part = part.to(target.device)
         z = target.encode(part.images)
         rows = []
         for d in range(draws):
-            eps = per_sample_noise(part.ids, z.shape[1:], seed, d)
+            eps = to_device(per_sample_noise(part.ids, z.shape[1:], seed, d), z.device)
             pred = target.predict_noise(add_noise(target, z, eps, timestep), timestep, part.captions)
             rows.append(((pred - eps) ** 2).flatten(1).mean(1))
-        out.append(torch.stack(rows, 1).double())
+        out.append(torch.stack(rows, 1).double().cpu())  # per-image statistics: the only copy back
     return torch.cat(out).numpy()
 
 

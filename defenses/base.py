@@ -61,6 +61,7 @@ class Defense:
     Params: ClassVar[type[DefenseParams]]
     stage: ClassVar[str]  # "data", "model", "step" or "privacy": for docs and ordering
     text_only: ClassVar[bool] = False  # acts on captions / text features: refused for unconditional targets
+    token_level: bool = False  # rewrites single token ids: refused where captions have two tokenizations (SDXL)
 
     def __init__(self, params: DefenseParams | dict[str, Any] | None = None):
         if not isinstance(params, DefenseParams):

@@ -38,6 +38,10 @@ class CaptionRandomisation(Defense):
     stage = "step"
     text_only = True
 
+    @property
+    def token_level(self) -> bool:
+        return self.params.mode == "tokens"
+
     def perturb_captions(self, ids, pool, gen):
         p = self.params
         ids = ids.clone()

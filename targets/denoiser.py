@@ -4,7 +4,10 @@
 - `TextDenoiser`: a UNet2DConditionModel cross-attending to a CLIP text encoder's features (trained with the UNet for
   our small text-conditioned targets, frozen for Stable Diffusion), optionally with Gaussian noise added to the text
   features (a text-side defense);
-- Stable Diffusion trains a TextDenoiser on VAE latents (scaled by the VAE's scaling factor), encoded once up front.
+- Stable Diffusion trains a TextDenoiser on VAE latents (scaled by the VAE's scaling factor), encoded once up front;
+- `SDXLDenoiser`: Stable Diffusion XL's UNet conditioned as its pipeline does (two text encoders' penultimate hidden
+  states concatenated, the second's pooled embedding and the size / crop micro-conditioning as added conditions),
+  trained on latents like Stable Diffusion (diffusers' train_text_to_image_sdxl.py).
 
 Each target kind (targets/kinds.py, the TARGETS registry) builds the right one from the recipe and saves it as a
 diffusers pipeline folder: DDPMPipeline, DigitsTextPipeline or StableDiffusionPipeline.
@@ -48,6 +51,48 @@ class TextDenoiser(torch.nn.Module):
         return self.unet(x_t, t, encoder_hidden_states=h).sample
 
 
+def sdxl_text_features(text_encoder, text_encoder_2, ids: torch.Tensor, ids_2: torch.Tensor):
+    """SDXL's text conditioning, as StableDiffusionXLPipeline.encode_prompt computes it: the penultimate hidden
+    states of both encoders concatenated (B, tokens, d1 + d2), and the second encoder's pooled projection (B, p)."""
+    hidden = text_encoder(ids, output_hidden_states=True).hidden_states[-2]
+    out = text_encoder_2(ids_2, output_hidden_states=True)
+    return torch.cat([hidden, out.hidden_states[-2]], dim=-1), out[0]
+
+
+def sdxl_time_ids(x_t: torch.Tensor, vae_scale: int, dtype: torch.dtype) -> torch.Tensor:
+    """SDXL's micro-conditioning for latents x_t: original size = target size = the image size the latents decode
+    to, crop (0, 0), as the pipeline samples and as diffmia trains (images are resized, not cropped)."""
+    h, w = int(x_t.shape[-2]) * vae_scale, int(x_t.shape[-1]) * vae_scale
+    return torch.tensor([[h, w, 0, 0, h, w]], dtype=dtype, device=x_t.device).repeat(len(x_t), 1)
+
+
+class SDXLDenoiser(torch.nn.Module):
+    """Stable Diffusion XL as the training loop sees it: `ids` holds both tokenizers' ids side by side (the first
+    `split` columns for text_encoder, the rest for text_encoder_2); text-feature noise is added to the concatenated
+    hidden states the UNet cross-attends to (the pooled embedding is left as it is)."""
+
+    def __init__(self, unet, text_encoder, text_encoder_2, split: int, vae_scale: int):
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.text_encoder_2 = text_encoder_2
+        self.split = int(split)
+        self.vae_scale = int(vae_scale)
+
+    @property
+    def text_width(self) -> int:
+        return int(self.text_encoder.config.hidden_size + self.text_encoder_2.config.hidden_size)
+
+    def forward(self, x_t, t, ids, text_noise=None):
+        feats, pooled = sdxl_text_features(
+            self.text_encoder, self.text_encoder_2, ids[:, : self.split], ids[:, self.split :]
+        )
+        if text_noise is not None:
+            feats = feats + text_noise
+        added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(x_t, self.vae_scale, feats.dtype)}
+        return self.unet(x_t, t, encoder_hidden_states=feats, added_cond_kwargs=added).sample
+
+
 @dataclass
 class Built:
     model: torch.nn.Module
@@ -55,13 +100,15 @@ class Built:
     vae: Any = None
     pipeline_parts: dict = field(default_factory=dict)  # untouched parts of a pretrained pipeline (SD)
     noise_scheduler: Any = None  # a pretrained pipeline's own schedule (SD); None: the recipe's scheduler section
+    tokenizer_2: Any = None  # SDXL's second tokenizer: caption ids are both tokenizations side by side
 
     @property
     def text_shape(self) -> tuple[int, int] | None:
-        """(tokens, features) of the text encoder's output, for text-feature noise."""
+        """(tokens, features) of the text features the UNet cross-attends to, for text-feature noise."""
         if not self.conditional:
             return None
-        return (self.tokenizer.model_max_length, self.model.text_encoder.config.hidden_size)
+        width = getattr(self.model, "text_width", None) or self.model.text_encoder.config.hidden_size
+        return (self.tokenizer.model_max_length, int(width))
 
     @property
     def conditional(self) -> bool:
@@ -173,11 +220,21 @@ def check_component_sizes(folder: Path) -> None:
                     )
 
 
+def check_pipeline_class(folder: Path, expected: str) -> None:
+    """A pretrained folder's pipeline class is the one the recipe's model.kind loads; ModelError naming both."""
+    found = read_model_index(folder)["_class_name"]
+    if found != expected:
+        raise ModelError(
+            f"{folder}: a {found} folder, but this model.kind loads a {expected} (model.kind and model.pretrained "
+            f"disagree)"
+        )
+
+
 def load_stable_diffusion(path: str):
     from diffusers import StableDiffusionPipeline
 
     folder = Path(path)
-    read_model_index(folder)
+    check_pipeline_class(folder, "StableDiffusionPipeline")
     check_component_sizes(folder)
     return StableDiffusionPipeline.from_pretrained(
         folder, use_safetensors=True, safety_checker=None, requires_safety_checker=False, trust_remote_code=False
@@ -188,7 +245,7 @@ def load_stable_diffusion_xl(path: str):
     from diffusers import StableDiffusionXLPipeline
 
     folder = Path(path)
-    read_model_index(folder)
+    check_pipeline_class(folder, "StableDiffusionXLPipeline")
     check_component_sizes(folder)
     return StableDiffusionXLPipeline.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
 
@@ -219,4 +276,10 @@ def encode_latents(vae, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
 
 
 def caption_ids(built: Built, texts: list[str]) -> torch.Tensor | None:
-    return tokenize(built.tokenizer, texts) if built.conditional else None
+    """Token ids of `texts` (None for an unconditional model); SDXL: both tokenizers' ids side by side."""
+    if not built.conditional:
+        return None
+    ids = tokenize(built.tokenizer, texts)
+    if built.tokenizer_2 is not None:
+        ids = torch.cat([ids, tokenize(built.tokenizer_2, texts)], dim=1)
+    return ids

@@ -7,8 +7,9 @@ as `model.kind`; a saved folder is matched to its kind by the pipeline class in 
 | unet2d | DDPMPipeline | PixelDDPMTarget |
 | unet2d-condition | DigitsTextPipeline | TextTarget |
 | stable-diffusion | StableDiffusionPipeline | LatentTextTarget |
-| stable-diffusion-xl | StableDiffusionXLPipeline | SDXLTarget (audited; not fine-tuned here yet) |
+| stable-diffusion-xl | StableDiffusionXLPipeline | SDXLTarget |
 | stable-diffusion-3 | StableDiffusion3Pipeline | FlowMatchTarget (audited black-box; not fine-tuned here) |
+| flux | FluxPipeline | FluxTarget (audited black-box; not fine-tuned here) |
 
 Other packages add kinds through the entry-point group ``diffmia.targets``.
 """
@@ -28,13 +29,15 @@ from .denoiser import (
     Built,
     ModelError,
     PixelDenoiser,
+    SDXLDenoiser,
     TextDenoiser,
     check_component_sizes,
     load_stable_diffusion,
+    load_stable_diffusion_xl,
     read_model_index,
     unet2d_condition,
 )
-from .flow import FlowMatchTarget
+from .flow import FlowMatchTarget, FluxTarget
 from .models import build_scheduler, build_unet
 from .target import LatentTextTarget, PixelDDPMTarget, SDXLTarget, Target, TextTarget
 from .text import DigitsTextPipeline, build_text_encoder, build_tokenizer
@@ -178,17 +181,53 @@ class AuditOnlyKind(TargetKind):
 
 
 @register_target_kind
-class StableDiffusionXLKind(AuditOnlyKind):
-    """SDXL folders (StableDiffusionXLPipeline), audited with every attack that applies. Fine-tuning one in
-    diffmia's own loop is not built yet: audit the team's SDXL model or LoRA with `diffmia audit`."""
+class StableDiffusionXLKind(TargetKind):
+    """SDXL folders (StableDiffusionXLPipeline): fine-tuned from `model.pretrained` (in full, or with the lora
+    defense) as diffusers' train_text_to_image_sdxl.py does (text encoders and VAE frozen, captions encoded by both
+    text encoders, size / crop micro-conditioning of the training resolution), and audited with every attack."""
 
     name = "stable-diffusion-xl"
     pipeline_class = "StableDiffusionXLPipeline"
     target = SDXLTarget
-    not_trained = (
-        "fine-tuning SDXL in diffmia's training loop is not supported yet; audit an SDXL folder (with its LoRA: "
-        "--adapter) through `diffmia audit`"
-    )
+    pretrained = True
+
+    def build(self, cfg, captions, resolution, channels):
+        pipe = load_stable_diffusion_xl(cfg.model.pretrained)
+        for frozen in (pipe.text_encoder, pipe.text_encoder_2, pipe.vae):
+            frozen.requires_grad_(False)
+        vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        denoiser = SDXLDenoiser(
+            pipe.unet, pipe.text_encoder, pipe.text_encoder_2, pipe.tokenizer.model_max_length, vae_scale
+        )
+        parts = {
+            "vae": pipe.vae,
+            "scheduler": pipe.scheduler,
+            "force_zeros_for_empty_prompt": bool(pipe.config.get("force_zeros_for_empty_prompt", True)),
+        }
+        return Built(
+            denoiser,
+            pipe.tokenizer,
+            pipe.vae,
+            parts,
+            noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
+            tokenizer_2=pipe.tokenizer_2,
+        )
+
+    def save(self, built, model, cfg, folder):
+        from diffusers import StableDiffusionXLPipeline
+
+        parts = built.pipeline_parts
+        StableDiffusionXLPipeline(
+            vae=parts["vae"],
+            text_encoder=model.text_encoder,
+            text_encoder_2=model.text_encoder_2,
+            tokenizer=built.tokenizer,
+            tokenizer_2=built.tokenizer_2,
+            unet=model.unet,
+            scheduler=parts["scheduler"],
+            force_zeros_for_empty_prompt=parts["force_zeros_for_empty_prompt"],
+            add_watermarker=False,
+        ).save_pretrained(folder, safe_serialization=True)
 
 
 @register_target_kind
@@ -201,6 +240,20 @@ class StableDiffusion3Kind(AuditOnlyKind):
     target = FlowMatchTarget
     not_trained = (
         "fine-tuning a flow-matching model in diffmia's training loop is not supported; audit an SD3 folder "
+        "black-box through `diffmia audit --access black-box`"
+    )
+
+
+@register_target_kind
+class FluxKind(AuditOnlyKind):
+    """Flux folders (FluxPipeline): a flow-matching transformer on packed latents with guidance embeddings, audited
+    black-box (targets/flow.py); the DDPM-based gray-box attacks are refused by name, and fine-tuning is not built."""
+
+    name = "flux"
+    pipeline_class = "FluxPipeline"
+    target = FluxTarget
+    not_trained = (
+        "fine-tuning a flow-matching model in diffmia's training loop is not supported; audit a Flux folder "
         "black-box through `diffmia audit --access black-box`"
     )
 

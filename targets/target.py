@@ -97,7 +97,9 @@ class Target:
     Args:
         noise_scheduler: The diffusers DDPM scheduler the model was trained with (its `alphas_cumprod` fix the noise
             levels attacks query at).
-        device: Where the denoiser runs; inputs and outputs of every call are on the CPU.
+        device: Where the denoiser runs. Inputs may be on the CPU or the device; predictions, encodings and
+            variations stay on the device (an attack's arithmetic runs there, only its scores come back);
+            `generate` returns its images on the CPU.
     """
 
     latent: bool = False
@@ -128,16 +130,24 @@ class Target:
             cond: One caption per image for text-conditioned targets, else None.
 
         Returns:
-            The predicted noise, (B, *sample_shape), float32 on the CPU: a v- or sample-prediction model's output
-            converted to the noise it implies (`epsilon_from`, from the scheduler's prediction_type).
+            The predicted noise, (B, *sample_shape), float32 on the target's device: a v- or sample-prediction
+            model's output converted to the noise it implies (`epsilon_from`, from the scheduler's prediction_type).
         """
         if isinstance(t, int) or (torch.is_tensor(t) and t.ndim == 0):
             t = torch.full((len(x_t),), int(t), dtype=torch.long)
         self.queries.add(len(x_t))
         x_dev = to_device(x_t, self.device)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+        with self.autocast():
             out = self._forward(x_dev, to_device(t, self.device), cond)
-        return self.to_epsilon(out, x_dev, t).float().cpu()
+        return self.to_epsilon(out, x_dev, t).float()
+
+    def autocast(self):
+        """torch.autocast at the precision set_precision chose; no context at all in fp32 (any device type)."""
+        import contextlib
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def to_epsilon(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The denoiser's raw output as a noise prediction (identity for epsilon-prediction models)."""
@@ -156,12 +166,12 @@ class Target:
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1], (B, C, H, W) -> the space the diffusion runs in (identity for pixel models, the VAE's
-        scaled latents for latent ones)."""
-        return images
+        scaled latents for latent ones), on the target's device."""
+        return to_device(images, self.device)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """The inverse of `encode`: samples of the diffusion space -> images in [-1, 1]."""
-        return latents
+        """The inverse of `encode`: samples of the diffusion space -> images in [-1, 1], on the target's device."""
+        return to_device(latents, self.device)
 
     def alpha_bar(self, t: int) -> float:
         """The cumulative signal level abar_t of the training schedule: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps."""
@@ -199,7 +209,7 @@ class Target:
             progress: Show a progress bar.
 
         Returns:
-            Images in [-1, 1], (n, C, H, W).
+            Images in [-1, 1], (n, C, H, W), on the CPU.
 
         Raises:
             ValueError: An unknown sampler, or a number of prompts other than `n`.
@@ -220,15 +230,20 @@ class Target:
                 x = initial_noise[start : start + count].clone()
             else:
                 x = torch.randn((count, *self.sample_shape), generator=generator)
+            x = to_device(x, self.device)  # the denoising loop runs on the device; the images come back
             scheduler.set_timesteps(steps)
             for t in scheduler.timesteps:
                 eps = self.guided_noise(x, int(t), cond, guidance_scale)
                 x = scheduler.step(eps, t, x, generator=generator).prev_sample
                 bar.update(count)
-            out.append(self.decode(x).clamp(-1, 1))
+            out.append(self.decode(x).clamp(-1, 1).cpu())
             self.queries.generations += count
         bar.close()
         return torch.cat(out)
+
+    def queries_per_step(self, guidance_scale: float) -> int:
+        """Denoiser calls per image per sampling step: two under classifier-free guidance of a text target."""
+        return 2 if self.conditional and guidance_scale != 1.0 else 1
 
     def guided_noise(self, x, t: int, cond, guidance_scale: float) -> torch.Tensor:
         eps = self.predict_noise(x, t, cond)
@@ -258,9 +273,9 @@ class Target:
             guidance_scale: Classifier-free guidance for text targets.
 
         Returns:
-            The varied images in [-1, 1], (B, C, H, W).
+            The varied images in [-1, 1], (B, C, H, W), on the target's device.
         """
-        x = add_noise(self, self.encode(images), noise, timestep)
+        x = add_noise(self, self.encode(to_device(images, self.device)), to_device(noise, self.device), timestep)
         ts = [int(round(timestep * (1 - i / steps))) for i in range(steps)] + [-1]
         for cur, nxt in zip(ts[:-1], ts[1:]):
             eps = self.guided_noise(x, cur, prompts, guidance_scale)
@@ -393,11 +408,11 @@ class LatentTextTarget(TextTarget):
 
     @torch.no_grad()
     def encode(self, images):
-        return (self.vae.encode(to_device(images, self.device)).latent_dist.mean * self.scaling_factor).float().cpu()
+        return (self.vae.encode(to_device(images, self.device)).latent_dist.mean * self.scaling_factor).float()
 
     @torch.no_grad()
     def decode(self, latents):
-        return self.vae.decode(to_device(latents, self.device) / self.scaling_factor).sample.float().cpu()
+        return self.vae.decode(to_device(latents, self.device) / self.scaling_factor).sample.float()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -441,16 +456,17 @@ class SDXLTarget(LatentTextTarget):
 
     @torch.no_grad()
     def text_features(self, captions: Sequence[str]) -> torch.Tensor:
+        from .denoiser import sdxl_text_features
         from .text import tokenize
 
         missing = sorted({c for c in captions if c not in self._features})
         if missing:
-            hidden = []
-            for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
-                out = encoder(tokenize(tokenizer, missing).to(self.device), output_hidden_states=True)
-                hidden.append(out.hidden_states[-2])
-            pooled = out[0]  # text_encoder_2 has a projection: its text_embeds
-            feats = torch.cat(hidden, dim=-1)
+            feats, pooled = sdxl_text_features(
+                self.text_encoder,
+                self.text_encoder_2,
+                tokenize(self.tokenizer, missing).to(self.device),
+                tokenize(self.tokenizer_2, missing).to(self.device),
+            )
             for caption, f, p in zip(missing, feats, pooled):
                 if caption == "" and self.force_zeros:
                     f, p = torch.zeros_like(f), torch.zeros_like(p)
@@ -458,14 +474,14 @@ class SDXLTarget(LatentTextTarget):
         return torch.stack([self._features[c] for c in captions])
 
     def _forward(self, x_t, t, cond):
+        from .denoiser import sdxl_time_ids
+
         cond = list(cond) if cond is not None else [""] * len(x_t)
         feats = self.text_features(cond)
         pooled = torch.stack([self._pooled[c] for c in cond])
-        _, h, w = self.image_shape
-        time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=feats.dtype, device=self.device).repeat(len(x_t), 1)
-        return self.unet(
-            x_t, t, encoder_hidden_states=feats, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}
-        ).sample
+        scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(x_t, scale, feats.dtype)}
+        return self.unet(x_t, t, encoder_hidden_states=feats, added_cond_kwargs=added).sample
 
     @classmethod
     def from_folder(cls, folder, device="cpu"):

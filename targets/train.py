@@ -257,6 +257,11 @@ def _train_target(
     for defense in defenses:
         if defense.text_only and not built.conditional:
             raise ConfigError(f"defense {defense.name} acts on captions; model.kind {cfg.model.kind} has none")
+        if defense.token_level and built.tokenizer_2 is not None:
+            raise ConfigError(
+                f"defense {defense.name}: this mode rewrites single token ids, and model.kind {cfg.model.kind} "
+                "encodes every caption with two tokenizers; use mode: replace"
+            )
     if built.vae is not None:  # latent models train on VAE latents, encoded once
         train_x = encode_latents(built.vae, train_x)
     train_ids = caption_ids(built, [images.captions[int(o)] for o in origins])  # canonical captions
@@ -556,10 +561,10 @@ def denoising_loss(target, x0: torch.Tensor, captions, timestep: int, seed: int,
     noise = torch.randn(z0.shape, generator=gen)
     out = []
     for i in range(0, len(z0), batch):
-        zb, nb = z0[i : i + batch], noise[i : i + batch]
+        zb, nb = z0[i : i + batch], to_device(noise[i : i + batch], z0.device)
         cond = list(captions[i : i + batch]) if target.conditional else None
         pred = target.predict_noise(add_noise(target, zb, nb, timestep), timestep, cond)
-        out.append(((pred - nb) ** 2).flatten(1).mean(1))
+        out.append(((pred - nb) ** 2).flatten(1).mean(1).cpu())
     return torch.cat(out)
 
 

@@ -86,10 +86,13 @@ class ModelConfig(StrictModel):
     kind: Annotated[str, AfterValidator(_registered(TARGETS))] = Field(
         "unet2d",
         description="a registered target kind: unet2d (pixel DDPM), unet2d-condition (text-conditioned pixel model), "
-        "stable-diffusion (from a local folder), stable-diffusion-xl (audited, not trained here), or a plugin's",
+        "stable-diffusion and stable-diffusion-xl (fine-tuned from a local folder), stable-diffusion-3 and flux "
+        "(audited black-box, not trained here), or a plugin's",
     )
     pretrained: Optional[str] = Field(
-        None, description="stable-diffusion: local diffusers StableDiffusionPipeline folder"
+        None,
+        description="stable-diffusion / stable-diffusion-xl: the local diffusers StableDiffusionPipeline / "
+        "StableDiffusionXLPipeline folder a fine-tune starts from",
     )
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field(
         "epsilon",
@@ -117,8 +120,9 @@ class ModelConfig(StrictModel):
         for ch in self.block_out_channels:
             if ch % self.norm_num_groups:
                 raise ValueError(f"norm_num_groups={self.norm_num_groups} does not divide channel count {ch}")
-        if self.kind == "stable-diffusion" and not self.pretrained:
-            raise ValueError("kind 'stable-diffusion' needs model.pretrained (a local StableDiffusionPipeline folder)")
+        needs = {"stable-diffusion": "StableDiffusionPipeline", "stable-diffusion-xl": "StableDiffusionXLPipeline"}
+        if self.kind in needs and not self.pretrained:
+            raise ValueError(f"kind {self.kind!r} needs model.pretrained (a local {needs[self.kind]} folder)")
         if self.kind == "unet2d-condition" and self.cross_attention_dim % self.text_heads:
             raise ValueError(
                 f"text_heads={self.text_heads} does not divide cross_attention_dim={self.cross_attention_dim}"

@@ -41,6 +41,7 @@ DEFENSE_MODULES = {
 }
 
 TARGET_MODULES = {
+    "flux": "diffmia.targets.kinds",
     "stable-diffusion": "diffmia.targets.kinds",
     "stable-diffusion-3": "diffmia.targets.kinds",
     "stable-diffusion-xl": "diffmia.targets.kinds",

@@ -102,3 +102,98 @@ def test_audit_of_an_sd3_folder_runs_black_box_and_names_what_it_refuses(tmp_pat
     assert "flow-matching" in skipped["naive_loss"] and "flow-matching" in skipped["pia"]
     gray = CliRunner().invoke(app, [*args, "--attack", "naive_loss", "--out", str(tmp_path / "gray")])
     assert gray.exit_code == 2 and "flow-matching" in gray.output and "--access black-box" in gray.output
+
+
+def make_tiny_flux(folder, captions=CAPTIONS):
+    """A tiny random FluxPipeline: a CLIP text encoder (pooled), a T5 encoder with a Unigram tokenizer built from the
+    captions' words, a 1 + 1 block transformer with guidance embeddings, the tiny VAE (4 latent channels: 16 when
+    packed)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, T5TokenizerFast
+
+    from diffmia.targets.text import build_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(captions, 12)
+    words = sorted({w for c in captions for w in c.split()})
+    t5_tokenizer = T5TokenizerFast(
+        vocab=[("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("\u2581" + w, -1.0) for w in words], extra_ids=0
+    )
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    )
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=16,
+        guidance_embeds=True,
+        axes_dims_rope=(4, 6, 6),
+    )
+    vae = tiny_vae()
+    vae.register_to_config(shift_factor=0.1, scaling_factor=1.5)
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256
+    )
+    FluxPipeline(
+        scheduler=scheduler,
+        vae=vae,
+        text_encoder=CLIPTextModel(CLIPTextConfig(**tiny_clip(tokenizer))),
+        tokenizer=tokenizer,
+        text_encoder_2=t5,
+        tokenizer_2=t5_tokenizer,
+        transformer=transformer,
+    ).save_pretrained(folder, safe_serialization=True)
+
+
+def test_a_flux_folder_generates_as_its_pipeline_does(tmp_path):
+    from diffusers import FluxPipeline
+
+    from diffmia.targets.flow import FlowMatchingError, FluxTarget
+    from diffmia.targets.kinds import load_target
+
+    make_tiny_flux(tmp_path / "flux")
+    target = load_target(tmp_path / "flux")
+    assert isinstance(target, FluxTarget) and target.flow_matching
+    assert target.sample_shape == (4, 128, 128) and target.image_shape == (3, 256, 256)  # the pipeline's default size
+    noise = torch.randn((2, 4, 128, 128), generator=torch.Generator().manual_seed(1))
+    ours = target.generate(2, CAPTIONS[:2], steps=2, guidance_scale=3.5, initial_noise=noise)
+    assert target.queries.sample_queries == 2 * 2  # guidance is embedded: one call per step
+    pipe = FluxPipeline.from_pretrained(tmp_path / "flux")
+    packed = pipe._pack_latents(noise, 2, 4, 128, 128)
+    theirs = pipe(CAPTIONS[:2], num_inference_steps=2, guidance_scale=3.5, latents=packed, output_type="pt").images
+    assert torch.allclose((ours + 1) / 2, theirs, atol=1e-4)
+    # vary (img2img): the last 2 steps of a 4-step grid of the pipeline's schedule, one query per image and step
+    images = torch.rand((2, 3, 256, 256)) * 2 - 1
+    varied = target.vary(images, 500, 2, noise, CAPTIONS[:2], guidance_scale=3.5)
+    assert varied.shape == images.shape and target.queries.sample_queries == 4 + 4
+    assert torch.equal(varied, target.vary(images, 500, 2, noise, CAPTIONS[:2], guidance_scale=3.5))
+    with pytest.raises(FlowMatchingError, match="flow-matching"):
+        target.predict_noise(noise, 10, CAPTIONS[:2])
+
+
+def test_audit_of_a_flux_folder_runs_black_box(tmp_path):
+    make_tiny_flux(tmp_path / "flux")
+    make_imagefolder(tmp_path / "members", 6, (256, 256), seed=0)
+    make_imagefolder(tmp_path / "nonmembers", 6, (256, 256), seed=1)
+    out = tmp_path / "audit"
+    args = ["audit", str(tmp_path / "flux"), "--members", str(tmp_path / "members"), "--nonmembers"]
+    args += [str(tmp_path / "nonmembers"), "--bootstrap", "20", "--no-progress", "--access", "black-box"]
+    args += ["--attack", "rediffuse", "--set", "rediffuse.repeats=1", "--set", "rediffuse.steps=1", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "results.json").read_text())["recipes"]["flux"]
+    assert info["pipeline"] == "FluxPipeline" and info["prediction_type"] == "flow_matching"
+    assert "flow-matching" in info["skipped_attacks"]["secmi"]

@@ -124,8 +124,83 @@ def test_an_sdxl_folder_is_audited_gray_box_and_black_box(tmp_path):
         assert "StableDiffusionXLPipeline, epsilon prediction" in (out / "report.md").read_text()
 
 
-def test_fine_tuning_sdxl_is_refused_by_name():
-    from diffmia.core.registries import TARGETS
+def sdxl_recipe(tmp_path, defenses: str, images: int = 24, steps: int = 4):
+    """A tiny random SDXL folder and a recipe fine-tuning it on a tiny captioned image folder."""
+    from diffmia.core.config import load_config
+    from tests.targets.test_t2i import TINY_T2I
 
-    with pytest.raises(ConfigError, match="stable-diffusion-xl: fine-tuning SDXL"):
-        TARGETS.get("stable-diffusion-xl")().build(None, [], 8, 3)
+    data = make_imagefolder(tmp_path / "imgs", n=images, size=(16, 16))
+    make_tiny_sdxl(tmp_path / "sdxl", [f"picture number {i}" for i in range(images)])
+    return load_config(
+        TINY_T2I,
+        [
+            "model.kind=stable-diffusion-xl",
+            f"model.pretrained={tmp_path / 'sdxl'}",
+            "data.dataset=imagefolder",
+            f"data.path={data}",
+            "data.resolution=8",
+            "data.members=8",
+            "data.nonmembers=8",
+            f"train.steps={steps}",
+            f"defenses={defenses}",
+        ],
+    )
+
+
+def test_sdxl_trains_on_what_its_pipeline_predicts(tmp_path):
+    """The denoiser the training loop optimises conditions the UNet as the saved SDXL target (and so the pipeline)
+    does: both text encoders' penultimate states, the pooled embedding and the micro-conditioning."""
+    from diffmia.core.registries import TARGETS
+    from diffmia.targets.denoiser import caption_ids
+    from diffmia.targets.kinds import load_target
+
+    cfg = sdxl_recipe(tmp_path, "[]")
+    built = TARGETS.get("stable-diffusion-xl")().build(cfg, CAPTIONS, 8, 3)
+    target = load_target(tmp_path / "sdxl")
+    x = torch.randn(3, *target.sample_shape, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([10, 400, 900])
+    with torch.no_grad():
+        trained = built.model(x, t, caption_ids(built, CAPTIONS[:3]))
+    assert torch.allclose(trained, target.predict_noise(x, t, CAPTIONS[:3]), atol=1e-5)
+    assert built.text_shape == (12, 32)  # text-feature noise covers both encoders' features
+
+
+@pytest.mark.parametrize("defenses", ["[]", "[{name: lora, rank: 2}]"])
+def test_sdxl_fine_tunes_in_full_and_with_lora(tmp_path, defenses):
+    from safetensors.torch import load_file
+
+    from diffmia.attacks import build_attack
+    from diffmia.attacks.runner import run_attack
+    from diffmia.targets.runs import load_run
+    from diffmia.targets.target import SDXLTarget
+    from diffmia.targets.train import train_target
+
+    cfg = sdxl_recipe(tmp_path, defenses)
+    run = train_target(cfg, tmp_path / "run", progress=False)
+    loaded = load_run(run.root)
+    assert isinstance(loaded.target, SDXLTarget)
+    before = load_file(tmp_path / "sdxl" / "unet" / "diffusion_pytorch_model.safetensors")
+    after = load_file(run.target / "unet" / "diffusion_pytorch_model.safetensors")
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the UNet was trained (LoRA: merged in)
+    te_before = load_file(tmp_path / "sdxl" / "text_encoder_2" / "model.safetensors")
+    te_after = load_file(run.target / "text_encoder_2" / "model.safetensors")
+    assert all(torch.equal(te_before[k], te_after[k]) for k in te_before)  # text encoders frozen, as the script
+    result = run_attack(loaded, build_attack("pia", {}), tmp_path / "scores", progress=False)
+    assert len(result.scores) == 16 and np.isfinite(result.scores.score).all()
+    if "lora" in defenses:
+        assert (run.root / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_sdxl_refuses_token_level_caption_randomisation_and_a_wrong_folder(tmp_path):
+    from diffmia.targets.denoiser import ModelError
+    from diffmia.targets.train import train_target
+    from tests.targets.test_t2i import make_tiny_sd
+
+    cfg = sdxl_recipe(tmp_path, "[{name: caption_randomisation, mode: tokens}]")
+    with pytest.raises(ConfigError, match="two tokenizers; use mode: replace"):
+        train_target(cfg, tmp_path / "run", progress=False)
+    make_tiny_sd(tmp_path / "sd", CAPTIONS)
+    wrong = cfg.model_copy(update={"model": cfg.model.model_copy(update={"pretrained": str(tmp_path / "sd")})})
+    with pytest.raises(ModelError, match="a StableDiffusionPipeline folder, but this model.kind loads a Stable"):
+        train_target(wrong, tmp_path / "run2", progress=False)
