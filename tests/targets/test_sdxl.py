@@ -1,6 +1,7 @@
 """SDXL folders: a tiny random StableDiffusionXLPipeline built here, as diffusers' own tests do, loads as an
-SDXLTarget whose noise predictions are the pipeline's own (its encode_prompt and micro-conditioning), and is audited
-gray-box and black-box through `diffmia audit`."""
+SDXLTarget whose noise predictions are the pipeline's own (its encode_prompt and micro-conditioning), is audited
+gray-box and black-box through `diffmia audit`, and is fine-tuned in diffmia's loop (in full and with LoRA) on the
+same conditioning."""
 
 import json
 
