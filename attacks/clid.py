@@ -91,9 +91,8 @@ class CLiD(Attack):
         captions = batch.captions
         z = target.encode(batch.images)
         for k, t in enumerate(self.params.timesteps):
-            eps = to_device(
-                per_sample_noise(public, z.shape[1:], self.seed + 1_000_003, k), z.device
-            )  # not the audit's
+            draws = per_sample_noise(public, z.shape[1:], self.seed + 1_000_003, k)  # not the audit's draws
+            eps = to_device(draws, z.device)
             x_t = add_noise(target, z, eps, t)
             full = _loss(target, x_t, t, captions, eps)
             longest = max(len(c.split()) for c in captions)

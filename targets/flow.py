@@ -68,15 +68,18 @@ class FlowMatchTarget:
         self.unet = self.transformer  # what audits count parameters of and references compare
         self.text_encoder = pipe.text_encoder
 
+    pipeline_class = "StableDiffusion3Pipeline"  # the diffusers class from_folder opens
+
     @classmethod
     def from_folder(cls, folder: str | Path, device: str | torch.device = "cpu") -> "FlowMatchTarget":
-        from diffusers import StableDiffusion3Pipeline
+        import diffusers
 
         from .denoiser import read_model_index
 
         # components saved as [null, null] (SD3 without T5, no IP-adapter encoder) are passed as None
         absent = {k: None for k, v in read_model_index(folder).items() if isinstance(v, list) and v[0] is None}
-        pipe = StableDiffusion3Pipeline.from_pretrained(folder, use_safetensors=True, trust_remote_code=False, **absent)
+        pipeline = getattr(diffusers, cls.pipeline_class)
+        pipe = pipeline.from_pretrained(folder, use_safetensors=True, trust_remote_code=False, **absent)
         return cls(pipe, device)
 
     # -- what the gray-box attacks would need: refused by name ----------------------------------------------------
@@ -236,18 +239,9 @@ class FluxTarget(FlowMatchTarget):
     """A Flux pipeline (FluxPipeline: CLIP pooled + T5 text embeddings, a transformer on packed latents with
     guidance embeddings) as the black-box attacks see it."""
 
+    pipeline_class = "FluxPipeline"
     default_guidance_scale = 3.5  # FluxPipeline's own default (the embedded guidance of the dev models)
     max_sequence_length = 512  # the pipeline's default T5 length
-
-    @classmethod
-    def from_folder(cls, folder: str | Path, device: str | torch.device = "cpu") -> "FluxTarget":
-        from diffusers import FluxPipeline
-
-        from .denoiser import read_model_index
-
-        absent = {k: None for k, v in read_model_index(folder).items() if isinstance(v, list) and v[0] is None}
-        pipe = FluxPipeline.from_pretrained(folder, use_safetensors=True, trust_remote_code=False, **absent)
-        return cls(pipe, device)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
