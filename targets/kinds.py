@@ -236,7 +236,7 @@ class StableDiffusion3Kind(AuditOnlyKind):
     (targets/flow.py); the DDPM-based gray-box attacks are refused by name, and fine-tuning is not built."""
 
     name = "stable-diffusion-3"
-    pipeline_class = "StableDiffusion3Pipeline"
+    pipeline_class = FlowMatchTarget.pipeline_class
     target = FlowMatchTarget
     not_trained = (
         "fine-tuning a flow-matching model in diffmia's training loop is not supported; audit an SD3 folder "
@@ -250,7 +250,7 @@ class FluxKind(AuditOnlyKind):
     black-box (targets/flow.py); the DDPM-based gray-box attacks are refused by name, and fine-tuning is not built."""
 
     name = "flux"
-    pipeline_class = "FluxPipeline"
+    pipeline_class = FluxTarget.pipeline_class
     target = FluxTarget
     not_trained = (
         "fine-tuning a flow-matching model in diffmia's training loop is not supported; audit a Flux folder "
