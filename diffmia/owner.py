@@ -10,6 +10,10 @@ Under the null (S not used: S and R exchangeable for the model), the cross-fitte
 too, so the permutation p-value is valid for the set as a whole.
 Also: the effect size (Cohen's d) and the p-value against the size of S (random subsets, median p), i.e. how many
 of the owner's images were needed.
+The test is only as good as R: if R comes from another source (another crawl, date or preprocessing), S and R are not
+exchangeable for any classifier, the model included, and a small p says nothing about training. So the same
+cross-fitted test is run on a blind baseline, features of each image alone (evaluate/blind.py), that never queries
+the model; when it separates S from R (permutation p < 0.05) a significant verdict is withdrawn as inconclusive.
 """
 
 from __future__ import annotations
@@ -59,6 +63,21 @@ def cross_fitted(features: pd.DataFrame, is_suspect: np.ndarray, half: np.ndarra
         model = LogisticRegression(max_iter=1000).fit(scaler.transform(x[fit]), is_suspect[fit])
         out[apply] = model.decision_function(scaler.transform(x[apply]))
     return out
+
+
+def blind_baseline(images, ids: np.ndarray, is_suspect: np.ndarray, half: np.ndarray, permutations: int, seed: int):
+    """The same one-sided tests on a model-free score: the blind baseline's classifier of image features, fitted on
+    one hash half and applied to the other; `differ` when it separates suspect from reference (p < 0.05)."""
+    from diffmia.evaluate.blind import cross_fit_halves, image_features
+
+    scores = cross_fit_halves(image_features(images.pixels[ids], images.max_value), is_suspect, half, seed)
+    tests = one_sided_tests(scores[is_suspect == 1], scores[is_suspect == 0], permutations, seed)
+    return {
+        **tests,
+        "differ": tests["permutation_p"] < 0.05,
+        "method": "image features alone (intensity, spectrum, JPEG blockiness, colour, thumbnail), a logistic "
+        "regression fitted on one hash half and applied to the other; the model is never queried",
+    }
 
 
 def size_curve(s: np.ndarray, r: np.ndarray, sizes: list[int], repeats: int = 200, seed: int = 0) -> list[dict]:
@@ -145,6 +164,7 @@ def owner_test(
     }
     combined = cross_fitted(features, is_suspect, half)
     result = one_sided_tests(combined[is_suspect == 1], combined[is_suspect == 0], permutations, seed)
+    blind = blind_baseline(images, first.sample_id.to_numpy(), is_suspect, half, permutations, seed)
     n_s = int(is_suspect.sum())
     sizes = sorted({k for k in (2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000) if k <= n_s} | {n_s})
     curve = size_curve(combined[is_suspect == 1], combined[is_suspect == 0], sizes, seed=seed)
@@ -156,6 +176,18 @@ def owner_test(
         if result["permutation_p"] < 0.05
         else "no evidence at this set size that the suspect collection was used (not proof that it was not)"
     )
+    if blind["differ"]:
+        differ = (
+            f"the suspect and reference images differ in distribution: a classifier of the images alone, which never "
+            f"queries the model, separates them (permutation p = {blind['permutation_p']:.3g})"
+        )
+        verdict = (
+            f"INCONCLUSIVE: {differ}, so the model-based p = {result['permutation_p']:.3g} may come from that "
+            "difference, not from training; take reference images from the same source, date and preprocessing as "
+            "the suspect ones"
+            if result["permutation_p"] < 0.05
+            else f"{verdict}; note: {differ}"
+        )
     report = {
         "model": str(Path(model).resolve()),
         "suspect": str(suspect),
@@ -165,6 +197,7 @@ def owner_test(
         "attacks": list(frames),
         "combined": result,
         "per_attack": per_attack,
+        "blind_baseline": blind,
         "size_curve": curve,
         "images_needed_median_p_0.05": needed,
         "verdict": verdict,

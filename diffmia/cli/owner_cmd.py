@@ -49,5 +49,10 @@ def owner(
         f"combined: permutation p = {c['permutation_p']:.3g}, Welch p = {c['welch_p']:.3g}, effect size d = "
         f"{c['effect_size_d']:.2f}; median p < 0.05 from {r['images_needed_median_p_0.05'] or 'more than all'} images"
     )
+    b = r["blind_baseline"]
+    typer.echo(
+        f"blind baseline (the images alone, no model): permutation p = {b['permutation_p']:.3g}"
+        + (": the two collections DIFFER IN DISTRIBUTION" if b["differ"] else ": not told apart")
+    )
     typer.echo(f"verdict: {r['verdict']}")
     typer.echo(f"wrote {out / 'owner.json'} and {out / 'owner-size-curve.png'}")

@@ -230,6 +230,7 @@ def test_owner_cli_on_a_copied_model(elsewhere, tmp_path):
     assert report["suspect_images"] == 64 and report["attacks"] == ["naive_loss", "pia"]
     assert 0 < report["combined"]["permutation_p"] <= 1 and report["size_curve"][-1]["set_size"] == 64
     assert (out / "owner-size-curve.png").stat().st_size > 1000 and "verdict" in result.output
+    assert 0 < report["blind_baseline"]["permutation_p"] <= 1 and "blind baseline" in result.output
 
 
 def test_image_properties_by_hand():

@@ -115,6 +115,14 @@ def audit(model, members, nonmembers, out):
     return json.loads((out / "results.json").read_text()), (out / "report.md").read_text()
 
 
+def jpeg_folder(source, folder):
+    """The images of `source` JPEG-compressed at quality 60 (another source's preprocessing), saved as PNG again."""
+    folder.mkdir()
+    for file in sorted(source.iterdir()):
+        Image.fromarray(jpeg(np.asarray(Image.open(file))[..., None], 60)[..., 0]).save(folder / file.name)
+    return folder
+
+
 def test_audit_reports_the_baseline_and_flags_mismatched_folders(elsewhere, tmp_path):  # noqa: F811
     results, report = audit(elsewhere / "model", elsewhere / "members", elsewhere / "nonmembers", tmp_path / "same")
     b = results["recipes"]["model"]["blind_baseline"]
@@ -128,11 +136,7 @@ def test_audit_reports_the_baseline_and_flags_mismatched_folders(elsewhere, tmp_
     # 0.5); whatever the baseline says, the report says the same
     assert ("not told apart without the model" in report) == (not shifted(b))
 
-    # the same non-member digits, JPEG-compressed (another source's preprocessing), saved as PNG again
-    other = tmp_path / "jpeg-nonmembers"
-    other.mkdir()
-    for file in sorted((elsewhere / "nonmembers").iterdir()):
-        Image.fromarray(jpeg(np.asarray(Image.open(file))[..., None], 60)[..., 0]).save(other / file.name)
+    other = jpeg_folder(elsewhere / "nonmembers", tmp_path / "jpeg-nonmembers")
     results, report = audit(elsewhere / "model", elsewhere / "members", other, tmp_path / "shifted")
     b = results["recipes"]["model"]["blind_baseline"]
     assert shifted(b), b
@@ -149,3 +153,22 @@ def test_the_roc_plot_draws_the_baseline():
     fig = roc_figure("t", {"a": (y, rng.random(100) + y)}, baseline=(y, rng.random(100)))
     drawn = [line for ax in fig.axes for line in ax.get_lines() if line.get_gid() == "blind-baseline"]
     assert len(drawn) == 2  # the linear and the log-log panel
+
+
+def test_the_owner_test_does_not_claim_use_when_the_collections_differ(elsewhere, tmp_path):  # noqa: F811
+    """`diffmia owner` with a reference collection from another source (the non-members JPEG-compressed): the blind
+    baseline separates the two collections, and a significant model-based p is withdrawn as inconclusive."""
+    reference = jpeg_folder(elsewhere / "nonmembers", tmp_path / "jpeg-reference")
+    out = tmp_path / "owner"
+    args = ["owner", str(elsewhere / "model"), "--suspect", str(elsewhere / "members"), "--reference", str(reference)]
+    args += ["--attack", "naive_loss", "--permutations", "500", "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "owner.json").read_text())
+    blind = report["blind_baseline"]
+    assert blind["differ"] and blind["permutation_p"] < 0.05 and "never queried" in blind["method"]
+    assert "the two collections DIFFER IN DISTRIBUTION" in result.output
+    if report["combined"]["permutation_p"] < 0.05:
+        assert report["verdict"].startswith("INCONCLUSIVE: the suspect and reference images differ in distribution")
+    else:
+        assert "note: the suspect and reference images differ in distribution" in report["verdict"]
