@@ -80,6 +80,30 @@ def blind_baseline(images, ids: np.ndarray, is_suspect: np.ndarray, half: np.nda
     }
 
 
+def owner_verdict(p: float, blind: dict) -> str:
+    """The verdict of the set-level test's permutation p, withdrawn as inconclusive when the blind baseline separates
+    the collections (a significant p may then come from the difference of sources, not from training)."""
+    verdict = (
+        "the model was very likely trained on the suspect collection (p < 0.01)"
+        if p < 0.01
+        else "evidence that the suspect collection was used (p < 0.05)"
+        if p < 0.05
+        else "no evidence at this set size that the suspect collection was used (not proof that it was not)"
+    )
+    if not blind["differ"]:
+        return verdict
+    differ = (
+        "the suspect and reference images differ in distribution: a classifier of the images alone, which never "
+        f"queries the model, separates them (permutation p = {blind['permutation_p']:.3g})"
+    )
+    if p < 0.05:
+        return (
+            f"INCONCLUSIVE: {differ}, so the model-based p = {p:.3g} may come from that difference, not from "
+            "training; take reference images from the same source, date and preprocessing as the suspect ones"
+        )
+    return f"{verdict}; note: {differ}"
+
+
 def size_curve(s: np.ndarray, r: np.ndarray, sizes: list[int], repeats: int = 200, seed: int = 0) -> list[dict]:
     """Median one-sided Welch p-value over random subsets of S of each size (R whole)."""
     from scipy.stats import ttest_ind
@@ -169,25 +193,7 @@ def owner_test(
     sizes = sorted({k for k in (2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000) if k <= n_s} | {n_s})
     curve = size_curve(combined[is_suspect == 1], combined[is_suspect == 0], sizes, seed=seed)
     needed = next((row["set_size"] for row in curve if row["median_p"] < 0.05), None)
-    verdict = (
-        "the model was very likely trained on the suspect collection (p < 0.01)"
-        if result["permutation_p"] < 0.01
-        else "evidence that the suspect collection was used (p < 0.05)"
-        if result["permutation_p"] < 0.05
-        else "no evidence at this set size that the suspect collection was used (not proof that it was not)"
-    )
-    if blind["differ"]:
-        differ = (
-            f"the suspect and reference images differ in distribution: a classifier of the images alone, which never "
-            f"queries the model, separates them (permutation p = {blind['permutation_p']:.3g})"
-        )
-        verdict = (
-            f"INCONCLUSIVE: {differ}, so the model-based p = {result['permutation_p']:.3g} may come from that "
-            "difference, not from training; take reference images from the same source, date and preprocessing as "
-            "the suspect ones"
-            if result["permutation_p"] < 0.05
-            else f"{verdict}; note: {differ}"
-        )
+    verdict = owner_verdict(result["permutation_p"], blind)
     report = {
         "model": str(Path(model).resolve()),
         "suspect": str(suspect),

@@ -157,7 +157,7 @@ def test_the_roc_plot_draws_the_baseline():
 
 def test_the_owner_test_does_not_claim_use_when_the_collections_differ(elsewhere, tmp_path):  # noqa: F811
     """`diffmia owner` with a reference collection from another source (the non-members JPEG-compressed): the blind
-    baseline separates the two collections, and a significant model-based p is withdrawn as inconclusive."""
+    baseline separates the two collections and the verdict says so (owner_verdict: a significant p is withdrawn)."""
     reference = jpeg_folder(elsewhere / "nonmembers", tmp_path / "jpeg-reference")
     out = tmp_path / "owner"
     args = ["owner", str(elsewhere / "model"), "--suspect", str(elsewhere / "members"), "--reference", str(reference)]
@@ -172,3 +172,17 @@ def test_the_owner_test_does_not_claim_use_when_the_collections_differ(elsewhere
         assert report["verdict"].startswith("INCONCLUSIVE: the suspect and reference images differ in distribution")
     else:
         assert "note: the suspect and reference images differ in distribution" in report["verdict"]
+
+
+def test_the_owner_verdict_is_withdrawn_only_when_the_collections_differ():
+    from diffmia.owner import owner_verdict
+
+    alike, differ = {"differ": False, "permutation_p": 0.4}, {"differ": True, "permutation_p": 0.002}
+    assert owner_verdict(0.001, alike).startswith("the model was very likely trained on the suspect collection")
+    assert owner_verdict(0.03, alike).startswith("evidence that the suspect collection was used")
+    withdrawn = owner_verdict(0.001, differ)
+    assert withdrawn.startswith("INCONCLUSIVE: the suspect and reference images differ in distribution")
+    assert "model-based p = 0.001 may come from that difference" in withdrawn and "p = 0.002" in withdrawn
+    assert owner_verdict(0.5, differ).startswith("no evidence at this set size") and "; note: " in owner_verdict(
+        0.5, differ
+    )
