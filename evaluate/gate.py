@@ -106,3 +106,23 @@ def check_gates(results: dict, gates: list[Gate], bound: str = "upper") -> list[
             elif _OPS[gate.op](value, gate.value):
                 failed.append(f"{recipe}: --fail-if {gate.describe()!r} crossed: {what}")
     return failed
+
+
+def gate_cautions(results: dict) -> list[str]:
+    """One line per recipe whose blind baseline separates members from non-members without the model: the figures a
+    gate reads may then reflect a difference of sources, not membership (said beside the gate's verdict, pass or
+    fail; the verdict itself still reads the attacks)."""
+    from .blind import shifted
+
+    lines = []
+    for recipe, info in (results.get("recipes") or {}).items():
+        b = info.get("blind_baseline")
+        if info.get("seed_of") or not shifted(b):
+            continue
+        cause = "a chance imbalance of the random split" if b.get("random_split") else "a difference of sources"
+        lines.append(
+            f"{recipe}: the blind baseline tells members from non-members without querying the model (AUC "
+            f"{b['auc']:.3f} [{b['auc_ci_lo']:.3f}, {b['auc_ci_hi']:.3f}]): the gated figures may reflect {cause}, "
+            "not membership"
+        )
+    return lines

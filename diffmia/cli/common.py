@@ -183,9 +183,11 @@ def apply_gates(results: dict, gates, bound: str) -> None:
     """Exit 3 with one line per failed gate; say that every gate passed otherwise."""
     if not gates:
         return
-    from diffmia.evaluate.gate import check_gates
+    from diffmia.evaluate.gate import check_gates, gate_cautions
 
     failed = check_gates(results, gates, bound)
+    for line in gate_cautions(results):
+        typer.echo(f"gate caution: {line}")
     for line in failed:
         typer.echo(f"gate failed: {line}")
     if failed:

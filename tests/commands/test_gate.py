@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from diffmia.cli import app
-from diffmia.evaluate.gate import GateError, check_gates, parse_gate
+from diffmia.evaluate.gate import GateError, check_gates, gate_cautions, parse_gate
 from tests.commands.test_audit import elsewhere  # noqa: F401 - the fixture: a tiny model copied out of its run
 
 
@@ -71,3 +71,16 @@ def test_audit_with_a_gate_exits_3_or_0(elsewhere, tmp_path):  # noqa: F811 - th
     assert bad.exit_code == 2 and not (tmp_path / "c").exists()  # refused before any work
     eps = CliRunner().invoke(app, base + ["--out", str(tmp_path / "d"), "--fail-if", "epsilon > 1"])
     assert eps.exit_code == 2 and "no canaries" in eps.output
+
+
+def test_a_shifted_blind_baseline_is_said_beside_the_gate():
+    results = _results()
+    assert gate_cautions(results) == []
+    results["recipes"]["r"]["blind_baseline"] = {"auc": 0.55, "auc_ci_lo": 0.45, "auc_ci_hi": 0.65}
+    assert gate_cautions(results) == []  # not separated: nothing to say
+    results["recipes"]["r"]["blind_baseline"] = {"auc": 0.93, "auc_ci_lo": 0.88, "auc_ci_hi": 0.97}
+    (line,) = gate_cautions(results)
+    assert line.startswith("r: the blind baseline tells members from non-members without querying the model")
+    assert "AUC 0.930 [0.880, 0.970]" in line and "a difference of sources, not membership" in line
+    results["recipes"]["r"]["blind_baseline"]["random_split"] = True
+    assert "a chance imbalance of the random split" in gate_cautions(results)[0]
