@@ -72,7 +72,8 @@ def check_on_meta(loaded, name, host_copies, captions=None):
     return scores
 
 
-PIXEL = [n for n in ATTACKS.names() if not ATTACKS.get(n).needs_captions]
+# GSA's prepare computes gradient norms of every audited image (seconds); its device part is checked on its own below
+PIXEL = [n for n in ATTACKS.names() if not ATTACKS.get(n).needs_captions and n != "gsa"]
 
 
 @pytest.mark.parametrize("name", PIXEL)
@@ -90,6 +91,15 @@ def test_the_shared_statistic_copies_only_its_result(loaded, host_copies):
     batch = AttackBatch(loaded.images.tensor(ids, loaded.resolution), ids)  # on the CPU: moved per chunk
     out = denoising_losses(on_meta(loaded.target), batch, 100, 2, seed=0, batch_size=2)
     assert out.shape == (4, 2) and host_copies == [(2, 2), (2, 2)]
+
+
+def test_gsa_gradients_stay_on_the_device(loaded, host_copies):
+    from diffmia.attacks.gsa import gradient_norms
+
+    ids = loaded.manifest.indices("members")[:2]
+    noises = torch.randn((3, 2, *loaded.target.sample_shape), generator=torch.Generator().manual_seed(0))
+    norms = gradient_norms(on_meta(loaded.target), loaded.images.tensor(ids, loaded.resolution), [10, 400, 900], noises)
+    assert norms.shape[0] == 2 and host_copies == [tuple(norms.shape)]  # the norms alone come back
 
 
 def test_generation_runs_on_the_device_and_returns_images(loaded, host_copies):
