@@ -49,28 +49,29 @@ def one_sided_tests(s: np.ndarray, r: np.ndarray, permutations: int = 10000, see
 
 
 def cross_fitted(features: pd.DataFrame, is_suspect: np.ndarray, half: np.ndarray) -> np.ndarray:
-    """Combined score per image from a logistic regression fit on the other half only."""
+    """Combined score per image from a logistic regression (standardised attack scores) fit on the other half only."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x = features.to_numpy(float)
-    out = np.empty(len(x))
-    for fold in np.unique(half):
-        fit, apply = half != fold, half == fold
-        if len(np.unique(is_suspect[fit])) < 2:
-            raise ValueError("each half needs suspect and reference images to fit the combination")
-        scaler = StandardScaler().fit(x[fit])
-        model = LogisticRegression(max_iter=1000).fit(scaler.transform(x[fit]), is_suspect[fit])
-        out[apply] = model.decision_function(scaler.transform(x[apply]))
-    return out
+    from diffmia.evaluate.blind import cross_fit_halves
+
+    return cross_fit_halves(
+        features.to_numpy(float),
+        is_suspect,
+        half,
+        lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)),
+        "each half needs suspect and reference images to fit the combination",
+    )
 
 
 def blind_baseline(images, ids: np.ndarray, is_suspect: np.ndarray, half: np.ndarray, permutations: int, seed: int):
     """The same one-sided tests on a model-free score: the blind baseline's classifier of image features, fitted on
     one hash half and applied to the other; `differ` when it separates suspect from reference (p < 0.05)."""
-    from diffmia.evaluate.blind import cross_fit_halves, image_features
+    from diffmia.evaluate.blind import baseline_model, cross_fit_halves, image_features
 
-    scores = cross_fit_halves(image_features(images.pixels[ids], images.max_value), is_suspect, half, seed)
+    features = image_features(images.pixels[ids], images.max_value)
+    scores = cross_fit_halves(features, is_suspect, half, lambda: baseline_model(seed))
     tests = one_sided_tests(scores[is_suspect == 1], scores[is_suspect == 0], permutations, seed)
     return {
         **tests,

@@ -144,16 +144,23 @@ def cross_fit(features: np.ndarray, is_member: np.ndarray, split: np.ndarray, se
     return scores
 
 
-def cross_fit_halves(features: np.ndarray, labels: np.ndarray, half: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Scores of the same classifier fitted on one hash half and applied to the other, for every image (the data
-    owner's test combines its attacks this way: each image's score comes from a model that never saw its label)."""
+def cross_fit_halves(
+    features: np.ndarray,
+    labels: np.ndarray,
+    half: np.ndarray,
+    make_model,
+    missing: str = "each half needs images of both sets to fit the blind baseline",
+) -> np.ndarray:
+    """Scores of a classifier (`make_model()`, a fresh one per half) fitted on one hash half and applied to the other,
+    for every image: each image's score comes from a model that never saw its label (the data owner's test combines
+    its attacks this way, and runs its blind baseline so). `missing`: the error when a half lacks one of the sets."""
     labels = np.asarray(labels).astype(int)
     out = np.full(len(features), np.nan)
     for fold in np.unique(half):
         fit, apply = half != fold, half == fold
         if len(np.unique(labels[fit])) < 2:
-            raise ValueError("each half needs images of both sets to fit the blind baseline")
-        out[apply] = baseline_model(seed).fit(features[fit], labels[fit]).decision_function(features[apply])
+            raise ValueError(missing)
+        out[apply] = make_model().fit(features[fit], labels[fit]).decision_function(features[apply])
     return out
 
 

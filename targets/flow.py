@@ -124,12 +124,18 @@ class FlowMatchTarget:
         return self.vae.decode(z).sample.float()
 
     # -- the velocity ---------------------------------------------------------------------------------------------
+    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings, pooled embeddings) of `prompts` by the pipeline's own encode_prompt (every text encoder)."""
+        embeds, _, pooled, _ = self.pipe.encode_prompt(
+            prompts, prompts, prompts, device=self.device, do_classifier_free_guidance=False
+        )
+        return embeds, pooled
+
     def _embeds(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cached embeddings of `prompts`, each prompt encoded once."""
         missing = sorted({p for p in prompts if p not in self._prompts})
         if missing:
-            embeds, _, pooled, _ = self.pipe.encode_prompt(
-                missing, missing, missing, device=self.device, do_classifier_free_guidance=False
-            )
+            embeds, pooled = self.encode_prompts(missing)
             for k, p in enumerate(missing):
                 self._prompts[p] = (embeds[k : k + 1], pooled[k : k + 1])
         return (
@@ -249,18 +255,13 @@ class FluxTarget(FlowMatchTarget):
         size = 2 * (int(self.pipe.default_sample_size) // 2)
         return (self.transformer.config.in_channels // 4, size, size)
 
-    def _embeds(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        missing = sorted({p for p in prompts if p not in self._prompts})
-        if missing:
-            embeds, pooled, self._text_ids = self.pipe.encode_prompt(
-                missing, missing, device=self.device, max_sequence_length=self.max_sequence_length
-            )
-            for k, p in enumerate(missing):
-                self._prompts[p] = (embeds[k : k + 1], pooled[k : k + 1])
-        return (
-            torch.cat([self._prompts[p][0] for p in prompts]),
-            torch.cat([self._prompts[p][1] for p in prompts]),
+    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """FluxPipeline.encode_prompt: T5 embeddings, CLIP pooled embeddings, and the text position ids (the same
+        zeros for every prompt, kept for the transformer)."""
+        embeds, pooled, self._text_ids = self.pipe.encode_prompt(
+            prompts, prompts, device=self.device, max_sequence_length=self.max_sequence_length
         )
+        return embeds, pooled
 
     @torch.no_grad()
     def velocity(self, x: torch.Tensor, t: torch.Tensor, prompts: Sequence[str], guidance: float = 1.0):

@@ -195,9 +195,8 @@ class StableDiffusionXLKind(TargetKind):
         pipe = load_stable_diffusion_xl(cfg.model.pretrained)
         for frozen in (pipe.text_encoder, pipe.text_encoder_2, pipe.vae):
             frozen.requires_grad_(False)
-        vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
         denoiser = SDXLDenoiser(
-            pipe.unet, pipe.text_encoder, pipe.text_encoder_2, pipe.tokenizer.model_max_length, vae_scale
+            pipe.unet, pipe.text_encoder, pipe.text_encoder_2, pipe.tokenizer.model_max_length, pipe.vae_scale_factor
         )
         parts = {
             "vae": pipe.vae,

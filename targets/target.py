@@ -415,9 +415,13 @@ class LatentTextTarget(TextTarget):
         return self.vae.decode(to_device(latents, self.device) / self.scaling_factor).sample.float()
 
     @property
+    def vae_scale(self) -> int:
+        """How many pixels one latent covers per side: 2 per VAE down level, as the pipelines' vae_scale_factor."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
-        scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        size = self.unet.config.sample_size * scale
+        size = self.unet.config.sample_size * self.vae_scale
         return (int(self.vae.config.in_channels), size, size)
 
     @classmethod
@@ -479,8 +483,7 @@ class SDXLTarget(LatentTextTarget):
         cond = list(cond) if cond is not None else [""] * len(x_t)
         feats = self.text_features(cond)
         pooled = torch.stack([self._pooled[c] for c in cond])
-        scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(x_t, scale, feats.dtype)}
+        added = {"text_embeds": pooled, "time_ids": sdxl_time_ids(x_t, self.vae_scale, feats.dtype)}
         return self.unet(x_t, t, encoder_hidden_states=feats, added_cond_kwargs=added).sample
 
     @classmethod

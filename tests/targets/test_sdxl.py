@@ -127,25 +127,11 @@ def test_an_sdxl_folder_is_audited_gray_box_and_black_box(tmp_path):
 
 def sdxl_recipe(tmp_path, defenses: str, images: int = 24, steps: int = 4):
     """A tiny random SDXL folder and a recipe fine-tuning it on a tiny captioned image folder."""
-    from diffmia.core.config import load_config
-    from tests.targets.test_t2i import TINY_T2I
+    from tests.targets.test_t2i import fine_tune_recipe
 
     data = make_imagefolder(tmp_path / "imgs", n=images, size=(16, 16))
     make_tiny_sdxl(tmp_path / "sdxl", [f"picture number {i}" for i in range(images)])
-    return load_config(
-        TINY_T2I,
-        [
-            "model.kind=stable-diffusion-xl",
-            f"model.pretrained={tmp_path / 'sdxl'}",
-            "data.dataset=imagefolder",
-            f"data.path={data}",
-            "data.resolution=8",
-            "data.members=8",
-            "data.nonmembers=8",
-            f"train.steps={steps}",
-            f"defenses={defenses}",
-        ],
-    )
+    return fine_tune_recipe("stable-diffusion-xl", tmp_path / "sdxl", data, defenses, steps)
 
 
 def test_sdxl_trains_on_what_its_pipeline_predicts(tmp_path):

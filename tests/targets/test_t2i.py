@@ -309,11 +309,16 @@ def tiny_sd_recipe(tmp_path, defenses: str, images: int = 24, steps: int = 4):
     data = make_imagefolder(tmp_path / "imgs", n=images, size=(16, 16))
     captions = [json.loads(x)["text"] for x in (data / "metadata.jsonl").read_text().splitlines()]
     make_tiny_sd(tmp_path / "sd", captions)
+    return fine_tune_recipe("stable-diffusion", tmp_path / "sd", data, defenses, steps)
+
+
+def fine_tune_recipe(kind: str, pretrained, data, defenses: str, steps: int):
+    """The tiny text recipe fine-tuning the pretrained folder of `kind` on the captioned image folder `data`."""
     return load_config(
         TINY_T2I,
         [
-            "model.kind=stable-diffusion",
-            f"model.pretrained={tmp_path / 'sd'}",
+            f"model.kind={kind}",
+            f"model.pretrained={pretrained}",
             "data.dataset=imagefolder",
             f"data.path={data}",
             "data.resolution=8",
