@@ -33,7 +33,7 @@ import torch
 
 from diffmia.core.errors import DiffmiaError
 
-from .target import QueryCounter, Target, check_generation, to_device
+from .target import LatentTextTarget, QueryCounter, Target, check_generation, to_device
 
 
 class FlowMatchingError(DiffmiaError, ValueError):
@@ -96,9 +96,7 @@ class FlowMatchTarget:
     autocast = Target.autocast
 
     # -- shapes and the latent space ----------------------------------------------------------------------------
-    @property
-    def vae_scale(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+    vae_scale = LatentTextTarget.vae_scale  # pixels per latent per side, as for Stable Diffusion
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
